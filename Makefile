@@ -1,0 +1,52 @@
+# Every target installs what it needs first: a fresh clone needs only `make demo` / `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint fmt typecheck bench smoke check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet -e . --group dev
+	touch $(STAMP)
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(BIN)/pytest -n 2 -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/pytest -n 2 -m "not crash and not slow"
+
+lint: install
+	$(BIN)/ruff format --check batchrunner tests bench scripts
+	$(BIN)/ruff check batchrunner tests bench scripts
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format batchrunner tests bench scripts
+	$(BIN)/ruff check --fix batchrunner tests bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(PY) bench/run.py
+
+smoke: install
+	rm -rf build/smoke && mkdir -p build/smoke
+	$(PY) -m pip wheel --quiet --no-deps -w build/smoke .
+	python3 -m venv build/smoke/venv
+	build/smoke/venv/bin/pip install --quiet build/smoke/*.whl
+	build/smoke/venv/bin/batchrunner --help >/dev/null
+	@echo "smoke: wheel installs and runs"
+
+check: lint test smoke
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

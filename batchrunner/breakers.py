@@ -1,0 +1,136 @@
+"""Tell a row's failure from a run's failure: errors that would hit every row stop the run.
+
+`run_failure` classifies one error (bad key, no permission, unknown model or endpoint, no
+quota); `FailureStreak` trips when the last K rows all failed. Both only return messages,
+naming the cause and the fix; raising `RunAbortedError` is the runner's call. No message
+ever carries the API key, so server text is redacted before it is quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchrunner.errors import RequestError
+
+_RESUME = "then run the same command again to resume"
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "enforced_spend_limit_reached"})
+# Key-shaped words (`sk-…`, `key_…`) and bearer tokens, in case a server echoes one back.
+_SECRET = re.compile(
+    r"(?i)\b(?:bearer\s+\S+|(?:sk|pk|rk|key|api|token)[-_][A-Za-z0-9._*\-]{6,})",
+)
+_QUOTED_MODEL = re.compile(r"(?i)\bmodel\W{0,3}?[`'\"]([^`'\"\s]{1,200})[`'\"]")
+_BARE_MODEL = re.compile(r"(?i)\bmodel\s*[:=]\s*([^\s,;'\"`]{1,200})")
+_MAX_QUOTE = 200
+
+
+def redact(text: str) -> str:
+    """`text` with anything shaped like a key or a bearer token replaced by `[redacted]`."""
+    return _SECRET.sub("[redacted]", text)
+
+
+def _label(err: RequestError) -> str:
+    status = f"HTTP {err.http_status} " if err.http_status is not None else ""
+    return f"{status}{err.error_type}"
+
+
+def _quote(err: RequestError) -> str:
+    """The server's message, redacted and shortened, as `: "..."` (empty when none)."""
+    text = " ".join(redact(err.message or "").split())
+    if not text:
+        return ""
+    if len(text) > _MAX_QUOTE:
+        text = text[: _MAX_QUOTE - 1] + "…"
+    return f': "{text}"'
+
+
+def _names(err: RequestError) -> set[str]:
+    return {name.lower() for name in (err.error_type, err.code) if name}
+
+
+def _is_quota(err: RequestError) -> bool:
+    return err.http_status == 402 or bool(_names(err) & _QUOTA_CODES)
+
+
+def _model_named(err: RequestError) -> str | None:
+    """The model a 404 is about, when its message says so (either convention's wording)."""
+    text = err.message or ""
+    match = _QUOTED_MODEL.search(text) or _BARE_MODEL.search(text)
+    return redact(match.group(1)) if match else None
+
+
+def run_failure(err: RequestError) -> str | None:
+    """A message naming the cause and the fix when `err` would hit every row, else None.
+
+    Covered: the key refused (401), no permission (403), an unknown model or endpoint
+    (404), no quota or credit (402, `insufficient_quota`, `billing_error`, Anthropic's
+    `enforced_spend_limit_reached`). Everything else is a row's own failure.
+    """
+    names = _names(err)
+    label = _label(err)
+    if err.http_status == 401 or "authentication_error" in names or "invalid_api_key" in names:
+        # The server's text is left out on purpose: OpenAI's quotes part of the key.
+        return f"the API key was refused ({label}): check CAICAINI_API_KEY, {_RESUME}"
+    if _is_quota(err):
+        return (
+            f"the account has no quota or credit left ({label}{_quote(err)}): add credit or "
+            f"raise the spend limit with the provider, {_RESUME}"
+        )
+    if err.http_status == 403 or "permission_error" in names:
+        return (
+            f"the API key is not allowed to do this ({label}{_quote(err)}): check the key's "
+            f"permissions (and the region it is used from) with the provider, {_RESUME}"
+        )
+    mentions_model = "model" in (err.message or "").lower()
+    if "model_not_found" in names or (
+        mentions_model and (err.http_status == 404 or "not_found_error" in names)
+    ):
+        model = _model_named(err)
+        which = f"unknown model '{model}'" if model else "unknown model"
+        return (
+            f"{which} ({label}{_quote(err)}): use --model (or `model` in the job file) to "
+            f"name a model the API serves, {_RESUME}"
+        )
+    if err.http_status == 404:
+        return (
+            f"the API endpoint was not found ({label}{_quote(err)}): check the base URL "
+            f"(--base-url or CAICAINI_BASE, which ends in /v1), {_RESUME}"
+        )
+    return None
+
+
+class FailureStreak:
+    """Trips when the last `k` rows all failed (`k` = 0 disables it).
+
+    Feed it one outcome per row, after retries: a run where every row fails for a
+    reason `run_failure` does not know (a dead proxy, a malformed template) stops after
+    `k` rows instead of erroring the whole input.
+    """
+
+    def __init__(self, k: int) -> None:
+        if k < 0:
+            raise ValueError(f"the failure window must be >= 0, not {k}")
+        self.k = k
+        self.streak = 0
+
+    def observe(self, succeeded: bool) -> bool:
+        """Record one row's outcome; True when the last `k` outcomes all failed."""
+        self.streak = 0 if succeeded else self.streak + 1
+        return self.tripped
+
+    @property
+    def tripped(self) -> bool:
+        return self.k > 0 and self.streak >= self.k
+
+    def message(self, last_error: str | None = None) -> str:
+        """Why the run stops and what to do, quoting the last error (redacted) if given."""
+        last = ""
+        if last_error:
+            text = " ".join(redact(last_error).split())[:_MAX_QUOTE]
+            last = f' (the last one: "{text}")'
+        return (
+            f"the last {self.k} rows all failed{last}: see the errors in the run directory "
+            f"(batchrunner report DIR), fix the cause, then run the same command again with "
+            f"--retry-errors to resume and retry them"
+        )

@@ -1,0 +1,60 @@
+"""calls.log: one JSON line per HTTP attempt, for support tickets and post-mortems.
+
+The API docs ask users to log the response id of every call. Each line is appended with a
+single write() (O_APPEND), so concurrent attempts never interleave and a crash tears at most
+the last line. It never sees the API key: attempts carry ids, statuses and timings only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from batchrunner.errors import DiskError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from types import TracebackType
+
+    from batchrunner.client import Attempt
+
+
+class CallLog:
+    """Appends attempt lines to a file; echoes each to `echo` too (the CLI's `-v`)."""
+
+    def __init__(self, path: Path, *, echo: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.echo = echo
+        self._fd = -1
+
+    def __enter__(self) -> CallLog:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DiskError(f"cannot open {self.path}: {exc.strerror}") from None
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def write(self, attempt: Attempt) -> None:
+        record = {"ts": round(time.time(), 3), **asdict(attempt)}
+        record["latency_ms"] = round(attempt.latency_ms, 1)
+        line = json.dumps(record, separators=(",", ":"))
+        # The log is for humans; a full disk is reported by the journal, which matters.
+        with contextlib.suppress(OSError):
+            os.write(self._fd, (line + "\n").encode())
+        if self.echo is not None:
+            self.echo(line)

@@ -1,0 +1,203 @@
+"""Command line: the only module that parses argv or writes to the terminal.
+
+Commands parse, call one function and print. Errors from the core arrive as
+`BatchRunnerError`s and leave through `_user_errors()` with their exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import click
+
+from batchrunner import __version__
+from batchrunner.errors import BatchRunnerError, ConfigError
+from batchrunner.fakeapi.command import fake_api
+from batchrunner.progress import ProgressPrinter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+KEY_ENV = "CAICAINI_API_KEY"
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Core errors -> one line on stderr and their exit code; never a traceback."""
+    try:
+        yield
+    except BatchRunnerError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchrunner")
+def main() -> None:
+    """Run prompt files against the Caicaini API, crash-safe and resumable.
+
+    \b
+    Quick start (fake API on loopback, no key needed for a dry run):
+      batchrunner fake-api --port 8765 &
+      CAICAINI_API_KEY=dry batchrunner run jobs/data/tiny.jsonl -o runs/try \\
+          --base-url http://127.0.0.1:8765/v1
+    """
+
+
+main.add_command(fake_api, "fake-api")
+
+
+def _request_options(f: Any) -> Any:
+    """Options shared by `run` and `validate` (everything that shapes requests)."""
+    options = [
+        click.option("--job", type=click.Path(path_type=Path), help="TOML job file (see jobs/)."),
+        click.option("--api", type=click.Choice(["messages", "chat"]), help="Convention."),
+        click.option("--model", help="Default model for rows that set none. [caicaini/auto]"),
+        click.option("--max-tokens", type=click.IntRange(min=1), help="Default max_tokens. [1024]"),
+        click.option("--system", help="Default system prompt."),
+        click.option("--temperature", type=float, help="Default temperature."),
+        click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
+        click.option("--id-column", help="Input column holding the row id."),
+        click.option("--prompt-column", help="Input column holding the prompt."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Run directory.")
+@_request_options
+@click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), help="Requests in flight. [32]")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts per row. [6]")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Per-attempt s.")
+@click.option("--rpm", type=click.FloatRange(min=0), help="Requests/minute budget. [learned]")
+@click.option("--tpm", type=click.FloatRange(min=0), help="Tokens/minute budget. [learned]")
+@click.option("--stream/--no-stream", default=None, help="Use SSE streaming. [off]")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows.")
+@click.option("--retry-errors", is_flag=True, default=None, help="Re-attempt errored rows.")
+@click.option(
+    "--durability", type=click.Choice(["process", "os"]), help="Journal sync level. [process]"
+)
+@click.option("--stall-timeout", type=click.FloatRange(min=0), help="Requeue after S idle s.")
+@click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
+def run(
+    input_path: Path | None,
+    output: Path | None,
+    job: Path | None,
+    no_progress: bool,
+    verbose: bool,
+    **flags: Any,
+) -> None:
+    """Process a prompt file; resume DIR if it exists.
+
+    INPUT is .jsonl, .jsonl.gz, .jsonl.zst, .parquet or a directory of Parquet files.
+    Running the same command again resumes: recorded rows are not sent again.
+
+    \b
+    Example:
+      batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
+    Exit codes: 0 all succeeded, 1 some errored or the API refused the run,
+    2 bad usage or input (nothing sent), 130 interrupted (run again to resume).
+    """
+    from batchrunner.config import load_job
+    from batchrunner.runner import run_job
+
+    with _user_errors():
+        api_key = _api_key()
+        overrides = dict(flags)
+        overrides["timeout_s"] = overrides.pop("timeout")
+        overrides["stall_timeout_s"] = overrides.pop("stall_timeout")
+        overrides["verbose"] = verbose
+        spec = load_job(job, input_path=input_path, output=output, overrides=overrides)
+        printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
+        echo = (lambda line: click.echo(line, err=True)) if verbose else None
+        try:
+            stats = anyio.run(
+                lambda: run_job(
+                    spec,
+                    api_key=api_key,
+                    progress=printer.update,
+                    call_echo=echo,
+                    warn=lambda msg: click.echo(f"warning: {msg}", err=True),
+                )
+            )
+        finally:
+            printer.close()
+    where = stats.results or str(spec.output)
+    click.echo(
+        f"{stats.total} rows: {stats.succeeded} succeeded, {stats.errored} errored"
+        f" ({stats.sent_rows} recorded by this run) -> {where}"
+    )
+    if stats.errored:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(run_dir: Path, as_json: bool) -> None:
+    """Counts of a run directory: total, succeeded, errored, pending.
+
+    Reads only the directory; correct at any moment, also while a run is going.
+    """
+    from batchrunner.status import read_status
+
+    with _user_errors():
+        st = read_status(run_dir)
+    if as_json:
+        click.echo(st.to_json())
+        return
+    state = "complete" if st.complete else ("running" if st.running else "incomplete")
+    click.echo(
+        f"{run_dir}: {st.total} rows: {st.succeeded} succeeded, {st.errored} errored, "
+        f"{st.pending} pending ({state})"
+    )
+
+
+@main.command("validate")
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@_request_options
+def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
+    """Check the input (and job file) in one streaming pass; send nothing.
+
+    Stops at the first row that cannot become a request, naming file, line and reason
+    (exit 2).
+    """
+    from batchrunner.config import load_job
+    from batchrunner.runner import source_options
+    from batchrunner.sources import validate
+
+    with _user_errors():
+        spec = load_job(job, input_path=input_path, output=Path(), overrides=flags)
+        summary = validate(spec.input, source_options(spec))
+    click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid")
+
+
+@main.command()
+@click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
+def check(base_url: str | None) -> None:
+    """Preflight: the key and base URL work (GET /models). Sends no generation."""
+    from batchrunner.preflight import check_api
+    from batchrunner.spec import DEFAULT_BASE
+
+    with _user_errors():
+        key = _api_key()
+        url = (base_url or os.environ.get("CAICAINI_BASE") or DEFAULT_BASE).rstrip("/")
+        models = anyio.run(lambda: check_api(url, key))
+    click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
+
+
+def _api_key() -> str:
+    key = os.environ.get(KEY_ENV, "").strip()
+    if not key:
+        raise ConfigError(f"{KEY_ENV} is not set: export your API key in that variable")
+    return key

@@ -1,0 +1,357 @@
+"""HTTP: one httpx client per run on the aiohttp transport; one row's attempts and retries.
+
+The only module that imports the HTTP stack. Foreign exceptions and status codes become
+`RequestError`s at one boundary (`_classify_*`). Every attempt is reported to `on_attempt`
+(the run's calls.log). Nothing here touches files or decides about the run as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import anyio
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from batchrunner import __version__
+from batchrunner.errors import PermanentError, RequestError, RetryableError
+from batchrunner.protocols import parse_error_body
+from batchrunner.ratelimits import parse_retry_after
+from batchrunner.records import Completion, RawResponse, Request
+from batchrunner.sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from batchrunner.pacing import Pacer
+    from batchrunner.protocols.base import Protocol
+    from batchrunner.retrying import RetryPolicy
+
+ANTHROPIC_VERSION = "2023-06-01"
+USER_AGENT = f"batchrunner/{__version__}"
+# The SDKs retry these; 409 is a lock conflict, 408 a server-side timeout.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# 429s that no wait will cure: retrying them only burns the run's time.
+PERMANENT_CODES = frozenset(
+    {"insufficient_quota", "billing_hard_limit_reached", "enforced_spend_limit_reached"}
+)
+_STATUS_TYPES = {408: "timeout", 429: "rate_limit_error", 529: "overloaded_error"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One attempt, as calls.log records it."""
+
+    row_id: str
+    attempt: int
+    http_status: int | None
+    request_id: str | None
+    response_id: str | None
+    latency_ms: float
+    error_type: str | None
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sent:
+    """What became of one row's request after all its attempts."""
+
+    raw: RawResponse | None
+    completion: Completion | None
+    error: RequestError | None
+    attempts: int
+    latency_ms: float
+
+
+def make_client(*, base_url: str, api_key: str, concurrency: int) -> httpx.AsyncClient:
+    """One client per run: keep-alive pool as large as the number of workers.
+
+    httpx's native transport spends ~8 ms of CPU per request at high concurrency
+    (ARCHITECTURE.md); the aiohttp transport ~0.45 ms.
+    """
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=60
+    )
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        transport=AiohttpTransport(limits=limits),
+        headers={
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        },
+        follow_redirects=False,
+    )
+
+
+async def send(
+    client: httpx.AsyncClient,
+    request: Request,
+    *,
+    protocol: Protocol,
+    policy: RetryPolicy,
+    timeout_s: float,
+    idle_timeout_s: float | None = None,
+    pacer: Pacer | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
+) -> Sent:
+    """Send one row's request with retries; never raises a `RequestError`.
+
+    `timeout_s` is a total deadline per attempt (httpx's read timeout only bounds the gap
+    between chunks); `idle_timeout_s` bounds that gap for streams.
+    """
+    started = time.monotonic()
+    attempts = 0
+    cost = request.est_input_tokens + request.max_tokens
+    headers = {"anthropic-version": ANTHROPIC_VERSION} if request.api == "messages" else {}
+    read_timeout = idle_timeout_s if request.stream and idle_timeout_s else timeout_s
+    timeout = httpx.Timeout(timeout_s, read=read_timeout)
+
+    async def one_attempt() -> tuple[RawResponse, Completion]:
+        nonlocal attempts
+        attempts += 1
+        if pacer is not None:
+            await pacer.acquire(cost)
+        t0 = time.monotonic()
+        raw: RawResponse | None = None
+        error: RequestError | None = None
+        try:
+            with anyio.fail_after(timeout_s):
+                answer = await _attempt(client, request, protocol, headers, timeout)
+            try:
+                # A 200 whose body does not fit the convention is a transient failure too.
+                completion = protocol.parse_response(answer.body)
+            except RequestError as exc:
+                exc.http_status, exc.request_id = answer.status, answer.request_id
+                raise
+            raw = answer
+            return raw, completion
+        except RequestError as exc:
+            error = exc
+            raise
+        except TimeoutError as exc:
+            error = RetryableError("timeout", f"no complete answer within {timeout_s:g} s")
+            raise error from exc
+        finally:
+            if pacer is not None:
+                pacer.release(
+                    status=raw.status if raw else (error.http_status if error else None),
+                    headers=raw.headers if raw else (error.headers if error else {}),
+                    retry_after=error.retry_after if error else None,
+                    cost_tokens=cost,
+                    used_tokens=_used_tokens(raw),
+                )
+            if on_attempt is not None:
+                on_attempt(_attempt_log(request, attempts, raw, error, t0))
+
+    try:
+        async for attempt in policy.retrying():
+            with attempt:
+                raw, completion = await one_attempt()
+    except RequestError as exc:
+        return Sent(
+            raw=None, completion=None, error=exc, attempts=attempts, latency_ms=_ms_since(started)
+        )
+    return Sent(
+        raw=raw,
+        completion=completion,
+        error=None,
+        attempts=attempts,
+        latency_ms=_ms_since(started),
+    )
+
+
+async def _attempt(
+    client: httpx.AsyncClient,
+    request: Request,
+    protocol: Protocol,
+    headers: dict[str, str],
+    limits: httpx.Timeout,
+) -> RawResponse:
+    timeout = limits  # httpx's per-request timeouts; the total deadline is the caller's
+    try:
+        if not request.stream:
+            response = await client.post(
+                request.path.lstrip("/"), json=request.body, headers=headers, timeout=timeout
+            )
+            return _classify_response(response, protocol)
+        async with client.stream(
+            "POST", request.path.lstrip("/"), json=request.body, headers=headers, timeout=timeout
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                await response.aread()
+                return _classify_response(response, protocol)
+            return await _read_stream(response, protocol)
+    except httpx.TransportError as exc:
+        raise _classify_transport(exc) from exc
+
+
+async def _read_stream(response: httpx.Response, protocol: Protocol) -> RawResponse:
+    decoder = SSEDecoder()
+    assembler = protocol.new_assembler()
+    rid = _request_id(response.headers)
+    try:
+        async for chunk in response.aiter_bytes():
+            for event in decoder.feed(chunk):
+                assembler.feed(event)
+        for event in decoder.flush():
+            assembler.feed(event)
+        body = assembler.finish()
+    except RequestError as exc:
+        exc.request_id = exc.request_id or rid
+        exc.http_status = exc.http_status or response.status_code
+        raise
+    return RawResponse(
+        status=response.status_code, headers=_lower(response.headers), body=body, request_id=rid
+    )
+
+
+def _classify_response(response: httpx.Response, protocol: Protocol) -> RawResponse:
+    """A complete response -> RawResponse, or the RequestError it stands for."""
+    status = response.status_code
+    headers = _lower(response.headers)
+    rid = _request_id(response.headers)
+    try:
+        body: Any = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            raise RetryableError(
+                "invalid_response",
+                f"the {status} response body is not a JSON object",
+                http_status=status,
+                request_id=rid,
+            )
+        return RawResponse(status=status, headers=headers, body=body, request_id=rid)
+    error_type, message, code = parse_error_body(body)
+    error_type = (
+        error_type
+        or _STATUS_TYPES.get(status)
+        or ("api_error" if status >= 500 else "invalid_request_error")
+    )
+    message = message or _snippet(response.text) or f"HTTP {status}"
+    retry_after = parse_retry_after(headers, now=time.time())
+    cls = _error_class(status, headers, code, error_type)
+    error = cls(
+        error_type,
+        message,
+        http_status=status,
+        request_id=rid,
+        retry_after=retry_after,
+        code=code,
+        headers=headers,
+    )
+    raise error
+
+
+def _error_class(
+    status: int, headers: Mapping[str, str], code: str | None, error_type: str
+) -> type[RequestError]:
+    override = headers.get("x-should-retry", "").strip().lower()
+    if override in ("true", "false"):
+        return RetryableError if override == "true" else PermanentError
+    if code in PERMANENT_CODES or error_type in PERMANENT_CODES:
+        return PermanentError
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return RetryableError
+    return PermanentError
+
+
+def _classify_transport(exc: httpx.TransportError) -> RetryableError:
+    """Connection resets, truncated bodies and timeouts: all worth another attempt.
+
+    The aiohttp transport maps some disconnects to httpx timeout classes, so look at the
+    underlying aiohttp exception to name the failure truthfully.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientPayloadError):
+            return RetryableError("connection_error", f"response body truncated: {cause}")
+        if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return RetryableError("connection_error", f"connection lost: {cause}")
+        if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
+            return RetryableError("timeout", f"timed out: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableError("timeout", f"timed out: {type(exc).__name__}")
+    return RetryableError("connection_error", f"{type(exc).__name__}: {exc}")
+
+
+def _attempt_log(
+    request: Request,
+    number: int,
+    raw: RawResponse | None,
+    error: RequestError | None,
+    t0: float,
+) -> Attempt:
+    response_id = raw.body.get("id") if raw is not None else None
+    return Attempt(
+        row_id=request.row_id,
+        attempt=number,
+        http_status=raw.status if raw else (error.http_status if error else None),
+        request_id=raw.request_id if raw else (error.request_id if error else None),
+        response_id=response_id if isinstance(response_id, str) else None,
+        latency_ms=_ms_since(t0),
+        error_type=error.error_type if error else None,
+        retry_after=error.retry_after if error else None,
+    )
+
+
+def _used_tokens(raw: RawResponse | None) -> int | None:
+    usage = raw.body.get("usage") if raw is not None else None
+    if not isinstance(usage, dict):
+        return None
+    total = 0
+    for key in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+def _request_id(headers: httpx.Headers) -> str | None:
+    value = headers.get("request-id") or headers.get("x-request-id")
+    return str(value) if value is not None else None
+
+
+def _lower(headers: httpx.Headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    """Non-JSON error bodies (a proxy's HTML page) shortened to one line."""
+    flat = " ".join(text.split())
+    return flat[:limit] + ("…" if len(flat) > limit else "")
+
+
+def _ms_since(t0: float) -> float:
+    return (time.monotonic() - t0) * 1000.0
+
+
+async def list_models(*, base_url: str, api_key: str, timeout_s: float = 30.0) -> list[str]:
+    """GET {base}/models once (no retries: a preflight should answer fast or say why)."""
+    from batchrunner.breakers import run_failure
+    from batchrunner.errors import RunAbortedError
+    from batchrunner.protocols import get_protocol
+
+    async with make_client(base_url=base_url, api_key=api_key, concurrency=1) as client:
+        try:
+            with anyio.fail_after(timeout_s):
+                response = await client.get("models", timeout=timeout_s)
+                await response.aread()
+            raw = _classify_response(response, get_protocol("chat"))
+        except httpx.TransportError as exc:
+            raise RunAbortedError(f"cannot reach {base_url}: {_classify_transport(exc)}") from None
+        except TimeoutError:
+            raise RunAbortedError(f"{base_url} did not answer within {timeout_s:g} s") from None
+        except RequestError as exc:
+            raise RunAbortedError(run_failure(exc) or str(exc)) from None
+    data = raw.body.get("data")
+    if not isinstance(data, list):
+        raise RunAbortedError(f"{base_url}/models did not return a model list")
+    return [str(m.get("id")) for m in data if isinstance(m, dict)]

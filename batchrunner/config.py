@@ -1,0 +1,203 @@
+"""Job file + flags -> one frozen JobSpec, validated up front.
+
+Every problem is collected and raised as a single ConfigError (exit 2) before anything is
+sent. Paths in a job file are relative to the file. Flags win over the file. The key is
+never read here: it lives in the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, get_args
+
+from batchrunner.errors import ConfigError
+from batchrunner.spec import (
+    DEFAULT_BASE,
+    Durability,
+    EvalSpec,
+    JobSpec,
+    LimitsSpec,
+    PricingSpec,
+    RequestSpec,
+    Scorer,
+)
+
+# Keys the job file accepts, per section, with the spec field each one fills.
+_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name"}
+_REQUEST_KEYS = {f.name for f in fields(RequestSpec)}
+_LIMITS_KEYS = {
+    "concurrency": "concurrency",
+    "max_attempts": "max_attempts",
+    "timeout": "timeout_s",
+    "max_elapsed": "max_elapsed_s",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "breaker_window": "breaker_window",
+    "stall_timeout": "stall_timeout_s",
+    "grace": "grace_s",
+}
+_PRICING_KEYS = {f.name for f in fields(PricingSpec)}
+_EVAL_KEYS = {f.name for f in fields(EvalSpec)}
+_SECTIONS: dict[str, set[str]] = {
+    "job": _JOB_KEYS,
+    "request": _REQUEST_KEYS,
+    "limits": set(_LIMITS_KEYS),
+    "pricing": _PRICING_KEYS,
+    "eval": _EVAL_KEYS,
+}
+
+
+def read_job_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Parse a TOML job file and refuse unknown sections and keys by name."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"job file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read job file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    problems = []
+    for section, body in data.items():
+        if section not in _SECTIONS:
+            problems.append(f"unknown section [{section}]")
+        elif not isinstance(body, dict):
+            problems.append(f"[{section}] must be a table")
+        else:
+            problems += [
+                f"unknown key '{key}' in [{section}]"
+                for key in body
+                if key not in _SECTIONS[section]
+            ]
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return data
+
+
+def load_job(
+    job: Path | None,
+    *,
+    input_path: Path | None,
+    output: Path | None,
+    overrides: dict[str, Any],
+) -> JobSpec:
+    """Merge the job file (if any) with flags (`overrides`, None meaning "not given")."""
+    data = read_job_file(job) if job else {}
+    base = job.parent if job else Path.cwd()
+    jsec, rsec, lsec = data.get("job", {}), data.get("request", {}), data.get("limits", {})
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    def pick(flag: str, section: dict[str, Any], key: str, default: Any) -> Any:
+        return given[flag] if flag in given else section.get(key, default)
+
+    problems: list[str] = []
+    inp = input_path or (base / jsec["input"] if "input" in jsec else None)
+    out = output or (base / jsec["output"] if "output" in jsec else None)
+    if inp is None:
+        problems.append("no input: give INPUT or set [job] input in the job file")
+    if out is None:
+        problems.append("no run directory: give -o DIR or set [job] output in the job file")
+
+    request_values = {
+        name: pick(name, rsec, name, getattr(RequestSpec(), name)) for name in _REQUEST_KEYS
+    }
+    limits_values = {
+        attr: pick(attr, lsec, key, getattr(LimitsSpec(), attr))
+        for key, attr in _LIMITS_KEYS.items()
+    }
+    api = pick("api", jsec, "api", "messages")
+    base_url = given.get("base_url") or jsec.get("base_url") or os.environ.get("CAICAINI_BASE")
+    durability = pick("durability", jsec, "durability", "process")
+    problems += _check_request(request_values) + _check_limits(limits_values)
+    if api not in ("messages", "chat"):
+        problems.append(f"api must be 'messages' or 'chat', not {api!r}")
+    if durability not in get_args(Durability):
+        problems.append(f"durability must be one of {', '.join(get_args(Durability))}")
+    limit = given.get("limit")
+    if limit is not None and limit < 1:
+        problems.append("--limit must be at least 1")
+    pricing, evals = _optional_sections(data, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    assert inp is not None and out is not None  # for mypy: problems caught both
+    return JobSpec(
+        input=inp,
+        output=out,
+        api=api,
+        base_url=(base_url or DEFAULT_BASE).rstrip("/"),
+        request=RequestSpec(**request_values),
+        limits=LimitsSpec(**limits_values),
+        pricing=pricing,
+        eval=evals,
+        limit=limit,
+        retry_errors=bool(given.get("retry_errors", False)),
+        durability=durability,
+        progress=bool(given.get("progress", True)),
+        verbose=bool(given.get("verbose", False)),
+    )
+
+
+def _check_request(v: dict[str, Any]) -> list[str]:
+    problems = []
+    if not isinstance(v["model"], str) or not v["model"]:
+        problems.append("model must be a non-empty string")
+    if not _is_int(v["max_tokens"]) or v["max_tokens"] < 1:
+        problems.append("max_tokens must be a whole number >= 1")
+    if v["temperature"] is not None and not _is_number(v["temperature"]):
+        problems.append("temperature must be a number")
+    problems += [
+        f"{key} must be a string"
+        for key in ("system", "template", "id_column", "prompt_column")
+        if v[key] is not None and not isinstance(v[key], str)
+    ]
+    if not isinstance(v["stream"], bool):
+        problems.append("stream must be true or false")
+    return problems
+
+
+def _check_limits(v: dict[str, Any]) -> list[str]:
+    problems = [
+        f"{attr} must be a whole number >= 1"
+        for attr in ("concurrency", "max_attempts")
+        if not _is_int(v[attr]) or v[attr] < 1
+    ]
+    if _is_int(v["concurrency"]) and v["concurrency"] > 10_000:
+        problems.append("concurrency must be at most 10000")
+    problems += [
+        f"{attr.removesuffix('_s')} must be a number >= 0"
+        for attr in ("rpm", "tpm", "stall_timeout_s", "grace_s", "max_elapsed_s")
+        if not _is_number(v[attr]) or v[attr] < 0
+    ]
+    if v["timeout_s"] is not None and (not _is_number(v["timeout_s"]) or v["timeout_s"] <= 0):
+        problems.append("timeout must be a number of seconds > 0")
+    if not _is_int(v["breaker_window"]) or v["breaker_window"] < 0:
+        problems.append("breaker_window must be a whole number >= 0")
+    return problems
+
+
+def _optional_sections(
+    data: dict[str, dict[str, Any]], problems: list[str]
+) -> tuple[PricingSpec | None, EvalSpec | None]:
+    pricing = evals = None
+    if "pricing" in data:
+        bad = [k for k, val in data["pricing"].items() if not _is_number(val) or val < 0]
+        problems += [f"[pricing] {k} must be a number >= 0" for k in bad]
+        pricing = PricingSpec(**data["pricing"]) if not bad else None
+    if "eval" in data:
+        scorer = data["eval"].get("scorer", "exact")
+        if scorer not in get_args(Scorer):
+            problems.append(f"[eval] scorer must be one of {', '.join(get_args(Scorer))}")
+        else:
+            evals = EvalSpec(**data["eval"])
+    return pricing, evals
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,245 @@
+"""The journal: append-only JSON-lines segments, one line per recorded outcome.
+
+Guarantees. `JournalWriter.append` hands the whole line to the kernel with one `os.write`
+before it returns, so a killed process (`kill -9`, OOM) loses nothing that was appended.
+Durability "process" stops there (a power cut may lose what the page cache held);
+"os" also `fdatasync`s the segment at most 1 s after a line is appended (on the next append
+or `sync_if_due`), so a power cut loses at most about a second. Readers drop a torn
+last line (see `read_chunks`). Also home of the small durable-file helpers
+(directory fsync, disk-error translation) that the sink shares. No pyarrow here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import decimal
+import errno
+import json
+import os
+import re
+import time
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from batchrunner.errors import DiskError
+from batchrunner.records import Result
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from batchrunner.spec import Durability
+
+SYNC_INTERVAL_S = 1.0
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG}
+_ADVICE = {
+    errno.ENOSPC: "free space",
+    errno.EDQUOT: "free space",
+    errno.EFBIG: "free space",
+}
+_FIELDS = tuple(f.name for f in fields(Result))
+_SPECIAL = {"index", "completed_at_us", "extra"}
+
+
+def to_disk_error(exc: OSError, run_dir: Path) -> DiskError | None:
+    """Translate a "the disk refuses" OSError into DiskError; None for anything else."""
+    if exc.errno not in _DISK_ERRNOS:
+        return None
+    reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
+    advice = _ADVICE.get(exc.errno or 0, "make it writable")
+    return DiskError(
+        f"cannot write to {run_dir}: {reason}; {advice} and run the same command again to resume"
+    )
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir: Path) -> Iterator[None]:
+    """Re-raise disk-refusal OSErrors (ENOSPC, EROFS, EACCES, EDQUOT) as DiskError."""
+    try:
+        yield
+    except OSError as exc:
+        mapped = to_disk_error(exc, run_dir)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path]]:
+    """`prefix-NNNNNN.suffix` files in `directory`, sorted by number (missing dir: none)."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+){re.escape(suffix)}")
+    found: list[tuple[int, Path]] = []
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except FileNotFoundError:
+        return found
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m:
+            found.append((int(m.group(1)), directory / name))
+    found.sort()
+    return found
+
+
+def segment_path(journal_dir: Path, seq: int) -> Path:
+    return journal_dir / f"seg-{seq:06d}.jsonl"
+
+
+def list_segments(journal_dir: Path) -> list[tuple[int, Path]]:
+    return list_numbered(journal_dir, "seg", ".jsonl")
+
+
+def _json_default(value: object) -> object:
+    # Carried-through Parquet values are not all JSON: keep them readable and reversible
+    # enough for the final column conversion (Arrow casts ISO strings back to timestamps).
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_result(result: Result) -> bytes:
+    """One journal line: UTF-8 JSON keyed like a part's columns, None fields left out.
+
+    `completed_at` is microseconds since the epoch and `_extra` the carried-through
+    fields as JSON text, so a segment parses straight into a part table. A lone
+    surrogate (from a bad byte upstream) becomes "?": Parquet strings must be UTF-8.
+    """
+    obj: dict[str, Any] = {"_index": result.index}
+    for name in _FIELDS:
+        value = getattr(result, name)
+        if value is not None and name not in _SPECIAL:
+            obj[name] = value
+    obj["completed_at"] = result.completed_at_us
+    if result.extra:
+        obj["_extra"] = _dumps(result.extra)
+    return _dumps(obj).encode("utf-8", "replace") + b"\n"
+
+
+def read_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, whole lines) pieces of a segment, about `chunk_bytes` each.
+
+    The bytes after the last newline are a torn append (a kill during `append`, which
+    therefore never returned) and are dropped. FileNotFoundError if the segment is gone.
+    """
+    offset = 0
+    with path.open("rb") as fh:
+        while block := fh.read(chunk_bytes):
+            if not block.endswith(b"\n"):
+                block += fh.readline()  # finish the line the block cut through
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                yield offset, block if cut == len(block) else block[:cut]
+                offset += cut
+
+
+class JournalWriter:
+    """Appends lines to `seg-N.jsonl`; `rotate` closes segment N and moves on to N+1.
+
+    The segment file is created on the first append, so an idle interval leaves no file.
+    Not thread-safe: one writer task owns it.
+    """
+
+    def __init__(
+        self, journal_dir: Path, *, first_seq: int, durability: Durability, run_dir: Path
+    ) -> None:
+        self._dir = journal_dir
+        self._seq = first_seq
+        self._durability = durability
+        self._run_dir = run_dir
+        self._fd: int | None = None
+        self._size = 0
+        self._dirty = False
+        self._dir_synced = True
+        self._last_sync = time.monotonic()
+
+    @property
+    def seq(self) -> int:
+        """The number of the segment the next append goes to."""
+        return self._seq
+
+    @property
+    def path(self) -> Path:
+        return segment_path(self._dir, self._seq)
+
+    def append(self, line: bytes) -> None:
+        """Write one complete line with one write(); on failure, undo any partial write."""
+        with disk_errors(self._run_dir):
+            if self._fd is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o644)
+                self._size = os.fstat(self._fd).st_size
+                self._dir_synced = False
+            fd = self._fd
+            try:
+                written = os.write(fd, line)
+                while written < len(line):  # regular files rarely write short; finish the line
+                    written += os.write(fd, line[written:])
+            except OSError:
+                # Leave no half line behind: the next append would glue onto it.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._size)
+                raise
+            self._size += len(line)
+            self._dirty = True
+            if self._durability == "os":
+                self.sync_if_due(time.monotonic())
+
+    def sync_if_due(self, now: float) -> None:
+        """With durability "os": fdatasync when the last sync is SYNC_INTERVAL_S old."""
+        if self._durability == "os" and self._dirty and now - self._last_sync >= SYNC_INTERVAL_S:
+            self.sync()
+            self._last_sync = now
+
+    def sync(self) -> None:
+        """Flush the open segment (and, once, its directory entry) to stable storage."""
+        if self._fd is None or not self._dirty:
+            return
+        with disk_errors(self._run_dir):
+            os.fdatasync(self._fd)
+            if not self._dir_synced:
+                fsync_dir(self._dir)
+                self._dir_synced = True
+        self._dirty = False
+
+    def rotate(self) -> Path | None:
+        """Close the current segment; later appends go to the next one. Returns its path."""
+        if self._fd is None:
+            return None
+        closed = self.path
+        if self._durability == "os":
+            self.sync()
+        self._close_fd()
+        self._seq += 1
+        return closed
+
+    def close(self) -> None:
+        if self._fd is not None and self._durability == "os":
+            with contextlib.suppress(DiskError):
+                self.sync()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._dirty = False
+            os.close(fd)

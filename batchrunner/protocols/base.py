@@ -1,0 +1,247 @@
+"""What a convention provides (`Protocol`, `StreamAssembler`) and the helpers both share.
+
+Pure: rows and JSON in, requests and JSON out. No IO, no HTTP stack, no pyarrow: the
+client sends, these only shape and read the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+from batchrunner.errors import RetryableError, SourceError
+
+if typing.TYPE_CHECKING:
+    from batchrunner.records import Api, Completion, JSONObject, Request, Row
+    from batchrunner.spec import RequestSpec
+    from batchrunner.sse import SSEEvent
+
+
+class StreamAssembler(typing.Protocol):
+    """Folds one response's SSE events into the body a non-streamed call would return."""
+
+    @property
+    def done(self) -> bool:
+        """True once the stream's terminal event (`message_stop` / `[DONE]`) arrived."""
+        ...
+
+    def feed(self, event: SSEEvent) -> None:
+        """Take one event; raises RetryableError on an error event or malformed data."""
+        ...
+
+    def finish(self) -> JSONObject:
+        """The assembled body; raises RetryableError if the stream ended early."""
+        ...
+
+
+class Protocol(typing.Protocol):
+    """One API convention: how a row becomes a request and a response becomes a Completion."""
+
+    @property
+    def name(self) -> Api: ...
+
+    @property
+    def path(self) -> str:
+        """The endpoint below the base URL, e.g. "/messages"."""
+        ...
+
+    def build_request(self, row: Row, defaults: RequestSpec, *, stream: bool) -> Request:
+        """The request for `row`, with job defaults where the row lacks them.
+
+        Raises SourceError when the row cannot become a request.
+        """
+        ...
+
+    def parse_response(self, body: JSONObject) -> Completion:
+        """The fields the results keep; raises RetryableError for a body that does not fit."""
+        ...
+
+    def new_assembler(self) -> StreamAssembler:
+        """A fresh assembler for one streamed response."""
+        ...
+
+
+def parse_error_body(body: object) -> tuple[str | None, str | None, str | None]:
+    """(error_type, message, code) from either convention's error body; Nones otherwise.
+
+    Messages: `{"type":"error","error":{"type","message","details":{"error_code"}}}`.
+    Chat: `{"error":{"message","type","code"}}`. Proxies send anything, so nothing is assumed.
+    """
+    if not isinstance(body, dict):
+        return None, None, None
+    error = body.get("error")
+    if isinstance(error, str):  # some gateways flatten the error to a string
+        return None, error, None
+    if not isinstance(error, dict):
+        return None, None, None
+    error_type = error.get("type")
+    message = error.get("message")
+    code = _code(error.get("code"))
+    details = error.get("details")
+    if isinstance(details, dict):
+        code = _code(details.get("error_code")) or code
+    return (
+        error_type if isinstance(error_type, str) else None,
+        message if isinstance(message, str) else None,
+        code,
+    )
+
+
+def _code(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a numeric code from a proxy is still a code
+    return None
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a value's type, for messages about rows."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def start_body(row: Row, api: Api, *, nullable_content: bool) -> JSONObject:
+    """A new top-level body dict for `row`, with a new, validated `messages` list.
+
+    Only the top-level dict and the messages list are new; the protocols change nothing
+    below them, so the row's own objects are never mutated. In a simple row a null field
+    means "not set" (a Parquet column gives every row every field).
+    """
+    where = row.where
+    if row.api is not None and row.api != api:
+        raise SourceError(where, f"the row is a {row.api} request but the job uses --api {api}")
+    if not isinstance(row.body, dict):
+        raise SourceError(where, f"the request body must be an object, got {json_kind(row.body)}")
+    if row.shape == "simple":
+        body = {key: value for key, value in row.body.items() if value is not None}
+        prompt = body.pop("prompt", None)
+        if prompt is not None:
+            if "messages" in body:
+                raise SourceError(where, "the row has both prompt and messages")
+            if not isinstance(prompt, str):
+                raise SourceError(where, f"prompt must be a string, got {json_kind(prompt)}")
+            if not prompt:
+                raise SourceError(where, "prompt is empty")
+            body["messages"] = [{"role": "user", "content": prompt}]
+        elif "messages" not in body:
+            raise SourceError(where, "the row has no prompt or messages")
+    else:
+        body = dict(row.body)
+        if "messages" not in body:
+            raise SourceError(where, "the request body has no messages")
+    body["messages"] = _checked_messages(body["messages"], where, nullable_content)
+    return body
+
+
+def _checked_messages(messages: object, where: str, nullable_content: bool) -> list[Any]:
+    if not isinstance(messages, list):
+        raise SourceError(where, f"messages must be an array, got {json_kind(messages)}")
+    if not messages:
+        raise SourceError(where, "messages is empty")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise SourceError(where, f"messages[{i}] must be an object, got {json_kind(message)}")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise SourceError(where, f"messages[{i}] has no role")
+        if "content" not in message:
+            # A chat assistant turn that only calls tools may leave content out.
+            if nullable_content and "tool_calls" in message:
+                continue
+            raise SourceError(where, f"messages[{i}] has no content")
+        content = message["content"]
+        if isinstance(content, str | list) or (content is None and nullable_content):
+            continue
+        raise SourceError(
+            where, f"messages[{i}].content must be a string or an array, got {json_kind(content)}"
+        )
+    return list(messages)
+
+
+def set_default(body: JSONObject, key: str, value: object) -> None:
+    """Apply a job default where the body lacks the field (absent or null)."""
+    if value is not None and body.get(key) is None:
+        body[key] = value
+
+
+def require_int(body: JSONObject, key: str, where: str) -> int:
+    """The integer at `key`; a row whose value has another type cannot be sent."""
+    value = body.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise SourceError(where, f"{key} must be an integer, got {json_kind(value)}")
+
+
+def require_str(body: JSONObject, key: str, where: str) -> None:
+    """Reject a non-string value at `key` (model names, mostly)."""
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise SourceError(where, f"{key} must be a non-empty string, got {json_kind(value)}")
+
+
+def set_stream(body: JSONObject, stream: bool, *, include_usage: bool) -> None:
+    """Ask for SSE (and for chat, the final usage chunk), or strip a row's stream flags."""
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            options = body.get("stream_options")
+            kept = options if isinstance(options, dict) else {}
+            body["stream_options"] = {**kept, "include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+
+
+def estimate_tokens(*parts: object) -> int:
+    """About four characters per token over the JSON of the parts: cheap, not exact."""
+    chars = 0
+    for part in parts:
+        if part is None:
+            continue
+        chars += len(part) if isinstance(part, str) else len(json.dumps(part, ensure_ascii=False))
+    return (chars + 3) // 4
+
+
+def invalid_response(reason: str) -> RetryableError:
+    """The error for a 2xx whose body or stream does not fit: transient, so retried."""
+    return RetryableError("invalid_response", reason)
+
+
+def load_event(data: str) -> JSONObject:
+    """The JSON object of one SSE data field."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise invalid_response(f"malformed JSON in stream event: {exc}") from exc
+    if not isinstance(value, dict):
+        raise invalid_response(f"stream event is not a JSON object: {data[:80]!r}")
+    return value
+
+
+def stream_error(payload: object, fallback_type: str) -> RetryableError:
+    """The error for an error event that arrived after the 200."""
+    error_type, message, code = parse_error_body(payload)
+    return RetryableError(
+        error_type or fallback_type, message or "error event in stream", code=code
+    )
+
+
+def usage_int(usage: object, key: str) -> int | None:
+    """An integer usage count, or None when the server left it out."""
+    if not isinstance(usage, dict):
+        return None
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,180 @@
+"""Read what the server says about its rate limits: both header families and Retry-After.
+
+Pure parsing: no clocks of its own (callers pass `now`, epoch seconds), no IO, no pacing
+decisions (those live in `pacing`). Junk in any header yields None, never an exception,
+because a malformed header from a proxy must not fail a request that otherwise succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+LimitKind = Literal["requests", "tokens", "input-tokens", "output-tokens"]
+KINDS: tuple[LimitKind, ...] = ("requests", "tokens", "input-tokens", "output-tokens")
+_OPENAI_KINDS: tuple[LimitKind, ...] = ("requests", "tokens")
+
+# `ms` must come before `m` (and `us`/`µs` before `s`), or "12ms" reads as 12 minutes.
+_GO_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
+_GO_UNIT_S = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ns": 1e-9,
+}
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?P<frac>\.\d+)?(?P<tz>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_go_duration(s: str) -> float | None:
+    """Seconds in a Go duration string ("1m30s" -> 90.0, "12ms" -> 0.012); None if malformed.
+
+    The whole string must be a run of `<number><unit>` terms; a bare "0" is Go's zero.
+    Negative durations are refused: a reset in the past says nothing useful.
+    """
+    text = s.strip()
+    if text == "0":
+        return 0.0
+    if not text:
+        return None
+    total = 0.0
+    pos = 0
+    for match in _GO_TERM.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _GO_UNIT_S[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not math.isfinite(total):
+        return None
+    return total
+
+
+def parse_rfc3339(s: str) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp ("2025-08-21T12:40:59Z"); None if malformed.
+
+    Fractions of any length and `±HH:MM` offsets are accepted; a missing offset is read
+    as UTC, which is what the servers mean.
+    """
+    match = _RFC3339.fullmatch(s.strip())
+    if match is None:
+        return None
+    frac = match.group("frac") or ""
+    tz = match.group("tz")
+    offset = "+00:00" if tz is None or tz in "Zz" else tz
+    # Keep at most microseconds: fromisoformat is not obliged to take more digits.
+    text = f"{match.group('date')}T{match.group('time')}{frac[:7]}{offset}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:  # a well-shaped but impossible date, such as month 13
+        return None
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """One limit as the server reported it; `reset_in_s` is seconds until it is full again."""
+
+    kind: LimitKind
+    limit: float | None
+    remaining: float | None
+    reset_in_s: float | None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    return number
+
+
+def _reset_from_timestamp(value: str | None, now: float) -> float | None:
+    if value is None:
+        return None
+    moment = parse_rfc3339(value)
+    if moment is not None:
+        return max(0.0, moment - now)
+    # Some gateways put a duration where Anthropic puts a timestamp; read it rather than drop it.
+    return _reset_from_duration(value)
+
+
+def _reset_from_duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    duration = parse_go_duration(value)
+    # A bare number is not a Go duration, but gateways send "1.5" meaning seconds.
+    return duration if duration is not None else _number(value)
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> dict[str, LimitState]:
+    """The limits a response reports, by kind, from either header family.
+
+    Anthropic: `anthropic-ratelimit-{kind}-{limit,remaining,reset}`, reset an RFC 3339 time.
+    OpenAI: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, reset a Go duration.
+    A kind appears only when at least one of its three values could be read; when both
+    families report a kind, the Anthropic value wins field by field.
+
+    Args:
+        now: the current time in epoch seconds, to turn reset timestamps into durations.
+    """
+    lower = {str(key).lower(): str(value) for key, value in headers.items()}
+    found: dict[str, LimitState] = {}
+    for kind in KINDS:
+        prefix = f"anthropic-ratelimit-{kind}-"
+        limit = _number(lower.get(prefix + "limit"))
+        remaining = _number(lower.get(prefix + "remaining"))
+        reset = _reset_from_timestamp(lower.get(prefix + "reset"), now)
+        if kind in _OPENAI_KINDS:
+            limit = limit if limit is not None else _number(lower.get(f"x-ratelimit-limit-{kind}"))
+            if remaining is None:
+                remaining = _number(lower.get(f"x-ratelimit-remaining-{kind}"))
+            if reset is None:
+                reset = _reset_from_duration(lower.get(f"x-ratelimit-reset-{kind}"))
+        if limit is not None or remaining is not None or reset is not None:
+            found[kind] = LimitState(kind=kind, limit=limit, remaining=remaining, reset_in_s=reset)
+    return found
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds the server asks us to wait, or None when it says nothing usable.
+
+    Order, as both official SDKs read it: `retry-after-ms` (float milliseconds), then
+    `retry-after` as float seconds, then `retry-after` as an HTTP date (minus `now`, epoch
+    seconds). A header that is negative, NaN, infinite, garbage or a date already past is
+    skipped, so the caller falls back to its own backoff.
+    """
+    lower = {str(key).lower(): str(value) for key, value in headers.items()}
+    millis = _number(lower.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000.0
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:  # "-0000" means UTC with no claim about the local zone
+        moment = moment.replace(tzinfo=UTC)
+    delay = moment.timestamp() - now
+    return delay if delay >= 0 else None

@@ -1,0 +1,97 @@
+"""Frozen values passed between the stages of a run (source -> workers -> writer).
+
+Nothing here does IO. Every arrow of the pipeline carries one of these; stages never call
+back upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JSONObject = dict[str, Any]
+Api = Literal["messages", "chat"]
+Shape = Literal["simple", "openai_batch", "anthropic_batch"]
+Status = Literal["succeeded", "errored"]
+
+API_PATHS: dict[Api, str] = {"messages": "/messages", "chat": "/chat/completions"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    """One input row, ready to become a request.
+
+    `index` is the 0-based position in the input (the done-set key); `id` is the user's id
+    (`id`, `custom_id`, or the position as a string). `body` holds the request fields the
+    row carries (for simple rows: `prompt` or `messages` plus any request field; for batch
+    lines: the `body`/`params` object as is). `extra` holds the carried-through fields.
+    `api` is set when the row itself names its convention (an OpenAI batch line's `url`).
+    """
+
+    index: int
+    id: str
+    shape: Shape = "simple"
+    body: JSONObject
+    extra: JSONObject = field(default_factory=dict)
+    api: Api | None = None
+    where: str = ""  # "file:line" or "file:row N", for messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One HTTP request to send: convention, path below the base URL and JSON body."""
+
+    row_index: int
+    row_id: str
+    api: Api
+    path: str
+    body: JSONObject
+    stream: bool = False
+    est_input_tokens: int = 0  # a cheap estimate (chars / 4) for token budgets
+    max_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawResponse:
+    """A complete 2xx response (streams already assembled into the final JSON)."""
+
+    status: int
+    headers: dict[str, str]
+    body: JSONObject
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """The fields of a successful response that the results table keeps."""
+
+    response_id: str | None
+    model: str | None
+    text: str
+    stop_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """The final outcome of one row: one line of the journal, one row of results.parquet."""
+
+    index: int
+    id: str
+    status: Status
+    response_id: str | None = None
+    request_id: str | None = None
+    model: str | None = None
+    text: str | None = None
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    attempts: int = 0
+    latency_ms: float = 0.0
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    response: str | None = None  # the complete response body as JSON text
+    completed_at_us: int = 0  # microseconds since the epoch, UTC
+    extra: JSONObject = field(default_factory=dict)

@@ -1,0 +1,293 @@
+"""Turning one decoded input record into a Row: shapes, ids, templates and column options.
+
+Shared by `sources.read_rows` and `validate.validate`, so both accept and refuse exactly
+the same rows. Pure: no IO and no pyarrow; callers say where each record came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from typing import TYPE_CHECKING, Any, cast
+
+from batchrunner.errors import SourceError
+from batchrunner.protocols import REQUEST_FIELDS
+from batchrunner.records import Api, JSONObject, Row, Shape
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from batchrunner.sources import SourceOptions
+
+ANTHROPIC_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+URL_APIS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/messages": "messages"}
+SHAPE_NAMES: dict[Shape, str] = {
+    "simple": "simple rows",
+    "openai_batch": "OpenAI batch lines",
+    "anthropic_batch": "Anthropic batch lines",
+}
+_ONE_SHAPE: dict[Shape, str] = {
+    "simple": "a simple row",
+    "openai_batch": "an OpenAI batch line",
+    "anthropic_batch": "an Anthropic batch line",
+}
+_OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
+_ANTHROPIC_KEYS = frozenset({"custom_id", "params"})
+_MISSING: Any = object()
+Parsed = tuple[str, JSONObject, JSONObject, Api | None]  # id, body, extra, api
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a value's type, for messages ("got a number")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The column names a prompt template uses, in order; SourceError if it cannot work."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SourceError("template", f"{template!r} does not parse: {exc}") from None
+    names: dict[str, None] = {}
+    for _literal, name, spec, _conversion in parsed:
+        if name is None:
+            continue
+        if not name or name.isdigit():
+            raise SourceError("template", "every {field} must name a column, like {question}")
+        if "." in name or "[" in name or "{" in (spec or ""):
+            raise SourceError(
+                "template", f"{{{name}}}: only plain column names are supported (use {{{{ }}}})"
+            )
+        names[name] = None
+    return tuple(names)
+
+
+def check_messages(messages: object, where: str, label: str = "messages") -> None:
+    """Refuse anything but a non-empty list of {role, content} objects."""
+    if type(messages) is not list:
+        raise SourceError(where, f"{label} must be a list of objects, got {json_type(messages)}")
+    if not messages:
+        raise SourceError(where, f"{label} is empty")
+    for i, message in enumerate(messages):
+        if type(message) is not dict or type(message.get("role")) is not str:
+            raise SourceError(where, f"{label}[{i}] must be an object with a string role")
+        content = message.get("content", _MISSING)
+        if type(content) is str:
+            continue
+        if type(content) is not list or any(type(block) is not dict for block in content):
+            raise SourceError(
+                where,
+                f"{label}[{i}].content must be a string or a list of objects, "
+                f"got {'nothing' if content is _MISSING else json_type(content)}",
+            )
+
+
+def _not_object(record: object) -> str:
+    hint = (
+        " (a JSON array: the input must hold one object per line)" if type(record) is list else ""
+    )
+    return f"not a JSON object, got {json_type(record)}{hint}"
+
+
+class RowMaker:
+    """Makes the Rows of one input; the first record fixes the shape for all the others."""
+
+    def __init__(self, opts: SourceOptions, *, json_strings: bool = False) -> None:
+        """`json_strings`: accept `body`/`params` stored as JSON text (Parquet inputs)."""
+        self.shape: Shape | None = None
+        self.first_where = ""
+        self._json_strings = json_strings
+        if opts.template is not None and opts.prompt_column is not None:
+            raise SourceError("template", "give a template or a prompt column, not both")
+        self._template = opts.template
+        self._needs = template_fields(opts.template) if opts.template is not None else ()
+        self._id_key = opts.id_column or "id"
+        self._prompt_column = opts.prompt_column
+        fields = set(REQUEST_FIELDS[opts.api]) | {"prompt", "messages"}
+        if opts.template is not None or opts.prompt_column is not None:
+            fields.discard("prompt")  # the prompt comes from elsewhere: `prompt` is a column
+        fields.discard(self._id_key)
+        self._fields = frozenset(fields)
+        self._parse: Callable[[JSONObject, int, str], Parsed] = self._simple
+        self._uses_options = (opts.template, opts.id_column, opts.prompt_column) != (None,) * 3
+
+    def make(self, record: object, index: int, where: str) -> Row:
+        """The Row for one decoded record; SourceError(where, reason) if it cannot be one."""
+        row_id, body, extra, api = self.parse(record, index, where)
+        shape = cast("Shape", self.shape)  # parse() has set it
+        return Row(
+            index=index, id=row_id, shape=shape, body=body, extra=extra, api=api, where=where
+        )
+
+    def parse(self, record: object, index: int, where: str) -> Parsed:
+        """What `make` checks and builds, without the Row (the validation pass needs no Row)."""
+        if type(record) is not dict:
+            raise SourceError(where, _not_object(record))
+        shape: Shape = "simple" if "custom_id" not in record else self._shape_of(record, where)
+        if shape != self.shape:
+            if self.shape is not None:
+                raise SourceError(
+                    where,
+                    f"{_ONE_SHAPE[shape]} in a file of {SHAPE_NAMES[self.shape]} "
+                    f"(the shape is set by the first row, {self.first_where})",
+                )
+            self._fix_shape(shape, where)
+        return self._parse(record, index, where)
+
+    def check_columns(self, names: Iterable[str], where: str) -> None:
+        """Check up front that the columns the options name exist (Parquet schemas)."""
+        have = set(names)
+        if "custom_id" in have and ("body" in have or "params" in have):
+            return  # batch lines: the first row reports the options that do not apply
+        wanted = [(self._prompt_column, "prompt column"), (self._id_key, "id column")]
+        wanted += [(name, "template column") for name in self._needs]
+        for name, role in wanted:
+            if name is None or name in have or (role == "id column" and name == "id"):
+                continue
+            listed = ", ".join(sorted(have)) or "none"
+            raise SourceError(where, f"{role} {name!r} does not exist (columns: {listed})")
+
+    def carried(self, name: str) -> bool:
+        """Whether a column of this input is carried through to the results."""
+        if self.shape == "openai_batch":
+            return name not in _OPENAI_KEYS
+        if self.shape == "anthropic_batch":
+            return name not in _ANTHROPIC_KEYS
+        return name not in self._fields and name not in (self._id_key, self._prompt_column)
+
+    def _shape_of(self, record: JSONObject, where: str) -> Shape:
+        if "params" in record:
+            if "body" in record:
+                raise SourceError(where, "has both body (OpenAI) and params (Anthropic)")
+            return "anthropic_batch"
+        return "openai_batch" if "body" in record else "simple"
+
+    def _fix_shape(self, shape: Shape, where: str) -> None:
+        if shape != "simple" and self._uses_options:
+            raise SourceError(
+                where,
+                "a template, id column or prompt column applies only to simple rows, "
+                f"but this input holds {SHAPE_NAMES[shape]}",
+            )
+        self.shape = shape
+        self.first_where = where
+        if shape == "openai_batch":
+            self._parse = self._openai
+        elif shape == "anthropic_batch":
+            self._parse = self._anthropic
+
+    def _simple(self, record: JSONObject, index: int, where: str) -> Parsed:
+        body: JSONObject = {}
+        extra: JSONObject = {}
+        row_id = prompt = _MISSING
+        fields, id_key, prompt_key = self._fields, self._id_key, self._prompt_column
+        for key, value in record.items():
+            if key in fields:
+                body[key] = value
+            elif key == id_key:
+                row_id = value
+            elif key == prompt_key:
+                prompt = value
+            else:
+                extra[key] = value
+        if type(row_id) is not str:
+            row_id = self._simple_id(row_id, index, where)
+        if self._template is not None:
+            body["prompt"] = self._render(record, where)
+        elif prompt_key is not None:
+            if prompt is _MISSING:
+                raise SourceError(where, f"prompt column {prompt_key!r} does not exist")
+            body["prompt"] = prompt
+        if type(body.get("prompt")) is not str or "messages" in body:
+            self._check_prompt(body, extra, where)
+        return row_id, body, extra, None
+
+    def _simple_id(self, value: object, index: int, where: str) -> str:
+        if value is _MISSING:
+            if self._id_key != "id":
+                raise SourceError(where, f"id column {self._id_key!r} does not exist")
+            return str(index)
+        if type(value) is int:
+            return str(value)
+        raise SourceError(where, f"id must be a string or an integer, got {json_type(value)}")
+
+    def _check_prompt(self, body: JSONObject, extra: JSONObject, where: str) -> None:
+        prompt = body.get("prompt", _MISSING)
+        messages = body.get("messages", _MISSING)
+        if prompt is _MISSING:
+            if messages is _MISSING:
+                raise SourceError(where, self._no_prompt(extra))
+            check_messages(messages, where)
+        elif messages is not _MISSING:
+            source = "the template" if self._template is not None else "prompt"
+            raise SourceError(where, f"has both messages and {source}: give one")
+        elif type(prompt) is not str:
+            raise SourceError(where, f"prompt must be a string, got {json_type(prompt)}")
+
+    def _no_prompt(self, extra: JSONObject) -> str:
+        if "custom_id" in extra:
+            return "a batch line needs body (OpenAI) or params (Anthropic) next to custom_id"
+        return "has neither prompt nor messages"
+
+    def _render(self, record: JSONObject, where: str) -> str:
+        for name in self._needs:
+            if record.get(name) is None:
+                state = "lacks" if name not in record else "has null in"
+                raise SourceError(
+                    where, f"the template names column {name!r}, which this row {state}"
+                )
+        try:
+            return self._template.format_map(record)  # type: ignore[union-attr]
+        except (ValueError, TypeError) as exc:
+            raise SourceError(where, f"the template cannot format this row: {exc}") from None
+
+    def _object(self, value: object, name: str, where: str) -> JSONObject:
+        if type(value) is str and self._json_strings:
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise SourceError(where, f"{name} holds invalid JSON: {exc}") from None
+        if type(value) is not dict:
+            raise SourceError(where, f"{name} must be an object, got {json_type(value)}")
+        check_messages(value.get("messages"), where, f"{name}.messages")
+        return value
+
+    def _openai(self, record: JSONObject, index: int, where: str) -> Parsed:
+        custom_id = record["custom_id"]
+        if type(custom_id) is not str or not custom_id:
+            raise SourceError(
+                where, f"custom_id must be a non-empty string, got {json_type(custom_id)}"
+            )
+        url = record.get("url")
+        api = URL_APIS.get(url) if type(url) is str else None
+        if api is None:
+            allowed = " or ".join(URL_APIS)
+            raise SourceError(where, f"url must be {allowed}, got {url!r}")
+        method = record.get("method", "POST")
+        if method != "POST":
+            raise SourceError(where, f"method must be POST, got {method!r}")
+        body = self._object(record["body"], "body", where)
+        extra = {key: value for key, value in record.items() if key not in _OPENAI_KEYS}
+        return custom_id, body, extra, api
+
+    def _anthropic(self, record: JSONObject, index: int, where: str) -> Parsed:
+        custom_id = record["custom_id"]
+        if type(custom_id) is not str or ANTHROPIC_ID.fullmatch(custom_id) is None:
+            shown = repr(custom_id) if type(custom_id) is str else json_type(custom_id)
+            raise SourceError(where, f"custom_id {shown} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+        body = self._object(record["params"], "params", where)
+        extra = {key: value for key, value in record.items() if key not in _ANTHROPIC_KEYS}
+        return custom_id, body, extra, "messages"

@@ -1,0 +1,101 @@
+"""JobSpec: the frozen, validated description of one run (job file + flags, merged).
+
+`config.load_job` builds it; everything downstream only reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from batchrunner.records import Api
+
+DEFAULT_BASE = "https://caicaini.com/v1"
+DEFAULT_MODEL = "caicaini/auto"
+Durability = Literal["process", "os"]
+Scorer = Literal["exact", "contains", "regex", "json"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSpec:
+    """Defaults applied to every row; a row's own fields win."""
+
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 1024
+    system: str | None = None
+    temperature: float | None = None
+    template: str | None = None
+    stream: bool = False
+    id_column: str | None = None
+    prompt_column: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsSpec:
+    """How hard to push the API and how long to keep trying."""
+
+    concurrency: int = 32
+    max_attempts: int = 6
+    timeout_s: float | None = None  # None: 120 s, or 300 s with streaming
+    max_elapsed_s: float = 900.0  # cap on one row's total retry time
+    rpm: float = 0.0  # 0: learn from the server's headers
+    tpm: float = 0.0
+    breaker_window: int = 50  # stop when this many outcomes in a row all failed (0: off)
+    stall_timeout_s: float = 0.0  # 0: the attempt timeout decides
+    grace_s: float = 30.0  # SIGINT/SIGTERM: how long in-flight requests may finish
+
+    def attempt_timeout(self, stream: bool) -> float:
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return 300.0 if stream else 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PricingSpec:
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalSpec:
+    expected: str = "expected"
+    scorer: Scorer = "exact"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """Everything one run needs. Secrets are not here: the key lives in the environment."""
+
+    input: Path
+    output: Path
+    api: Api = "messages"
+    base_url: str = DEFAULT_BASE
+    request: RequestSpec = field(default_factory=RequestSpec)
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
+    pricing: PricingSpec | None = None
+    eval: EvalSpec | None = None
+    limit: int | None = None  # only the first N rows
+    retry_errors: bool = False
+    durability: Durability = "process"
+    progress: bool = True
+    verbose: bool = False
+
+    def request_settings(self) -> dict[str, Any]:
+        """The settings that shape what is asked: a resume must keep them all.
+
+        Left out on purpose: the base URL (a proxy or a new port asks the same thing),
+        `stream` (a streamed answer is assembled into the same message) and `--limit`
+        (a smoke run with `--limit 10` grows into the full run in the same directory).
+        """
+        req = asdict(self.request)
+        req.pop("stream")
+        return {"api": self.api, "request": req}
+
+    def settings_fingerprint(self) -> str:
+        blob = json.dumps(self.request_settings(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,177 @@
+"""The validation pass: read the whole input once, before anything is sent.
+
+Raises SourceError naming the file and line (or Parquet row) of the first problem, or
+returns an InputSummary. Holds no rows: ids are kept as 8-byte hashes only, and a repeated
+hash is confirmed by a second, targeted pass, so a hash collision is never reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchrunner.errors import SourceError
+from batchrunner.inputs import input_files, input_format, iter_records
+from batchrunner.rowshape import RowMaker
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from batchrunner.records import Shape
+    from batchrunner.sources import SourceOptions
+
+Digest = Callable[[bytes], bytes]  # an id's UTF-8 bytes -> 8 bytes
+
+# A JSON value's Python type -> the arrow type of its column ("json": stored as JSON text).
+_KINDS: dict[type, str] = {str: "string", int: "int64", float: "double", bool: "bool"}
+
+
+def _blake8(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputSummary:
+    """What a valid input holds.
+
+    `extra_columns` maps each carried-through column to its arrow type name: the file's
+    own types for Parquet; for JSONL "string", "int64", "double", "bool", "null" (never a
+    value) or "json" (objects, arrays or mixed types, stored as JSON text).
+    """
+
+    rows: int
+    shape: Shape
+    files: list[Path]
+    extra_columns: dict[str, str]
+    seconds: float
+
+
+def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _blake8) -> InputSummary:
+    """Check every row of the input in one streaming pass; SourceError on the first problem.
+
+    `_digest` is for tests: a weak hash forces collisions between different ids.
+    """
+    started = time.perf_counter()
+    parquet = input_format(path) == "parquet"
+    maker = RowMaker(opts, json_strings=parquet)
+    schemas: list[Any] = []  # the unified schema of the Parquet files read so far
+
+    def check(file: Path, schema: Any) -> None:
+        maker.check_columns(schema.names, str(file))
+        try:
+            schemas[:] = [pa.unify_schemas([*schemas, schema], promote_options="permissive")]
+        except (pa.ArrowException, TypeError) as exc:
+            reason = f"its column types disagree with the files before it: {exc}"
+            raise SourceError(str(file), reason) from None
+
+    # 256 buckets by the digest's first byte, so each sorts alone with little extra memory.
+    buckets = [bytearray() for _ in range(256)]
+    kinds: dict[str, str] = {}
+    last_types: dict[str, type] = {}
+    rows = 0
+    failure: SourceError | None = None
+    parse = maker.parse
+    try:
+        with closing(iter_records(path, on_file=check)) as records:
+            for index, (record, where) in enumerate(records):
+                row_id, _body, extra, _api = parse(record, index, where)
+                digest = _digest(row_id.encode("utf-8", "surrogatepass"))
+                buckets[digest[0]] += digest
+                if not parquet:
+                    for key, value in extra.items():
+                        if last_types.get(key) is not type(value):
+                            _note_kind(kinds, last_types, key, value)
+                rows += 1
+    except SourceError as exc:
+        failure = exc  # a duplicate id before this row is the first problem, if any
+    repeated = _repeated(buckets)
+    del buckets
+    if repeated:
+        _confirm_duplicates(path, opts, repeated, rows=rows, digest=_digest)
+    if failure is not None:
+        raise failure
+    if rows == 0 or maker.shape is None:
+        raise SourceError(str(path), "no rows: the input is empty")
+    if parquet:
+        columns = {f.name: str(f.type) for f in schemas[0] if maker.carried(f.name)}
+    else:
+        columns = kinds
+    return InputSummary(
+        rows=rows,
+        shape=maker.shape,
+        files=input_files(path),
+        extra_columns=columns,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _note_kind(kinds: dict[str, str], last: dict[str, type], key: str, value: object) -> None:
+    """Widen a JSONL column's type for a value whose Python type differs from the last one."""
+    last[key] = type(value)
+    kind = "null" if value is None else _KINDS.get(type(value), "json")
+    seen = kinds.get(key)
+    if seen != kind:
+        kinds[key] = _merge_kinds(seen, kind)
+
+
+def _merge_kinds(seen: str | None, kind: str) -> str:
+    if seen is None or seen == "null":
+        return kind
+    if kind == "null":
+        return seen
+    if {seen, kind} == {"int64", "double"}:
+        return "double"
+    return "json"
+
+
+def _repeated(buckets: list[bytearray]) -> set[bytes]:
+    """The digests that occur more than once: per bucket, a sort and an adjacent check."""
+    found: set[bytes] = set()
+    for bucket in buckets:
+        count = len(bucket) // 8
+        if count < 2:
+            continue
+        values = pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(bucket)]).sort()
+        following, preceding = values.slice(1), values.slice(0, count - 1)
+        same = pc.equal(following, preceding)
+        if pc.any(same).as_py():
+            for value in pc.filter(following, same).unique().to_pylist():
+                found.add(value.to_bytes(8, sys.byteorder))
+    return found
+
+
+def _confirm_duplicates(
+    path: Path, opts: SourceOptions, repeated: set[bytes], *, rows: int, digest: Digest
+) -> None:
+    """Re-read the first `rows` rows; raise on the first id that really repeats."""
+    maker = RowMaker(opts, json_strings=input_format(path) == "parquet")
+    first: dict[str, str] = {}
+    with closing(iter_records(path)) as records:
+        for index, (record, where) in enumerate(islice(records, rows)):
+            row_id = maker.parse(record, index, where)[0]
+            if digest(row_id.encode("utf-8", "surrogatepass")) not in repeated:
+                continue
+            if row_id in first:
+                reason = f"duplicate id {row_id!r} ({_first_seen(first[row_id], where)})"
+                raise SourceError(where, reason)
+            first[row_id] = where
+
+
+def _first_seen(first: str, here: str) -> str:
+    """'first on line 3' in the same file, else 'first at FILE row 3'."""
+    for separator, unit in ((" row ", "row"), (":", "line")):
+        file, _, number = first.rpartition(separator)
+        if file and number.isdigit():
+            if here.rpartition(separator)[0] == file:
+                return f"first on {unit} {number}"
+            break
+    return f"first at {first}"

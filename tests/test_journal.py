@@ -1,0 +1,170 @@
+"""Journal segments: one write per outcome, torn tails dropped, disk errors translated."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from batchrunner.errors import DiskError
+from batchrunner.journal import (
+    JournalWriter,
+    disk_errors,
+    encode_result,
+    list_numbered,
+    list_segments,
+    read_chunks,
+    segment_path,
+    to_disk_error,
+)
+from batchrunner.records import Result
+
+
+def _result(i: int, **kw: object) -> Result:
+    return Result(index=i, id=f"r{i}", status="succeeded", **kw)  # type: ignore[arg-type]
+
+
+def test_encode_result_is_one_utf8_line_keyed_like_a_part() -> None:
+    """A result becomes one newline-terminated UTF-8 JSON line with part column names."""
+    line = encode_result(
+        _result(3, text="héllo\nworld", completed_at_us=7, extra={"q": [1, 2]}, attempts=2)
+    )
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert "héllo" in line.decode("utf-8")
+    obj = json.loads(line)
+    assert obj["_index"] == 3 and obj["id"] == "r3" and obj["text"] == "héllo\nworld"
+    assert obj["completed_at"] == 7 and json.loads(obj["_extra"]) == {"q": [1, 2]}
+    assert "response_id" not in obj and "index" not in obj and "extra" not in obj
+
+
+def test_encode_result_keeps_non_json_extras_readable() -> None:
+    """Carried-through values JSON cannot hold (dates, bytes, decimals) become text."""
+    import datetime as dt
+    import decimal
+    import uuid
+
+    extra = {
+        "when": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "raw": b"\x00\x01",
+        "price": decimal.Decimal("1.50"),
+        "tags": {"a"},
+        "id": uuid.UUID(int=1),
+    }
+    obj = json.loads(json.loads(encode_result(_result(0, extra=extra)))["_extra"])
+    assert obj == {
+        "when": "2024-01-02T03:04:05+00:00",
+        "raw": "AAE=",
+        "price": "1.50",
+        "tags": ["a"],
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
+
+
+def test_writer_appends_lines_and_rotates_lazily(tmp_path: Path) -> None:
+    """Segments are created on first append; rotate moves on to the next number."""
+    w = JournalWriter(tmp_path, first_seq=5, durability="process", run_dir=tmp_path)
+    assert w.rotate() is None and w.seq == 5 and list_segments(tmp_path) == []
+    w.append(encode_result(_result(0)))
+    w.append(encode_result(_result(1)))
+    closed = w.rotate()
+    assert closed == segment_path(tmp_path, 5) and w.seq == 6
+    w.append(encode_result(_result(2)))
+    w.close()
+    assert [n for n, _ in list_segments(tmp_path)] == [5, 6]
+    assert closed.read_bytes() == encode_result(_result(0)) + encode_result(_result(1))
+
+
+def test_read_chunks_drops_the_torn_tail_and_keeps_offsets(tmp_path: Path) -> None:
+    """Only newline-terminated lines come back, in pieces whose offsets add up."""
+    lines = [encode_result(_result(i, text="x" * (i * 7))) for i in range(40)]
+    seg = tmp_path / "seg-000001.jsonl"
+    seg.write_bytes(b"".join(lines) + b'{"_index":99,"id":"torn')
+    chunks = list(read_chunks(seg, chunk_bytes=100))
+    assert b"".join(c for _, c in chunks) == b"".join(lines)
+    assert all(c.endswith(b"\n") for _, c in chunks)
+    offset = 0
+    for start, data in chunks:
+        assert start == offset
+        offset += len(data)
+
+
+def test_read_chunks_of_a_missing_segment_raises_file_not_found(tmp_path: Path) -> None:
+    """A segment that vanished (committed meanwhile) is reported as missing."""
+    with pytest.raises(FileNotFoundError):
+        list(read_chunks(tmp_path / "seg-000001.jsonl"))
+
+
+def test_append_on_a_full_device_raises_disk_error(tmp_path: Path) -> None:
+    """ENOSPC from write() becomes DiskError with advice to free space and resume."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    segment_path(tmp_path, 1).symlink_to("/dev/full")
+    w = JournalWriter(tmp_path, first_seq=1, durability="process", run_dir=tmp_path)
+    with pytest.raises(DiskError, match="No space left on device; free space and run the same"):
+        w.append(encode_result(_result(0)))
+    w.close()
+
+
+def test_to_disk_error_maps_only_disk_refusals(tmp_path: Path) -> None:
+    """EROFS/EACCES/ENOSPC/EDQUOT map to DiskError; other errors pass through."""
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        mapped = to_disk_error(OSError(code, os.strerror(code)), tmp_path)
+        assert isinstance(mapped, DiskError) and str(tmp_path) in str(mapped)
+    assert "make it writable" in str(to_disk_error(OSError(errno.EROFS, "x"), tmp_path))
+    assert to_disk_error(OSError(errno.ENOENT, "x"), tmp_path) is None
+    with pytest.raises(FileNotFoundError), disk_errors(tmp_path):
+        raise FileNotFoundError(errno.ENOENT, "gone")
+
+
+def test_encode_result_replaces_a_lone_surrogate() -> None:
+    """A lone surrogate (no UTF-8 form) becomes "?" instead of breaking the line."""
+    line = encode_result(_result(0, text="a\ud800b", extra={"k": "\udfff"}))
+    obj = json.loads(line)
+    assert obj["text"] == "a?b" and json.loads(obj["_extra"]) == {"k": "?"}
+
+
+def test_durability_os_syncs_at_most_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With "os" the segment is fdatasync'ed when a second has passed, never with "process"."""
+    calls: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    w = JournalWriter(tmp_path, first_seq=1, durability="os", run_dir=tmp_path)
+    w.append(encode_result(_result(0)))
+    w.append(encode_result(_result(1)))
+    assert len(calls) <= 1  # both appends fall inside the same second
+    before = len(calls)
+    w.sync_if_due(10**9)
+    assert len(calls) == before + 1
+    w.sync_if_due(10**9)  # nothing new appended: no sync
+    assert len(calls) == before + 1
+    w.close()
+    p = JournalWriter(tmp_path / "p", first_seq=1, durability="process", run_dir=tmp_path)
+    (tmp_path / "p").mkdir()
+    p.append(encode_result(_result(0)))
+    p.sync_if_due(10**9)
+    p.close()
+    assert len(calls) == before + 1
+
+
+def test_list_numbered_ignores_other_names(tmp_path: Path) -> None:
+    """Only `prefix-N.suffix` names count, sorted numerically; a missing dir lists nothing."""
+    for name in [
+        "seg-000010.jsonl",
+        "seg-2.jsonl",
+        "seg-000003.jsonl.tmp",
+        "x.jsonl",
+        "seg-a.jsonl",
+    ]:
+        (tmp_path / name).touch()
+    assert [n for n, _ in list_numbered(tmp_path, "seg", ".jsonl")] == [2, 10]
+    assert list_numbered(tmp_path / "missing", "seg", ".jsonl") == []

@@ -1,0 +1,495 @@
+"""The Pacer: budgets from flags and headers, shared cool-down, AIMD limit, cancellation."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from batchrunner.pacing import DEFAULT_COOLDOWN_S, MAX_COOLDOWN_S, Pacer
+from batchrunner.ratelimits import parse_retry_after
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def release(
+    pacer: Pacer,
+    status: int | None = 200,
+    *,
+    headers: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+    cost: int = 0,
+    used: int | None = None,
+) -> None:
+    pacer.release(
+        status=status,
+        headers=headers or {},
+        retry_after=retry_after,
+        cost_tokens=cost,
+        used_tokens=used,
+    )
+
+
+async def acquired_now(pacer: Pacer, cost: int = 0) -> bool:
+    """Whether `acquire` gets through without waiting (and then it holds the slot)."""
+    with anyio.move_on_after(0.05) as scope:
+        await pacer.acquire(cost)
+    return not scope.cancelled_caught
+
+
+async def attempt(pacer: Pacer, go: anyio.Event, status: int, clock: FakeClock, at: float) -> None:
+    """One attempt in its own task, as a worker makes it: acquire, wait, release at `at`."""
+    await pacer.acquire(0)
+    await go.wait()
+    clock.now = at
+    release(pacer, status)
+
+
+async def test_rpm_flag_bursts_one_second_then_paces() -> None:
+    """With --rpm 600, ten attempts go at once, the eleventh waits a tenth of a second."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=100, rpm=600, clock=clock)
+    assert pacer.learned_rps == pytest.approx(10.0)
+    for _ in range(10):
+        assert await acquired_now(pacer)
+    assert not await acquired_now(pacer)
+    clock.now += 0.05
+    assert not await acquired_now(pacer)
+    clock.now += 0.06
+    assert await acquired_now(pacer)
+    assert pacer.in_flight == 11
+
+
+async def test_tpm_flag_reserves_up_front_and_refunds_from_usage() -> None:
+    """Tokens are reserved at acquire and the unused part comes back at release."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=10, tpm=6000, clock=clock)  # 100 tokens/s, 100 at once
+    assert await acquired_now(pacer, 100)
+    assert not await acquired_now(pacer, 50)
+    release(pacer, cost=100, used=40)
+    assert await acquired_now(pacer, 50)
+    assert not await acquired_now(pacer, 20)
+    assert pacer.learned_tps == pytest.approx(100.0)
+
+
+async def test_usage_above_the_reservation_is_charged() -> None:
+    """A response that used more tokens than reserved takes the difference from the budget."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=10, tpm=6000, clock=clock)
+    assert await acquired_now(pacer, 10)
+    release(pacer, cost=10, used=100)
+    assert not await acquired_now(pacer, 10)
+    clock.now += 0.11
+    assert await acquired_now(pacer, 10)
+
+
+async def test_oversize_request_waits_for_a_full_bucket_then_runs_into_debt() -> None:
+    """A request costing more than the bucket holds still goes, and later ones pay it back."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=10, tpm=600, clock=clock)  # 10 tokens/s, 10 at once
+    assert await acquired_now(pacer, 50)
+    clock.now += 4.0
+    assert not await acquired_now(pacer, 1)
+    clock.now += 0.2
+    assert await acquired_now(pacer, 1)
+
+
+async def test_zero_cost_ignores_the_token_budget() -> None:
+    """An attempt that reserves no tokens is not held back by an empty token bucket."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=10, tpm=60, clock=clock)
+    assert await acquired_now(pacer, 5)
+    assert await acquired_now(pacer, 0)
+
+
+async def test_cooldown_holds_every_acquire_until_it_ends() -> None:
+    """After a 429 with retry-after 0.3 s, no acquire returns before the cool-down ends."""
+    pacer = Pacer(concurrency=8, probe_s=0)
+    await pacer.acquire(0)
+    release(pacer, 429, retry_after=0.3)
+    ends = pacer.cooldown_until
+    assert ends == pytest.approx(time.monotonic() + 0.3, abs=0.1)
+    returned: list[float] = []
+
+    async def worker() -> None:
+        await pacer.acquire(0)
+        returned.append(time.monotonic())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(worker)
+    assert len(returned) == 4
+    assert min(returned) >= ends
+
+
+async def test_cooldown_default_header_fallback_and_cap() -> None:
+    """A 429 with no wait pauses 1 s, one with only headers uses them, any pause is capped."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=8, clock=clock, probe_s=0)
+    release(pacer, 529)
+    assert pacer.cooldown_until == clock.now + DEFAULT_COOLDOWN_S
+    release(pacer, 429, headers={"retry-after": "7"})
+    assert pacer.cooldown_until == clock.now + 7.0
+    release(pacer, 429, retry_after=86400.0)
+    assert pacer.cooldown_until == clock.now + MAX_COOLDOWN_S
+    release(pacer, 503, retry_after=900.0)
+    assert pacer.cooldown_until == clock.now + MAX_COOLDOWN_S  # only 429/529 pause everyone
+
+
+async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
+    """Many 429s for attempts sent before the cut halve the limit once, not once each."""
+    clock = FakeClock(0.0)
+    pacer = Pacer(concurrency=8, clock=clock, probe_s=0)
+    go = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(attempt, pacer, go, 429, clock, 1.0)
+        await anyio.wait_all_tasks_blocked()
+        assert pacer.in_flight == 8
+        go.set()
+    assert (pacer.limit, pacer.in_flight) == (4, 0)
+
+    clock.now = 5.0  # past the cool-down: an attempt sent after the cut counts again
+    go = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(attempt, pacer, go, 529, clock, 6.0)
+        await anyio.wait_all_tasks_blocked()
+        go.set()
+    assert pacer.limit == 2
+
+
+async def test_limit_never_drops_below_the_floor() -> None:
+    """Cuts stop at `min_limit`."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=16, clock=clock, min_limit=3, probe_s=0)
+    for _ in range(10):
+        clock.now += 2.0  # releases without a ticket: one cut per second at most
+        release(pacer, 429, retry_after=0)
+    assert pacer.limit == 3
+
+
+async def test_429s_without_a_ticket_cut_at_most_once_per_second() -> None:
+    """Releases that cannot be matched to their acquire fall back to a one-second window."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=64, clock=clock, probe_s=0)
+    release(pacer, 429, retry_after=0)
+    clock.now += 0.5
+    release(pacer, 429, retry_after=0)
+    assert pacer.limit == 32
+    clock.now += 0.6
+    release(pacer, 429, retry_after=0)
+    assert pacer.limit == 16
+
+
+async def test_successes_grow_the_limit_by_one_per_window_up_to_concurrency() -> None:
+    """After a cut, `limit` successes add one slot, and the limit never exceeds concurrency."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=6, clock=clock, probe_s=0)
+    release(pacer, 429, retry_after=0)
+    assert pacer.limit == 3
+    for _ in range(3):
+        release(pacer, 200)
+    assert pacer.limit == 4
+    for _ in range(3):
+        release(pacer, 200)
+    assert pacer.limit == 4  # 4 successes per step now
+    release(pacer, 200)
+    assert pacer.limit == 5
+    for _ in range(100):
+        release(pacer, 200)
+    assert pacer.limit == 6
+    release(pacer, 500)
+    release(pacer, None)
+    assert pacer.limit == 6  # other failures neither grow nor cut
+
+
+async def test_the_adaptive_limit_bounds_attempts_in_flight() -> None:
+    """With the limit cut to 2, a third attempt waits until a slot is released."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=4, clock=clock, probe_s=0)
+    release(pacer, 429, retry_after=0)
+    assert pacer.limit == 2
+    assert await acquired_now(pacer)
+    assert await acquired_now(pacer)
+    assert not await acquired_now(pacer)
+    assert pacer.in_flight == 2
+    release(pacer)
+    assert await acquired_now(pacer)
+
+
+async def test_cancelled_waiters_leak_no_slot() -> None:
+    """Cancelling tasks blocked in acquire leaves in_flight as it was, and the slot reusable."""
+    pacer = Pacer(concurrency=1, probe_s=0)
+    await pacer.acquire(0)
+    with anyio.move_on_after(0.1):
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(pacer.acquire, 0)
+    assert pacer.in_flight == 1
+    release(pacer)
+    assert pacer.in_flight == 0
+    assert await acquired_now(pacer)
+    assert pacer.in_flight == 1
+
+
+async def test_without_budgets_the_first_attempt_probes_alone() -> None:
+    """With nothing known, one attempt goes first; its response opens the way for the rest."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=8, clock=clock)
+    assert await acquired_now(pacer)
+    assert not await acquired_now(pacer)
+    release(pacer)
+    for _ in range(8):
+        assert await acquired_now(pacer)
+
+
+async def test_a_silent_probe_lets_the_others_go_after_probe_s() -> None:
+    """A probe that never answers holds the others back only for `probe_s`."""
+    pacer = Pacer(concurrency=8, probe_s=0.1)
+    await pacer.acquire(0)
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        await pacer.acquire(0)
+    assert time.monotonic() - started >= 0.09
+    assert pacer.in_flight == 2
+
+
+@pytest.mark.parametrize(("rpm", "tpm"), [(6000, 0), (0, 60000)])
+async def test_a_budget_flag_skips_the_probe(rpm: float, tpm: float) -> None:
+    """With --rpm or --tpm set there is no probe: the flag already bounds the first wave."""
+    pacer = Pacer(concurrency=8, rpm=rpm, tpm=tpm, clock=FakeClock())
+    for _ in range(8):
+        assert await acquired_now(pacer, 10)
+
+
+async def test_learns_request_pace_from_openai_headers() -> None:
+    """Headers saying 0 of 10 left, full in 1 s, pace requests to 10 per second."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=64, clock=clock)
+    await pacer.acquire(0)
+    headers = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    release(pacer, headers=headers)
+    assert pacer.learned_rps == pytest.approx(10.0)
+    assert not await acquired_now(pacer)
+    clock.now += 0.11
+    assert await acquired_now(pacer)
+    assert not await acquired_now(pacer)
+
+
+async def test_learns_from_anthropic_headers_and_counts_attempts_still_in_flight() -> None:
+    """Remaining requests already spent by attempts in flight are not spent twice."""
+    clock = FakeClock()
+    wall = FakeClock(datetime(2025, 8, 21, 12, 40, 0, tzinfo=UTC).timestamp())
+    pacer = Pacer(concurrency=64, clock=clock, wall_clock=wall, probe_s=0)
+    await pacer.acquire(0)
+    for _ in range(3):
+        assert await acquired_now(pacer)  # three more in flight, unknown to the server
+    headers = {
+        "anthropic-ratelimit-requests-limit": "100",
+        "anthropic-ratelimit-requests-remaining": "5",
+        "anthropic-ratelimit-requests-reset": "2025-08-21T12:40:19Z",  # 95 used, full in 19 s
+    }
+    release(pacer, headers=headers)
+    assert pacer.learned_rps == pytest.approx(5.0)
+    assert await acquired_now(pacer)
+    assert await acquired_now(pacer)
+    assert not await acquired_now(pacer)
+
+
+async def test_learns_token_pace_and_headers_without_budgets_are_harmless() -> None:
+    """Token headers set a token budget; a response without headers changes nothing."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=64, clock=clock, probe_s=0)
+    await pacer.acquire(100)
+    release(pacer, headers={"content-type": "application/json"}, cost=100, used=80)
+    assert pacer.learned_tps is None
+    await pacer.acquire(100)
+    headers = {
+        "anthropic-ratelimit-input-tokens-limit": "10000",
+        "anthropic-ratelimit-input-tokens-remaining": "9000",
+        "anthropic-ratelimit-output-tokens-limit": "1000",
+        "anthropic-ratelimit-output-tokens-remaining": "200",
+        "anthropic-ratelimit-output-tokens-reset": "8s",
+    }
+    release(pacer, headers=headers, cost=100, used=100)
+    assert pacer.learned_tps == pytest.approx(100.0)
+    assert await acquired_now(pacer, 150)
+    assert not await acquired_now(pacer, 100)
+    assert pacer.learned_rps is None
+
+
+async def test_a_429_despite_room_in_the_headers_caps_bursts() -> None:
+    """When the server refuses although its headers show room, they stop refilling our count."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=1000, clock=clock, probe_s=0)
+    roomy = {
+        "x-ratelimit-limit-requests": "6000",
+        "x-ratelimit-remaining-requests": "5000",
+        "x-ratelimit-reset-requests": "10s",  # 1000 used, full in 10 s: 100/s
+    }
+    await pacer.acquire(0)
+    release(pacer, headers=roomy)
+    assert pacer.learned_rps == pytest.approx(100.0)
+    await pacer.acquire(0)
+    release(pacer, 429, headers=roomy, retry_after=0)
+    assert not await acquired_now(pacer)
+    clock.now += 0.011
+    assert await acquired_now(pacer)
+    release(pacer, headers=roomy)
+    assert not await acquired_now(pacer)  # "5000 remaining" is no longer taken at its word
+    clock.now += 100.0
+    burst = 0
+    while burst < 200 and await acquired_now(pacer):
+        burst += 1
+    assert burst == 100  # one second's worth, not the 5000 the headers claim
+
+
+async def test_flags_win_over_headers() -> None:
+    """With --rpm and --tpm set, headers do not change the budgets."""
+    clock = FakeClock()
+    pacer = Pacer(concurrency=8, rpm=120, tpm=1200, clock=clock)
+    await pacer.acquire(10)
+    headers = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-limit-tokens": "100000",
+        "x-ratelimit-remaining-tokens": "10",
+        "x-ratelimit-reset-tokens": "1s",
+    }
+    release(pacer, headers=headers, cost=10, used=10)
+    assert (pacer.learned_rps, pacer.learned_tps) == (2.0, 20.0)
+
+
+async def test_waiters_do_not_busy_loop() -> None:
+    """256 workers held by a cool-down cost a few checks each, not a spin."""
+    pacer = Pacer(concurrency=512, probe_s=0)  # the 429 below cuts the limit to 256
+    checks = 0
+    real_wait_s = pacer._wait_s
+
+    def counting_wait_s(now: float, cost: int) -> float:
+        nonlocal checks
+        checks += 1
+        return real_wait_s(now, cost)
+
+    pacer._wait_s = counting_wait_s  # type: ignore[method-assign]
+    release(pacer, 429, retry_after=0.2)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(256):
+                tg.start_soon(pacer.acquire, 0)
+    assert pacer.in_flight == 256
+    assert checks < 3 * 256
+
+
+def test_bad_settings_are_refused() -> None:
+    """Nonsense settings fail at construction, naming the setting."""
+    with pytest.raises(ValueError, match="concurrency"):
+        Pacer(concurrency=0)
+    with pytest.raises(ValueError, match="min_limit"):
+        Pacer(concurrency=2, min_limit=3)
+    with pytest.raises(ValueError, match="rpm"):
+        Pacer(concurrency=2, rpm=-1)
+
+
+class SimServer:
+    """A server with a token bucket (`rate`/s, `capacity` at once) that answers 429 beyond it."""
+
+    def __init__(self, *, rate: float, capacity: int, family: str) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.family = family
+        self.level = float(capacity)
+        self.stamp = time.monotonic()
+        self.ok = 0
+        self.refused = 0
+
+    def hit(self) -> tuple[int, dict[str, str]]:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            self.ok += 1
+            status = 200
+        else:
+            self.refused += 1
+            status = 429
+        full_in = (self.capacity - self.level) / self.rate
+        if self.family == "openai":
+            headers = {
+                "x-ratelimit-limit-requests": str(self.capacity),
+                "x-ratelimit-remaining-requests": str(int(self.level)),
+                "x-ratelimit-reset-requests": f"{round(full_in * 1000)}ms",
+            }
+        else:
+            reset = datetime.fromtimestamp(time.time() + full_in, tz=UTC)
+            headers = {
+                "anthropic-ratelimit-requests-limit": str(self.capacity),
+                "anthropic-ratelimit-requests-remaining": str(int(self.level)),
+                "anthropic-ratelimit-requests-reset": reset.isoformat(timespec="milliseconds"),
+            }
+        if status == 429:
+            headers["retry-after-ms"] = f"{(1 - self.level) / self.rate * 1000:.1f}"
+        return status, headers
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+async def test_learned_pacing_fills_the_server_limit_with_few_429s(family: str) -> None:
+    """256 workers and no --rpm against a 200/s server: >= 85% of its capacity, <= 5% 429s."""
+    rate, capacity, seconds, latency = 200.0, 50, 1.2, 0.01
+    server = SimServer(rate=rate, capacity=capacity, family=family)
+    pacer = Pacer(concurrency=256)
+
+    async def worker() -> None:
+        while True:
+            await pacer.acquire(0)
+            status: int | None = None
+            headers: dict[str, str] = {}
+            try:
+                await anyio.sleep(latency / 2)
+                status, headers = server.hit()
+                await anyio.sleep(latency / 2)
+            finally:
+                retry_after = parse_retry_after(headers, now=time.time())
+                release(pacer, status, headers=headers, retry_after=retry_after)
+
+    started = time.monotonic()
+    server.stamp = started
+    with anyio.move_on_after(seconds):
+        async with anyio.create_task_group() as tg:
+            for _ in range(256):
+                tg.start_soon(worker)
+    most = capacity + rate * (time.monotonic() - started)
+    share_used = server.ok / most
+    share_refused = server.refused / (server.ok + server.refused)
+    figures = f"ok={server.ok} refused={server.refused} of at most {most:.0f}"
+    assert share_used >= 0.85, figures
+    assert share_refused <= 0.05, figures
+    assert pacer.learned_rps == pytest.approx(rate, rel=0.3)
