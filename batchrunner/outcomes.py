@@ -38,7 +38,8 @@ def success_result(row: Row, sent: Sent) -> Result:
         attempts=sent.attempts,
         latency_ms=sent.latency_ms,
         http_status=sent.raw.status,
-        response=json.dumps(sent.raw.body, ensure_ascii=False, separators=(",", ":")),
+        response=sent.raw.body_text
+        or json.dumps(sent.raw.body, ensure_ascii=False, separators=(",", ":")),
         completed_at_us=now_us(),
         extra=row.extra,
     )

@@ -111,7 +111,10 @@ class _Mirror:
         if reset is not None and reset > 0 and limit - remaining >= 1:
             self._used = _KEEP * self._used + (limit - remaining)
             self._seconds = _KEEP * self._seconds + reset
-        rate = self._used / self._seconds if self._seconds > 0 else limit / _ASSUMED_WINDOW_S
+        # Both APIs state limits per minute at the longest, so the bucket refills at least at
+        # limit/60 per second; rounded resets can only make the estimate too low.
+        floor = limit / _ASSUMED_WINDOW_S
+        rate = max(floor, self._used / self._seconds) if self._seconds > 0 else floor
         capacity = self._capacity(limit)
         level = max(-limit, min(capacity, remaining - uncounted))
         if self.bucket is None:
@@ -301,6 +304,19 @@ class Pacer:
         elif status is not None and 200 <= status < 300:
             self._grow()
         self._notify()
+
+    def learn(self, headers: Mapping[str, str]) -> bool:
+        """Learn budgets from a response that was not an attempt (the run's preflight).
+
+        Returns True when the headers carried rate limits; the probe is then unnecessary,
+        so the first wave may go at once (it costs a whole round trip otherwise).
+        """
+        if not parse_rate_limit_headers(headers, now=self._wall()):
+            return False
+        self._learn(headers, self._clock(), None)
+        self._probing = False
+        self._notify()
+        return True
 
     def _requests_bucket(self) -> _Bucket | None:
         # Flags win over what the headers say: the user may be sharing the key on purpose.

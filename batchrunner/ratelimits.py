@@ -129,7 +129,8 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> dict[
     Anthropic: `anthropic-ratelimit-{kind}-{limit,remaining,reset}`, reset an RFC 3339 time.
     OpenAI: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, reset a Go duration.
     A kind appears only when at least one of its three values could be read; when both
-    families report a kind, the Anthropic value wins field by field.
+    families report a kind, the Anthropic limit and remaining win and the OpenAI reset wins
+    (a duration is more precise than a whole-second timestamp).
 
     Args:
         now: the current time in epoch seconds, to turn reset timestamps into durations.
@@ -145,8 +146,11 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> dict[
             limit = limit if limit is not None else _number(lower.get(f"x-ratelimit-limit-{kind}"))
             if remaining is None:
                 remaining = _number(lower.get(f"x-ratelimit-remaining-{kind}"))
-            if reset is None:
-                reset = _reset_from_duration(lower.get(f"x-ratelimit-reset-{kind}"))
+            # A duration is exact; an RFC 3339 reset is usually whole seconds, an error of up
+            # to 1 s that turned sub-second resets into a pace of a few requests per second.
+            duration = _reset_from_duration(lower.get(f"x-ratelimit-reset-{kind}"))
+            if duration is not None:
+                reset = duration
         if limit is not None or remaining is not None or reset is not None:
             found[kind] = LimitState(kind=kind, limit=limit, remaining=remaining, reset_in_s=reset)
     return found

@@ -59,6 +59,7 @@ class RawResponse:
     headers: dict[str, str]
     body: JSONObject
     request_id: str | None
+    body_text: str | None = None  # the body exactly as received (None for assembled streams)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,15 +73,31 @@ class RetryPolicy:
             return False
         return exc.retry_after is None or exc.retry_after <= self.retry_after_max
 
-    def retrying(self) -> AsyncRetrying:
-        """A fresh tenacity controller for one row; every argument spelled out."""
+    def first_wait(self, exc: BaseException, *, elapsed_s: float) -> float | None:
+        """The wait before attempt 2, or None when the first failure ends the row.
+
+        The same decisions tenacity makes for later attempts (retryable? attempts left?
+        would the wait overrun `max_elapsed_s`?), for the first failure only.
+        """
+        if self.max_attempts < 2 or not self.should_retry(exc):
+            return None
+        wait = self.wait_for(exc, 1)
+        return wait if elapsed_s + wait < self.max_elapsed_s else None
+
+    def retrying(self, *, attempts_made: int = 0, elapsed_s: float = 0.0) -> AsyncRetrying:
+        """A fresh tenacity controller for one row; every argument spelled out.
+
+        `attempts_made`/`elapsed_s` continue a row whose first attempt ran outside tenacity
+        (the common case costs no tenacity machinery: ~0.1 ms of CPU per row here).
+        """
 
         def _wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            return self.wait_for(exc, state.attempt_number)
+            return self.wait_for(exc, state.attempt_number + attempts_made)
 
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_elapsed_s),
+            stop=stop_after_attempt(self.max_attempts - attempts_made)
+            | stop_before_delay(self.max_elapsed_s - elapsed_s),
             wait=_wait,
             retry=retry_if_exception(self.should_retry),
             sleep=anyio.sleep,

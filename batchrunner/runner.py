@@ -8,8 +8,10 @@ run-level failures raise.
 
 from __future__ import annotations
 
+import gc
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +20,7 @@ import anyio
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.checkpoint import RunDir
-from batchrunner.client import Sent, make_client, send
+from batchrunner.client import Sent, make_client, preflight, send
 from batchrunner.errors import InterruptedRunError, RunAbortedError, SourceError
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
@@ -29,6 +31,7 @@ from batchrunner.sources import SourceOptions, input_identity, read_rows, valida
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    import httpx
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -82,8 +85,12 @@ class _Run:
         self.total = total
         self.policy = policy
         self.progress = Progress(total=total, done_before=rundir.done.count_done(total))
+        n = spec.limits.concurrency
+        # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
+        # behind every cool-down when 429s were sporadic (one per few dozen answers); the
+        # shared cool-down and the request budget already do the hard braking.
         self.pacer = Pacer(
-            concurrency=spec.limits.concurrency, rpm=spec.limits.rpm, tpm=spec.limits.tpm
+            concurrency=n, rpm=spec.limits.rpm, tpm=spec.limits.tpm, min_limit=max(1, n // 8)
         )
         self.streak = FailureStreak(spec.limits.breaker_window)
         self.stopping = False
@@ -112,14 +119,14 @@ class _Run:
                 if len(batch) < 256:
                     return
 
-    async def work(self, rows: MemoryObjectReceiveStream[Row], client: object) -> None:
+    async def work(self, rows: MemoryObjectReceiveStream[Row], client: httpx.AsyncClient) -> None:
         async with rows:
             async for row in rows:
                 if self.stopping:
                     return
                 await self._handle(row, client)
 
-    async def _handle(self, row: Row, client: object) -> None:
+    async def _handle(self, row: Row, client: httpx.AsyncClient) -> None:
         protocol = get_protocol(row.api or self.spec.api)
         try:
             request = protocol.build_request(
@@ -135,7 +142,7 @@ class _Run:
                     self.inflight[id(scope)] = (row, scope)
                     try:
                         sent = await send(
-                            client,  # type: ignore[arg-type]
+                            client,
                             request,
                             protocol=protocol,
                             policy=self.policy,
@@ -298,12 +305,42 @@ async def run_job(
 
 
 async def _fan_out(run: _Run, api_key: str) -> None:
+    with _quiet_gc():
+        await _fan_out_tasks(run, api_key)
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Fewer, cheaper garbage collections while requests fly.
+
+    Every request allocates a few hundred short-lived objects; with the default gen-0
+    threshold (700) the collector runs several times per request and its full passes walk
+    every long-lived object (pyarrow, aiohttp). In the Little's-law benchmark the client
+    spent 0.77 ms of CPU per request with the default collector and 0.65 ms with none.
+    Freezing start-up objects and raising the thresholds keeps most of that gain while
+    reference cycles are still collected.
+    """
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+async def _fan_out_tasks(run: _Run, api_key: str) -> None:
     n = run.spec.limits.concurrency
     with CallLog(run.spec.output / "calls.log", echo=run.hooks.call_echo) as calllog:
         run.calllog = calllog
         async with make_client(
             base_url=run.spec.base_url, api_key=api_key, concurrency=n
         ) as client:
+            await _preflight(run, client)
+            if run.abort is not None:
+                return
             send_rows, recv_rows = anyio.create_memory_object_stream["Row"](max_buffer_size=2 * n)
             async with anyio.create_task_group() as outer:
                 outer.start_soon(run.commit_loop)
@@ -317,6 +354,16 @@ async def _fan_out(run: _Run, api_key: str) -> None:
                         workers.start_soon(run.work, recv_rows.clone(), client)
                     recv_rows.close()
                 outer.cancel_scope.cancel()
+
+
+async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
+    """A refused key stops the run before the first generation is paid for; announced rate
+    limits seed the pacer so the first wave need not wait for a probe's round trip."""
+    error, headers = await preflight(client)
+    if error is not None and error.http_status in (401, 403):
+        run._stop(abort=run_failure(error) or str(error))
+        return
+    run.pacer.learn(headers)
 
 
 def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:

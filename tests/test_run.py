@@ -36,7 +36,7 @@ def test_faults_of_every_kind_are_recovered_and_bad_rows_fail_once(tmp_path: Pat
         rows.insert(80 * k + 3, {"id": f"bad{k}", "prompt": f"bad question {k}", "temperature": 7})
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "run"
-    args = ["--fault-rate", "0.35", "--faults", ALL_FAULTS, "--fault-retry-after", "0.3"]
+    args = ["--fault-rate", "0.35", "--faults", ALL_FAULTS, "--fault-retry-after", "0.1"]
     with FakeServer(*args, api_key=TEST_KEY) as server:
         res = run_cli(
             [
