@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from batchrunner.assemble import assemble_results
 from batchrunner.errors import OutputError
 from batchrunner.journal import (
     JournalWriter,
@@ -32,7 +33,6 @@ from batchrunner.journal import (
 from batchrunner.sink import (
     CorruptPartError,
     PartInfo,
-    assemble_results,
     is_unreadable,
     parse_lines,
     read_part_outcomes,
@@ -264,6 +264,11 @@ class RunDir:
                 if written is not None:
                     self._parts.append(written.info)
                 del self._uncommitted[sealed.seq]
+
+    def remember(self, key: str, value: object) -> None:
+        """Keep a fact about the run (e.g. the validated input's summary) in the manifest."""
+        self._manifest = {**self._manifest, key: value}
+        write_manifest(self.path, self._manifest)
 
     def set_total(self, total_rows: int) -> None:
         """Record a new input size (say, a different --limit) in the manifest."""

@@ -34,6 +34,10 @@ def _user_errors() -> Iterator[None]:
     except BatchRunnerError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C before requests fly (validation, resume scan): nothing was sent or lost.
+        click.echo("Error: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -241,6 +241,11 @@ async def _read_stream(response: httpx.Response, protocol: Protocol) -> RawRespo
         for event in decoder.flush():
             assembler.feed(event)
         body = assembler.finish()
+    except httpx.TransportError as exc:
+        # The stream was cut after its 200 arrived: say so in the attempt's status.
+        error = _classify_transport(exc)
+        error.request_id, error.http_status = rid, response.status_code
+        raise error from exc
     except RequestError as exc:
         exc.request_id = exc.request_id or rid
         exc.http_status = exc.http_status or response.status_code

@@ -202,11 +202,22 @@ def test_stream_cut_closes_mid_stream(http: httpx.Client) -> None:
 
 
 def test_stream_and_plain_kinds_apply_to_their_own_requests(http: httpx.Client) -> None:
-    """With both listed, plain requests get plain faults and streamed ones stream faults."""
+    """Plain requests never get stream faults; streamed ones get stream faults and, like a
+    real service, status faults before the stream starts, but never plain-body faults."""
     with serve_in_thread(fault_rate=1.0, faults=("500", "stream-error")) as server:
         assert post_messages(http, server, ask("a")).status_code == 500
-        streamed = post_messages(http, server, ask("b", stream=True))
-        assert streamed.status_code == 200 and "event: error" in streamed.text
+        kinds = set()
+        for i in range(40):
+            streamed = post_messages(http, server, ask(f"b{i}", stream=True))
+            if streamed.status_code == 500:
+                kinds.add("500")
+            else:
+                assert streamed.status_code == 200 and "event: error" in streamed.text
+                kinds.add("stream-error")
+        assert kinds == {"500", "stream-error"}
+    with serve_in_thread(fault_rate=1.0, faults=("badjson", "truncate")) as server:
+        streamed = post_messages(http, server, ask("c", stream=True))
+        assert streamed.status_code == 200 and "message_stop" in streamed.text
     with serve_in_thread(fault_rate=1.0, faults=("stream-cut",)) as server:
         assert post_messages(http, server, ask("a")).status_code == 200
         assert server.state.fault_counts == {}

@@ -39,6 +39,9 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") / 2.0**64
 
 
+_PLAIN_BODY_FAULTS = frozenset({"truncate", "badjson"})
+
+
 class FaultPlanner:
     """Decides, per generation request, whether it fails and with which fault kind."""
 
@@ -46,9 +49,13 @@ class FaultPlanner:
         self._options = options
         self._state = state
         plain = tuple(kind for kind in options.faults if kind not in STREAM_FAULTS)
-        streamed = tuple(kind for kind in options.faults if kind in STREAM_FAULTS)
+        # A streamed request can also be refused before its stream starts (a 529, a reset),
+        # as a real service does; only faults of a plain JSON body cannot happen to it.
+        before_stream = tuple(kind for kind in plain if kind not in _PLAIN_BODY_FAULTS)
         self._plain_kinds = plain
-        self._stream_kinds = streamed or plain
+        self._stream_kinds = (
+            tuple(kind for kind in options.faults if kind in STREAM_FAULTS) + before_stream
+        )
 
     def decide(self, key: bytes, *, stream: bool) -> str | None:
         """The fault kind for this arrival of `key`, or None to answer normally."""
