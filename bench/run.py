@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import littles_law
+from bench import littles_law, resume_startup, validation
 
 
 def main() -> int:
@@ -16,8 +16,11 @@ def main() -> int:
         f"littles-law: ours {res['ours_req_s']:.0f} req/s = {res['ours_pct_of_limit']:.1f}% of "
         f"{res['limit_req_s']:.0f} (goal >= 90%); bare aiohttp {res['reference_req_s']:.0f} "
         f"req/s; ratio {res['ratio_ours_vs_reference']:.3f}; server max in flight "
-        f"{res['max_in_flight']:.0f} (limit {littles_law.CONCURRENCY})"
+        f"{res['max_in_flight']:.0f} (limit {littles_law.CONCURRENCY})",
+        flush=True,
     )
+    print(resume_startup.summary(resume_startup.main()), flush=True)
+    print(validation.summary(validation.main()), flush=True)
     return 0
 
 

@@ -10,7 +10,6 @@ rounds; the ratio to the floor is what to compare across machines. Prints figure
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -60,23 +59,29 @@ def _child(way: str, path: Path) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
 
 
-def _spawn(cmd: list[str]) -> tuple[float, str, int]:
-    """Run `cmd`: (wall seconds, its stdout, its own peak RSS in KiB).
+# A small launcher between this process and the measured one. A child's ru_maxrss starts
+# at the RSS of whoever forked it (Linux keeps the pre-exec high-water mark), so spawning
+# straight from this process, which may hold a lot by now, would overstate every figure.
+_LAUNCHER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+code = os.waitstatus_to_exitcode(status)
+print(json.dumps({"wall": wall, "code": code, "maxrss": usage.ru_maxrss}))
+"""
 
-    os.wait4 gives this child's rusage alone; RUSAGE_CHILDREN would be the maximum over
-    every child waited for so far.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd} exited {proc.returncode}: {err.read()[-2000:]!r}")
-        return wall, out.read().decode(), usage.ru_maxrss
+
+def _spawn(cmd: list[str]) -> tuple[float, str, int]:
+    """Run `cmd` through the launcher: (wall seconds, its stdout, its own peak RSS in KiB)."""
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER]
+    proc = subprocess.run([*launcher, *cmd], capture_output=True, text=True, check=True)
+    out, _, last = proc.stdout.rstrip("\n").rpartition("\n")
+    report = json.loads(last)
+    if report["code"] != 0:
+        raise RuntimeError(f"{cmd} exited {report['code']}: {proc.stderr[-2000:]!r}")
+    return float(report["wall"]), out, int(report["maxrss"])
 
 
 def measure(way: str, path: Path) -> tuple[float, int]:
@@ -86,7 +91,7 @@ def measure(way: str, path: Path) -> tuple[float, int]:
         if f": {ROWS} rows (" not in out:
             raise RuntimeError(f"validate said {out!r}")
         return wall, rss
-    _, out, rss = _spawn([sys.executable, __file__, "--child", way, str(path)])
+    _, out, rss = _spawn([sys.executable, str(Path(__file__).resolve()), "--child", way, str(path)])
     report = json.loads(out)
     if report["rows"] != ROWS:
         raise RuntimeError(f"{way} saw {report['rows']} rows of {ROWS}")
