@@ -110,7 +110,7 @@ class _Run:
 
     async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
         opts = source_options(self.spec)
-        rows = read_rows(self.spec.input, opts)
+        rows = read_rows(self.spec.input, opts, skip=self.rundir.done.is_done)
         async with out:
             # Parsing is CPU work; do it in a thread, a batch at a time, so the event loop
             # that serves the workers is never blocked for long.

@@ -10,12 +10,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.inputs import input_format, input_identity, iter_records
+from batchrunner.inputs import SKIPPED, input_format, input_identity, iter_records
 from batchrunner.rowshape import RowMaker
 from batchrunner.validate import InputSummary, validate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from batchrunner.records import Api, Row
@@ -43,11 +43,14 @@ class SourceOptions:
     prompt_column: str | None = None
 
 
-def read_rows(path: Path, opts: SourceOptions) -> Iterator[Row]:
+def read_rows(
+    path: Path, opts: SourceOptions, *, skip: Callable[[int], bool] | None = None
+) -> Iterator[Row]:
     """Every row of the input, in order; SourceError on the first row that cannot be one.
 
     A directory is read as one input: its *.parquet files sorted by name, `Row.index`
-    running on across them.
+    running on across them. Rows whose index `skip` accepts are left out (and, in JSONL,
+    not even parsed).
     """
     maker = RowMaker(opts, json_strings=input_format(path) == "parquet")
 
@@ -55,6 +58,8 @@ def read_rows(path: Path, opts: SourceOptions) -> Iterator[Row]:
         maker.check_columns(schema.names, str(file))
 
     make = maker.make
-    with closing(iter_records(path, on_file=check)) as records:
+    with closing(iter_records(path, on_file=check, skip=skip)) as records:
         for index, (record, where) in enumerate(records):
+            if record is SKIPPED or (skip is not None and skip(index)):
+                continue
             yield make(record, index, where)
