@@ -22,7 +22,14 @@ from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.checkpoint import RunDir
 from batchrunner.client import Sent, make_client, preflight, send
-from batchrunner.errors import InterruptedRunError, OutputError, RunAbortedError, SourceError
+from batchrunner.errors import (
+    BatchRunnerError,
+    DiskError,
+    InterruptedRunError,
+    OutputError,
+    RunAbortedError,
+    SourceError,
+)
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.protocols import get_protocol
@@ -107,6 +114,7 @@ class _Run:
         self.hooks = _Hooks()
         self.interrupted = False
         self.calllog: CallLog | None = None
+        self.disk_error: DiskError | None = None
 
     async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
         opts = source_options(self.spec)
@@ -185,7 +193,11 @@ class _Run:
     def _record(self, result: Result) -> None:
         # Synchronous on purpose: no await between receiving an answer and journaling it,
         # so nothing received ever waits in a buffer that a crash would lose.
-        self.rundir.record(result)
+        try:
+            self.rundir.record(result)
+        except DiskError as exc:
+            self._fail(exc)
+            return
         self.last_completion = time.monotonic()
         if result.status == "succeeded":
             self.progress.succeeded += 1
@@ -209,10 +221,19 @@ class _Run:
                 await self.commit()
 
     async def commit(self) -> None:
-        sealed = self.rundir.seal()
-        if sealed is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.rundir.commit, sealed)
+        try:
+            sealed = self.rundir.seal()
+            if sealed is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.rundir.commit, sealed)
+        except DiskError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: DiskError) -> None:
+        """The run dir cannot be written: stop everything; what is on disk stays valid."""
+        if self.disk_error is None:
+            self.disk_error = exc
+        self._stop(abort=str(exc))
 
     async def report_loop(self) -> None:
         while self.hooks.progress is not None:
@@ -319,8 +340,23 @@ async def run_job(
 
 
 async def _fan_out(run: _Run, api_key: str) -> None:
-    with _quiet_gc():
-        await _fan_out_tasks(run, api_key)
+    try:
+        with _quiet_gc():
+            await _fan_out_tasks(run, api_key)
+    except BaseExceptionGroup as group:
+        # A run-level error raised inside the task group (say, a source that became
+        # unreadable) leaves as itself, so the CLI can give its one-line message.
+        ours = [e for e in _leaves(group) if isinstance(e, BatchRunnerError)]
+        if ours:
+            raise ours[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 @contextmanager
@@ -411,6 +447,8 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
         results=results,
         warnings=tuple(run.rundir.warnings),
     )
+    if run.disk_error is not None:
+        raise run.disk_error
     if run.abort is not None:
         raise RunAbortedError(f"run stopped: {run.abort}")
     if run.interrupted:
