@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +13,10 @@ import pytest
 from batchrunner.fakeapi import answer_for
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
