@@ -10,30 +10,11 @@ import pytest
 
 from batchrunner import sink
 from batchrunner.assemble import JSON_TYPE, assemble_results, convert_column, parse_type
-from batchrunner.journal import encode_result
-from batchrunner.records import Result
-from batchrunner.sink import OUTPUT_SCHEMA, parse_lines, read_part_outcomes, write_part
+from batchrunner.sink import OUTPUT_SCHEMA, read_part_outcomes
+from tests.partdata import make_part, make_result
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _result(i: int, status: str = "succeeded", **kw: object) -> Result:
-    return Result(index=i, id=f"r{i}", status=status, completed_at_us=1_000_000 * i, **kw)  # type: ignore[arg-type]
-
-
-def _lines(results: list[Result]) -> bytes:
-    return b"".join(encode_result(r) for r in results)
-
-
-def _part(tmp_path: Path, seq: int, results: list[Result]) -> sink.PartOutcomes:
-    parts = tmp_path / "parts"
-    parts.mkdir(exist_ok=True)
-    table, warnings = parse_lines(_lines(results))
-    assert warnings == []
-    written = write_part(parts, seq, [table], run_dir=tmp_path)
-    assert written is not None
-    return written
 
 
 @pytest.mark.parametrize(
@@ -105,9 +86,9 @@ def test_assemble_is_in_input_order_with_last_outcome_winning(
 ) -> None:
     """Across parts and buckets, rows come out in index order and later parts win."""
     monkeypatch.setattr(sink, "BUCKET_ROWS", 4)
-    p1 = _part(tmp_path, 1, [_result(i, "errored") for i in (0, 1, 2, 5, 6, 17)])
-    p2 = _part(tmp_path, 2, [_result(i) for i in (3, 4, 7, 8, 9, 10)])
-    p3 = _part(tmp_path, 3, [_result(i) for i in (1, 17, 11, 12)])  # retries, straddling
+    p1 = make_part(tmp_path, 1, [make_result(i, "errored") for i in (0, 1, 2, 5, 6, 17)])
+    p2 = make_part(tmp_path, 2, [make_result(i) for i in (3, 4, 7, 8, 9, 10)])
+    p3 = make_part(tmp_path, 3, [make_result(i) for i in (1, 17, 11, 12)])  # retries, straddling
     table, warnings = _assemble(tmp_path, [p3, p1, p2], 18, {})
     assert warnings == []
     assert table.schema.equals(OUTPUT_SCHEMA)
@@ -123,8 +104,8 @@ def test_assemble_reads_parts_written_on_another_bucket_grid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Row groups that span several buckets (another version's grid) are split on read."""
-    first = _part(tmp_path, 1, [_result(i, "errored") for i in range(0, 40, 3)])
-    second = _part(tmp_path, 2, [_result(i) for i in range(0, 40, 2)])
+    first = make_part(tmp_path, 1, [make_result(i, "errored") for i in range(0, 40, 3)])
+    second = make_part(tmp_path, 2, [make_result(i) for i in range(0, 40, 2)])
     monkeypatch.setattr(sink, "BUCKET_ROWS", 4)
     reread = [read_part_outcomes(p.info.seq, p.info.path) for p in (first, second)]
     assert reread[0].info.groups == ((0, 9, 0),)
@@ -137,7 +118,7 @@ def test_assemble_reads_parts_written_on_another_bucket_grid(
 
 def test_assemble_leaves_out_rows_beyond_the_total(tmp_path: Path) -> None:
     """Rows an earlier, larger run recorded past the current input size are left out."""
-    p = _part(tmp_path, 1, [_result(i) for i in range(10)])
+    p = make_part(tmp_path, 1, [make_result(i) for i in range(10)])
     table, _ = _assemble(tmp_path, [p], 4, {})
     assert table.column("id").to_pylist() == ["r0", "r1", "r2", "r3"]
 
@@ -148,11 +129,13 @@ def test_assemble_types_extras_and_falls_back_to_json(
     """Carried-through columns get their types; a misfit in a later bucket turns JSON."""
     monkeypatch.setattr(sink, "BUCKET_ROWS", 2)
     rows = [
-        _result(i, extra={"n": i, "tags": ["a", str(i)], "score": 1.5, "mixed": i, "status": "x"})
+        make_result(
+            i, extra={"n": i, "tags": ["a", str(i)], "score": 1.5, "mixed": i, "status": "x"}
+        )
         for i in range(5)
     ]
-    rows.append(_result(5, extra={"n": 5, "tags": ["z"], "mixed": "five", "status": "y"}))
-    p = _part(tmp_path, 1, rows)
+    rows.append(make_result(5, extra={"n": 5, "tags": ["z"], "mixed": "five", "status": "y"}))
+    p = make_part(tmp_path, 1, rows)
     extras = {"n": "int64", "tags": "list<item: string>", "score": "double", "mixed": "int64"}
     extras |= {"status": "string", "gone": "json", "odd": "whatever<"}
     table, warnings = _assemble(tmp_path, [p], 6, extras)
@@ -171,7 +154,7 @@ def test_assemble_types_extras_and_falls_back_to_json(
 
 def test_all_errored_and_empty_runs_have_the_full_schema(tmp_path: Path) -> None:
     """Every column keeps its type when all rows errored, or when nothing was recorded."""
-    p = _part(tmp_path, 1, [_result(i, "errored", error_type="timeout") for i in range(3)])
+    p = make_part(tmp_path, 1, [make_result(i, "errored", error_type="timeout") for i in range(3)])
     table, _ = _assemble(tmp_path, [p], 3, {"expected": "string", "nothing": "null"})
     assert table.num_rows == 3
     assert not any(pa.types.is_null(f.type) for f in table.schema)
@@ -182,7 +165,7 @@ def test_all_errored_and_empty_runs_have_the_full_schema(tmp_path: Path) -> None
 
 def test_assemble_reports_a_corrupt_part(tmp_path: Path) -> None:
     """A part that cannot be read back raises CorruptPartError naming it; no output appears."""
-    p = _part(tmp_path, 1, [_result(0)])
+    p = make_part(tmp_path, 1, [make_result(0)])
     p.info.path.write_bytes(b"not parquet at all")
     with pytest.raises(sink.CorruptPartError, match=r"part-000001\.parquet"):
         _assemble(tmp_path, [p], 1, {})

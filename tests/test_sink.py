@@ -19,27 +19,10 @@ from batchrunner.sink import (
     read_part_outcomes,
     write_part,
 )
+from tests.partdata import journal_lines, make_part, make_result
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _result(i: int, status: str = "succeeded", **kw: object) -> Result:
-    return Result(index=i, id=f"r{i}", status=status, completed_at_us=1_000_000 * i, **kw)  # type: ignore[arg-type]
-
-
-def _lines(results: list[Result]) -> bytes:
-    return b"".join(encode_result(r) for r in results)
-
-
-def _part(tmp_path: Path, seq: int, results: list[Result]) -> sink.PartOutcomes:
-    parts = tmp_path / "parts"
-    parts.mkdir(exist_ok=True)
-    table, warnings = parse_lines(_lines(results))
-    assert warnings == []
-    written = write_part(parts, seq, [table], run_dir=tmp_path)
-    assert written is not None
-    return written
 
 
 def test_output_schema_matches_the_interface() -> None:
@@ -93,25 +76,27 @@ def test_parse_lines_reads_every_field_back() -> None:
 
 def test_parse_lines_skips_garbled_lines_with_a_warning() -> None:
     """Bad lines in the middle are skipped by name and offset; the good ones all survive."""
-    good = [_result(i) for i in range(5)]
+    good = [make_result(i) for i in range(5)]
     data = (
-        _lines(good[:2])
+        journal_lines(good[:2])
         + b'{"_index": 1, "id": \n'
-        + _lines(good[2:3])
+        + journal_lines(good[2:3])
         + b'{"_index":7,"id":"x","status":"maybe"}\n'
         + b'{"_index":8,"id":"y","status":"succeeded","attempts":"two"}\n'
         + b"\n"
-        + _lines(good[3:])
+        + journal_lines(good[3:])
     )
     table, warnings = parse_lines(data, offset=100, name="seg-000003.jsonl")
     assert table.column("_index").to_pylist() == [0, 1, 2, 3, 4]
     assert len(warnings) == 3 and all("seg-000003.jsonl" in w for w in warnings)
-    assert f"byte {100 + len(_lines(good[:2]))}" in warnings[0]
+    assert f"byte {100 + len(journal_lines(good[:2]))}" in warnings[0]
 
 
 def test_parse_lines_survives_a_lone_surrogate() -> None:
     """Text with a lone surrogate (from a bad input byte) is kept, with a replacement char."""
-    table, warnings = parse_lines(_lines([_result(0, text="a\ud800b"), _result(1, text="ok")]))
+    table, warnings = parse_lines(
+        journal_lines([make_result(0, text="a\ud800b"), make_result(1, text="ok")])
+    )
     assert warnings == [] and table.column("text").to_pylist() == ["a?b", "ok"]
 
 
@@ -120,8 +105,14 @@ def test_write_part_sorts_keeps_last_per_index_and_buckets(
 ) -> None:
     """A part is sorted by index, one row per index (last wins), one row group per bucket."""
     monkeypatch.setattr(sink, "BUCKET_ROWS", 8)
-    results = [_result(9), _result(3, "errored"), _result(20), _result(3), _result(1)]
-    written = _part(tmp_path, 7, results)
+    results = [
+        make_result(9),
+        make_result(3, "errored"),
+        make_result(20),
+        make_result(3),
+        make_result(1),
+    ]
+    written = make_part(tmp_path, 7, results)
     assert written.info.path.name == "part-000007.parquet"
     assert written.indices == [1, 3, 9, 20] and written.succeeded == [True] * 4
     assert written.info.groups == ((0, 0, 0), (1, 1, 1), (2, 2, 2))
