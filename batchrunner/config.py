@@ -94,8 +94,8 @@ def load_job(
         return given[flag] if flag in given else section.get(key, default)
 
     problems: list[str] = []
-    inp = input_path or (base / jsec["input"] if "input" in jsec else None)
-    out = output or (base / jsec["output"] if "output" in jsec else None)
+    inp = input_path or (_relative(base, jsec["input"]) if "input" in jsec else None)
+    out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
         problems.append("no input: give INPUT or set [job] input in the job file")
     if out is None:
@@ -138,6 +138,11 @@ def load_job(
         progress=bool(given.get("progress", True)),
         verbose=bool(given.get("verbose", False)),
     )
+
+
+def _relative(base: Path, value: object) -> Path:
+    """A job-file path, relative to the file; `..` folded so messages read cleanly."""
+    return Path(os.path.normpath(base / str(value)))
 
 
 def _check_request(v: dict[str, Any]) -> list[str]:

@@ -31,13 +31,21 @@ def main() -> int:
         assert server.stdout is not None
         first = server.stdout.readline().strip()
         base = first.removeprefix("listening on ")
+        print(f"fake API: {base} (20% injected faults, 50-300 ms latency)", flush=True)
         out = ROOT / "runs" / "example"
         shutil.rmtree(out, ignore_errors=True)  # a fresh demo each time
         cmd = [str(BIN), "run", "--job", str(ROOT / "jobs" / "example.toml"), "--base-url", base]
+        print("$ batchrunner " + " ".join(cmd[1:]), flush=True)
         code = subprocess.call(cmd, env=env)
         table = pq.read_table(out / "results.parquet")
-        for _row in table.slice(0, 5).to_pylist():
-            pass
+        print(f"\n{out / 'results.parquet'}: {table.num_rows} rows; columns:")
+        print("  " + ", ".join(table.column_names))
+        for row in table.slice(0, 5).to_pylist():
+            print(
+                f"  {row['id']:>4} {row['status']:<9} attempts={row['attempts']} "
+                f"{row['response_id']}  {row['text'][:60]!r}"
+            )
+        print(f"\n$ batchrunner status {out}", flush=True)
         subprocess.call([str(BIN), "status", str(out)], env=env)
         return code
     finally:
