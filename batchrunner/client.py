@@ -19,6 +19,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from batchrunner import __version__
+from batchrunner.breakers import redact
 from batchrunner.errors import PermanentError, RequestError, RetryableError
 from batchrunner.protocols import parse_error_body
 from batchrunner.ratelimits import parse_retry_after
@@ -40,7 +41,12 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 PERMANENT_CODES = frozenset(
     {"insufficient_quota", "billing_hard_limit_reached", "enforced_spend_limit_reached"}
 )
-_STATUS_TYPES = {408: "timeout", 429: "rate_limit_error", 529: "overloaded_error"}
+_STATUS_TYPES = {
+    408: "timeout",
+    409: "conflict",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +227,9 @@ async def _attempt(
         async with client.stream(
             "POST", url, json=request.body, headers=headers, timeout=timeout
         ) as response:
-            if not 200 <= response.status_code < 300:
+            is_sse = "text/event-stream" in response.headers.get("content-type", "")
+            if not 200 <= response.status_code < 300 or not is_sse:
+                # An error, or a server that ignored `stream: true` and sent plain JSON.
                 await response.aread()
                 return _classify_response(response, protocol)
             return await _read_stream(response, protocol)
@@ -280,7 +288,7 @@ def _classify_response(response: httpx.Response, protocol: Protocol) -> RawRespo
         or _STATUS_TYPES.get(status)
         or ("api_error" if status >= 500 else "invalid_request_error")
     )
-    message = message or _snippet(response.text) or f"HTTP {status}"
+    message = _scrub(message or _snippet(response.text) or f"HTTP {status}", response)
     retry_after = parse_retry_after(headers, now=time.time())
     cls = _error_class(status, headers, code, error_type)
     error = cls(
@@ -293,6 +301,16 @@ def _classify_response(response: httpx.Response, protocol: Protocol) -> RawRespo
         headers=headers,
     )
     raise error
+
+
+def _scrub(text: str, response: httpx.Response) -> str:
+    """The server's words without our key: a gateway may echo the Authorization header,
+    and error messages end up in results.parquet and on the terminal."""
+    auth = response.request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if key:
+        text = text.replace(key, "[redacted]")
+    return redact(text)
 
 
 def _error_class(

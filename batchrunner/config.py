@@ -50,8 +50,9 @@ _SECTIONS: dict[str, set[str]] = {
 }
 
 
-def read_job_file(path: Path) -> dict[str, dict[str, Any]]:
-    """Parse a TOML job file and refuse unknown sections and keys by name."""
+def read_job_file(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Parse a TOML job file; unknown sections and keys come back as problems, by name,
+    and are left out of the data so the value checks can still report theirs."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -61,20 +62,20 @@ def read_job_file(path: Path) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     problems = []
+    known: dict[str, dict[str, Any]] = {}
     for section, body in data.items():
         if section not in _SECTIONS:
-            problems.append(f"unknown section [{section}]")
+            problems.append(f"{path}: unknown section [{section}]")
         elif not isinstance(body, dict):
-            problems.append(f"[{section}] must be a table")
+            problems.append(f"{path}: [{section}] must be a table")
         else:
             problems += [
-                f"unknown key '{key}' in [{section}]"
+                f"{path}: unknown key '{key}' in [{section}]"
                 for key in body
                 if key not in _SECTIONS[section]
             ]
-    if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
-    return data
+            known[section] = {k: v for k, v in body.items() if k in _SECTIONS[section]}
+    return known, problems
 
 
 def load_job(
@@ -85,7 +86,7 @@ def load_job(
     overrides: dict[str, Any],
 ) -> JobSpec:
     """Merge the job file (if any) with flags (`overrides`, None meaning "not given")."""
-    data = read_job_file(job) if job else {}
+    data, problems = read_job_file(job) if job else ({}, [])
     base = job.parent if job else Path.cwd()
     jsec, rsec, lsec = data.get("job", {}), data.get("request", {}), data.get("limits", {})
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -93,7 +94,6 @@ def load_job(
     def pick(flag: str, section: dict[str, Any], key: str, default: Any) -> Any:
         return given[flag] if flag in given else section.get(key, default)
 
-    problems: list[str] = []
     inp = input_path or (_relative(base, jsec["input"]) if "input" in jsec else None)
     out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
