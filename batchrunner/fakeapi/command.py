@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,12 +23,25 @@ from batchrunner.fakeapi.options import (
     parse_list,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def _latency(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
     try:
         return parse_latency(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed: the server shares a small machine with the client under
+    test, so every cycle it saves is left to the client (and to the benchmark's reference)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(options: FakeOptions) -> None:
@@ -181,4 +195,5 @@ def fake_api(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    asyncio.run(_serve(options))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(options))
