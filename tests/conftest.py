@@ -34,6 +34,20 @@ def fake_api() -> Iterator[FakeServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def _module_server() -> Iterator[FakeServer]:
+    """One fake API subprocess for the module: starting one costs ~0.4 s."""
+    with FakeServer(api_key=TEST_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def shared_api(_module_server: FakeServer) -> FakeServer:
+    """The plain fake API, started once for this module and reset before each test."""
+    _module_server.reset()
+    return _module_server
+
+
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

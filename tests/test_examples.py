@@ -17,30 +17,15 @@ import pytest
 
 from batchrunner.cli import main, run
 from batchrunner.config import load_job
-from tests.conftest import TEST_KEY, run_cli
-from tests.fakeserver import FakeServer
+from tests.conftest import run_cli
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from tests.fakeserver import FakeServer
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = sorted((REPO / "jobs").glob("*.toml"))
 README = (REPO / "README.md").read_text(encoding="utf-8")
 COMMANDS = ("run", "status", "validate", "check", "fake-api")
-
-
-@pytest.fixture(scope="module")
-def _module_server() -> Iterator[FakeServer]:
-    """One fake API subprocess for the module: starting one costs ~0.4 s."""
-    with FakeServer(api_key=TEST_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def shared_api(_module_server: FakeServer) -> FakeServer:
-    """The plain fake API, started once for this module and reset before each test."""
-    _module_server.reset()
-    return _module_server
 
 
 def test_the_documented_examples_exist() -> None:

@@ -21,7 +21,6 @@ from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 ROWS = 120
@@ -29,20 +28,6 @@ _FINISH = {
     "chat": {"end": "stop", "max": "length"},
     "messages": {"end": "end_turn", "max": "max_tokens"},
 }
-
-
-@pytest.fixture(scope="module")
-def _module_server() -> Iterator[FakeServer]:
-    """One fake API subprocess for the module: starting one costs ~0.4 s."""
-    with FakeServer(api_key=TEST_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def shared_api(_module_server: FakeServer) -> FakeServer:
-    """The plain fake API, started once for this module and reset before each test."""
-    _module_server.reset()
-    return _module_server
 
 
 def _results(out: Path) -> list[dict[str, Any]]:
