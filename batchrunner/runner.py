@@ -323,8 +323,8 @@ async def run_job(
         retry_errors=spec.retry_errors,
         durability=spec.durability,
     )
-    rundir.remember(_SUMMARY_KEY, known)
     with rundir:
+        rundir.remember(_SUMMARY_KEY, known)
         for message in rundir.warnings:
             if warn:
                 warn(message)
