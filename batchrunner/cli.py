@@ -201,13 +201,13 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 @click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
 def check(base_url: str | None) -> None:
     """Preflight: the key and base URL work (GET /models). Sends no generation."""
-    from batchrunner.preflight import check_api
+    from batchrunner.client import list_models
     from batchrunner.spec import DEFAULT_BASE
 
     with _user_errors():
         key = _api_key()
         url = (base_url or os.environ.get("CAICAINI_BASE") or DEFAULT_BASE).rstrip("/")
-        models = anyio.run(lambda: check_api(url, key))
+        models = anyio.run(lambda: list_models(base_url=url, api_key=key))
     click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
 
 

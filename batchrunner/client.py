@@ -175,39 +175,28 @@ async def send(
             if on_attempt is not None:
                 on_attempt(_attempt_log(request, attempts, raw, error, t0))
 
+    def sent(
+        raw: RawResponse | None, completion: Completion | None, error: RequestError | None
+    ) -> Sent:
+        latency = _ms_since(started)
+        return Sent(
+            raw=raw, completion=completion, error=error, attempts=attempts, latency_ms=latency
+        )
+
     try:
-        raw, completion = await one_attempt()
+        return sent(*await one_attempt(), None)
     except RequestError as exc:
         wait = policy.first_wait(exc, elapsed_s=time.monotonic() - started)
         if wait is None:
-            return Sent(
-                raw=None,
-                completion=None,
-                error=exc,
-                attempts=attempts,
-                latency_ms=_ms_since(started),
-            )
-        await anyio.sleep(wait)
-        try:
-            retrying = policy.retrying(attempts_made=1, elapsed_s=time.monotonic() - started)
-            async for attempt in retrying:
-                with attempt:
-                    raw, completion = await one_attempt()
-        except RequestError as exc2:
-            return Sent(
-                raw=None,
-                completion=None,
-                error=exc2,
-                attempts=attempts,
-                latency_ms=_ms_since(started),
-            )
-    return Sent(
-        raw=raw,
-        completion=completion,
-        error=None,
-        attempts=attempts,
-        latency_ms=_ms_since(started),
-    )
+            return sent(None, None, exc)
+    await anyio.sleep(wait)
+    try:
+        async for attempt in policy.retrying(attempts_made=1, elapsed_s=time.monotonic() - started):
+            with attempt:
+                raw, completion = await one_attempt()
+    except RequestError as exc:
+        return sent(None, None, exc)
+    return sent(raw, completion, None)
 
 
 async def _attempt(
@@ -215,23 +204,22 @@ async def _attempt(
     request: Request,
     protocol: Protocol,
     headers: dict[str, str],
-    limits: httpx.Timeout,
+    timeouts: httpx.Timeout,  # httpx's per-request timeouts; the total deadline is the caller's
 ) -> RawResponse:
-    timeout = limits  # httpx's per-request timeouts; the total deadline is the caller's
     # An absolute httpx.URL skips the relative-URL merge httpx does per request (~0.15 ms).
     url = _url(str(client.base_url), request.path)
     try:
         if not request.stream:
-            response = await client.post(url, json=request.body, headers=headers, timeout=timeout)
-            return _classify_response(response, protocol)
+            response = await client.post(url, json=request.body, headers=headers, timeout=timeouts)
+            return _classify_response(response)
         async with client.stream(
-            "POST", url, json=request.body, headers=headers, timeout=timeout
+            "POST", url, json=request.body, headers=headers, timeout=timeouts
         ) as response:
             is_sse = "text/event-stream" in response.headers.get("content-type", "")
             if not 200 <= response.status_code < 300 or not is_sse:
                 # An error, or a server that ignored `stream: true` and sent plain JSON.
                 await response.aread()
-                return _classify_response(response, protocol)
+                return _classify_response(response)
             return await _read_stream(response, protocol)
     except httpx.TransportError as exc:
         raise _classify_transport(exc) from exc
@@ -261,7 +249,7 @@ async def _read_stream(response: httpx.Response, protocol: Protocol) -> RawRespo
     return RawResponse(status=response.status_code, headers=headers, body=body, request_id=rid)
 
 
-def _classify_response(response: httpx.Response, protocol: Protocol) -> RawResponse:
+def _classify_response(response: httpx.Response) -> RawResponse:
     """A complete response -> RawResponse, or the RequestError it stands for."""
     status = response.status_code
     headers = _lower(response.headers)
@@ -403,6 +391,13 @@ def _ms_since(t0: float) -> float:
     return (time.monotonic() - t0) * 1000.0
 
 
+async def _get_models(client: httpx.AsyncClient, timeout_s: float) -> httpx.Response:
+    with anyio.fail_after(timeout_s):
+        response = await client.get("models", timeout=timeout_s)
+        await response.aread()
+    return response
+
+
 async def preflight(
     client: httpx.AsyncClient, *, timeout_s: float = 15.0
 ) -> tuple[RequestError | None, dict[str, str]]:
@@ -413,25 +408,13 @@ async def preflight(
     them; a preflight must never be the reason a run fails.
     """
     try:
-        with anyio.fail_after(timeout_s):
-            response = await client.get("models", timeout=timeout_s)
-            await response.aread()
+        response = await _get_models(client, timeout_s)
     except (httpx.TransportError, TimeoutError):
         return None, {}
-    headers = _lower(response.headers)
-    if 200 <= response.status_code < 300:
-        return None, headers
-    error_type, message, code = parse_error_body(_json_or_none(response))
-    return (
-        PermanentError(
-            error_type or "invalid_request_error",
-            message or f"HTTP {response.status_code}",
-            http_status=response.status_code,
-            request_id=_request_id(headers),
-            code=code,
-        ),
-        headers,
-    )
+    try:
+        return None, _classify_response(response).headers
+    except RequestError as exc:
+        return exc, dict(exc.headers)
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -442,17 +425,14 @@ def _json_or_none(response: httpx.Response) -> Any:
 
 
 async def list_models(*, base_url: str, api_key: str, timeout_s: float = 30.0) -> list[str]:
-    """GET {base}/models once (no retries: a preflight should answer fast or say why)."""
+    """`check`: GET {base}/models once (no retries: a preflight should answer fast or say
+    why). Raises RunAbortedError naming the cause when it cannot."""
     from batchrunner.breakers import run_failure
     from batchrunner.errors import RunAbortedError
-    from batchrunner.protocols import get_protocol
 
     async with make_client(base_url=base_url, api_key=api_key, concurrency=1) as client:
         try:
-            with anyio.fail_after(timeout_s):
-                response = await client.get("models", timeout=timeout_s)
-                await response.aread()
-            raw = _classify_response(response, get_protocol("chat"))
+            raw = _classify_response(await _get_models(client, timeout_s))
         except httpx.TransportError as exc:
             raise RunAbortedError(f"cannot reach {base_url}: {_classify_transport(exc)}") from None
         except TimeoutError:

@@ -124,12 +124,11 @@ class _Run:
             # that serves the workers is never blocked for long.
             while not self.stopping:
                 batch = await anyio.to_thread.run_sync(_take, rows, 256, self.total)
-                for row in batch:
-                    if not self.rundir.done.is_done(row.index):
-                        try:
-                            await out.send(row)
-                        except anyio.BrokenResourceError:  # workers stopped (signal, abort)
-                            return
+                for row in batch:  # recorded rows were skipped by read_rows
+                    try:
+                        await out.send(row)
+                    except anyio.BrokenResourceError:  # workers stopped (signal, abort)
+                        return
                 if len(batch) < 256:
                     return
 
