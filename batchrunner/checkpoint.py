@@ -1,16 +1,18 @@
-"""The run directory: lock, manifest (run fingerprint), journal + parts, done set, recovery.
+"""The run directory: lock, manifest (run fingerprint), journal + parts, done set.
 
 Layout: `manifest.json`, `lock` (flock; the holder's pid inside), `journal/seg-N.jsonl`,
 `parts/part-N.parquet` (part N holds exactly segment N's outcomes), `quarantine/`,
 `results.parquet`. The data is the checkpoint: the done set is rebuilt from parts and
-journal on open, never kept in a side file. A crash at any point leaves segment N, part N
-or both (then the part wins). Journal guarantees per durability level: see journal.py.
-Sends nothing and knows nothing of HTTP; the runner decides when to seal and commit.
+journal on open (recovery.py), never kept in a side file. A crash at any point leaves
+segment N, part N or both (then their union counts). No outcome is dropped on the way:
+a segment goes only once its part is checked on disk, and results.parquet is written only
+when it holds exactly the outcomes the done set counts, each id once. Journal guarantees
+per durability level: see journal.py. Sends nothing and knows nothing of HTTP; the runner
+decides when to seal and commit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -21,33 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.assemble import assemble_results
 from batchrunner.errors import OutputError
-from batchrunner.journal import (
-    JournalWriter,
-    disk_errors,
-    encode_result,
-    fsync_dir,
-    list_numbered,
-    list_segments,
-    read_chunks,
-)
-from batchrunner.sink import (
-    CorruptPartError,
-    PartInfo,
-    is_unreadable,
-    parse_lines,
-    read_part_outcomes,
-    write_part,
-)
-from batchrunner.status import DoneSet, fingerprint_diff, read_manifest
+from batchrunner.journal import JournalWriter, disk_errors, encode_result, fsync_dir
+from batchrunner.lines import parse_lines
+from batchrunner.recovery import drop_segment, quarantine, recover, to_part
+from batchrunner.sink import CorruptPartError
+from batchrunner.status import ERRORED, SUCCEEDED, DoneSet, fingerprint_diff, read_manifest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
     from types import TracebackType
 
-    import pyarrow as pa
-
     from batchrunner.records import Result
+    from batchrunner.sink import PartInfo
     from batchrunner.spec import Durability
 
 _OWN_NAMES = {"lock", "manifest.json.tmp", "journal", "parts", "quarantine"}
@@ -191,7 +178,7 @@ class RunDir:
                     write_manifest(path, manifest)
                 done = DoneSet(total_rows, retry_errors=retry_errors)
                 warnings: list[str] = []
-                parts, next_seq = _recover(path, done, warnings)
+                parts, next_seq = recover(path, done, warnings)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -248,19 +235,22 @@ class RunDir:
     def commit(self, sealed: Sealed) -> None:
         """Turn a sealed segment into its part, then drop the segment (blocking).
 
-        Commits run one at a time; committing the same Sealed twice is harmless. On
-        DiskError the segment stays, so nothing is lost: resume converts it.
+        Commits run one at a time; committing the same Sealed twice is harmless. The
+        segment is deleted only once the part read back holds every one of its lines'
+        rows; on DiskError or IntegrityError it stays, so nothing is lost: resume converts it.
         """
         with self._committing:
             with self._mutex:
                 if sealed.seq not in self._uncommitted:
                     return
-            table, _ = parse_lines(sealed.data)
-            written = write_part(self.path / "parts", sealed.seq, [table], run_dir=self.path)
-            with disk_errors(self.path):
-                sealed.segment.unlink(missing_ok=True)
-                fsync_dir(sealed.segment.parent)
+            name = sealed.segment.name
+            table, misfits = parse_lines(sealed.data, name=name)
+            written = to_part(
+                self.path / "parts", sealed.seq, [table], run_dir=self.path, source=name
+            )
+            drop_segment(sealed.segment, run_dir=self.path)
             with self._mutex:
+                self.warnings.extend(misfits)
                 if written is not None:
                     self._parts.append(written.info)
                 del self._uncommitted[sealed.seq]
@@ -282,7 +272,9 @@ class RunDir:
         `extra_columns` maps carried-through fields to Arrow type strings ("string",
         "int64", "double", "bool", "json", or any Arrow type string); a type that cannot
         be parsed or does not fit the values becomes a JSON text column, with a warning.
-        Call it once nothing is being recorded any more.
+        Call it once nothing is being recorded any more. Raises IntegrityError, writing
+        no results.parquet and deleting nothing, when the parts do not hold exactly the
+        outcomes the done set counts, or when two rows share an id.
         """
         self.seal()  # the open buffer joins the uncommitted segments
         with self._committing:  # waits for a commit still running in another thread
@@ -301,10 +293,12 @@ class RunDir:
                     total_rows=self.total_rows,
                     extra_columns=extra_columns,
                     run_dir=self.path,
+                    succeeded=self.done.count(SUCCEEDED),
+                    errored=self.done.count(ERRORED),
                 )
             )
         except CorruptPartError as exc:
-            _quarantine(self.path, exc.path, exc.reason, self.warnings)
+            quarantine(self.path, exc.path, exc.reason, self.warnings)
             raise OutputError(
                 f"{exc}; it was moved to quarantine/ and its rows will be sent again: "
                 "run the same command again"
@@ -328,77 +322,3 @@ class RunDir:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _quarantine(run_dir: Path, part: Path, reason: str, warnings: list[str]) -> None:
-    qdir = run_dir / "quarantine"
-    qdir.mkdir(exist_ok=True)
-    target = qdir / part.name
-    n = 0
-    while target.exists():
-        n += 1
-        target = qdir / f"{part.name}.{n}"
-    part.replace(target)
-    fsync_dir(qdir)
-    fsync_dir(part.parent)
-    warnings.append(
-        f"{part.name} is unreadable ({reason}); moved to quarantine/{target.name}, "
-        "its rows will be sent again"
-    )
-
-
-def _remove_tmp(*dirs: Path) -> None:
-    for d in dirs:
-        with contextlib.suppress(FileNotFoundError):
-            for leftover in d.glob("*.tmp"):
-                leftover.unlink(missing_ok=True)
-
-
-def _segment_tables(segment: Path, warnings: list[str]) -> Iterator[pa.Table]:
-    for offset, data in read_chunks(segment):
-        table, skipped = parse_lines(data, offset=offset, name=segment.name)
-        warnings.extend(skipped)
-        yield table
-
-
-def _recover(path: Path, done: DoneSet, warnings: list[str]) -> tuple[list[PartInfo], int]:
-    """Replay parts and segments in sequence order into `done`; turn segments into parts.
-
-    Returns the parts and the next free sequence number.
-    """
-    parts_dir, journal_dir = path / "parts", path / "journal"
-    parts_dir.mkdir(exist_ok=True)
-    journal_dir.mkdir(exist_ok=True)
-    _remove_tmp(path, parts_dir, journal_dir)
-    part_files = dict(list_numbered(parts_dir, "part", ".parquet"))
-    segments = dict(list_segments(journal_dir))
-    quarantined = [n for n, _ in list_numbered(path / "quarantine", "part", ".parquet")]
-    infos: list[PartInfo] = []
-    for seq in sorted(part_files.keys() | segments.keys()):
-        part = part_files.get(seq)
-        if part is not None:
-            try:
-                outcomes = read_part_outcomes(seq, part)
-            except Exception as exc:
-                if not is_unreadable(exc):
-                    raise
-                _quarantine(path, part, str(exc).splitlines()[0], warnings)
-            else:
-                done.mark_many(outcomes.indices, outcomes.succeeded)
-                infos.append(outcomes.info)
-                if seq in segments:  # crashed between rename and unlink: the part wins
-                    segments[seq].unlink()
-                continue
-        segment = segments.get(seq)
-        if segment is None:
-            continue
-        written = write_part(parts_dir, seq, _segment_tables(segment, warnings), run_dir=path)
-        if written is not None:
-            done.mark_many(written.indices, written.succeeded)
-            infos.append(written.info)
-        segment.unlink()
-    if segments:
-        fsync_dir(journal_dir)
-    done.recount()
-    next_seq = max([*part_files, *segments, *quarantined], default=0) + 1
-    return infos, next_seq

@@ -6,6 +6,7 @@ BatchRunnerError                exit 1
 ├── SourceError                 exit 2: unreadable input, malformed row, duplicate id
 ├── OutputError                 exit 2: run dir belongs to another run, is locked, or corrupt
 ├── DiskError                   exit 1: the run dir cannot be written (ENOSPC, EROFS, EACCES)
+├── IntegrityError              exit 1: the run dir's data does not add up; nothing was deleted
 ├── RunAbortedError             exit 1: a run-level API failure (bad key, unknown model, quota)
 ├── InterruptedRunError         exit 130: SIGINT/SIGTERM; what arrived is kept
 └── RequestError                one row, one attempt; recorded as data, never raised past runner
@@ -55,6 +56,14 @@ class OutputError(BatchRunnerError):
 
 class DiskError(BatchRunnerError):
     """The run directory cannot be written (disk full, read-only, permissions)."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class IntegrityError(BatchRunnerError):
+    """The run dir's data does not add up: a complete journal line that is not an outcome,
+    a part missing rows of its segment, results short of the recorded outcomes, duplicate
+    ids. Raised instead of finishing short; the journal and parts are kept as they are."""
 
     exit_code: ClassVar[int] = 1
 

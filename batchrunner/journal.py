@@ -23,7 +23,7 @@ import time
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.errors import DiskError
+from batchrunner.errors import DiskError, IntegrityError
 from batchrunner.records import Result
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ _ADVICE = {
 }
 _FIELDS = tuple(f.name for f in fields(Result))
 _SPECIAL = {"index", "completed_at_us", "extra"}
+_JSON_TEXT = {"response", "_extra"}  # JSON text: a \uXXXX escape keeps its meaning exactly
+_LONE = re.compile("[\ud800-\udfff]")
 
 
 def to_disk_error(exc: OSError, run_dir: Path) -> DiskError | None:
@@ -121,8 +123,8 @@ def encode_result(result: Result) -> bytes:
     """One journal line: UTF-8 JSON keyed like a part's columns, None fields left out.
 
     `completed_at` is microseconds since the epoch and `_extra` the carried-through
-    fields as JSON text, so a segment parses straight into a part table. A lone
-    surrogate (from a bad byte upstream) becomes "?": Parquet strings must be UTF-8.
+    fields as JSON text, so a segment parses straight into a part table. Characters are
+    never replaced silently: see `_fit_surrogates` for the one kind UTF-8 cannot hold.
     """
     obj: dict[str, Any] = {"_index": result.index}
     for name in _FIELDS:
@@ -132,14 +134,52 @@ def encode_result(result: Result) -> bytes:
     obj["completed_at"] = result.completed_at_us
     if result.extra:
         obj["_extra"] = _dumps(result.extra)
-    return _dumps(obj).encode("utf-8", "replace") + b"\n"
+    try:
+        return _dumps(obj).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return _dumps(_fit_surrogates(obj)).encode("utf-8") + b"\n"
 
 
-def read_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, bytes]]:
+def _fit_surrogates(obj: dict[str, Any]) -> dict[str, Any]:
+    """The line's strings with every unpaired UTF-16 surrogate (no UTF-8 form) dealt with.
+
+    A pair split in two (a stream that cut an emoji between deltas) is joined: the same
+    character. A lone one in JSON text (`response`, `_extra`) becomes its `\\uXXXX` escape,
+    which decodes to the same string; in other text it becomes U+FFFD, said in the row's
+    error_message; in the id it is an IntegrityError, since ids are kept exactly or not at all.
+    """
+    fixed = dict(obj)
+    notes: list[str] = []
+    for key, value in obj.items():
+        if not isinstance(value, str) or _LONE.search(value) is None:
+            continue
+        joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        lone = len(_LONE.findall(joined))
+        if not lone:
+            fixed[key] = joined
+        elif key == "id":
+            raise IntegrityError(
+                f"row {obj['_index']}: its id {value!r} holds an unpaired UTF-16 surrogate, "
+                "which has no UTF-8 form; it cannot be stored exactly"
+            )
+        elif key in _JSON_TEXT:
+            fixed[key] = _LONE.sub(lambda m: f"\\u{ord(m.group()):04x}", joined)
+        else:
+            fixed[key] = _LONE.sub("\ufffd", joined)
+            notes.append(f"{key}: {lone} unpaired UTF-16 surrogate(s) replaced by U+FFFD")
+    if notes:
+        fixed["error_message"] = "; ".join([*filter(None, [fixed.get("error_message")]), *notes])
+    return fixed
+
+
+def read_chunks(
+    path: Path, chunk_bytes: int = 64 << 20, *, torn: list[str] | None = None
+) -> Iterator[tuple[int, bytes]]:
     """(byte offset, whole lines) pieces of a segment, about `chunk_bytes` each.
 
     The bytes after the last newline are a torn append (a kill during `append`, which
-    therefore never returned) and are dropped. FileNotFoundError if the segment is gone.
+    therefore never returned, or a power cut): they are dropped, and said in `torn` when
+    given. A complete line is never dropped here. FileNotFoundError if the segment is gone.
     """
     offset = 0
     with path.open("rb") as fh:
@@ -150,6 +190,11 @@ def read_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, 
             if cut:
                 yield offset, block if cut == len(block) else block[:cut]
                 offset += cut
+            if cut < len(block) and torn is not None:  # only at the end of the file
+                torn.append(
+                    f"{path.name}: dropped an incomplete last line ({len(block) - cut} bytes "
+                    f"at byte {offset}), a write cut short by a crash; its row counts as pending"
+                )
 
 
 class JournalWriter:
@@ -170,6 +215,7 @@ class JournalWriter:
         self._size = 0
         self._dirty = False
         self._dir_synced = True
+        self._torn = False  # a half line that could not be truncated ends this segment
         self._last_sync = time.monotonic()
 
     @property
@@ -183,6 +229,11 @@ class JournalWriter:
 
     def append(self, line: bytes) -> None:
         """Write one complete line with one write(); on failure, undo any partial write."""
+        if self._torn:
+            raise DiskError(
+                f"cannot write to {self._run_dir}: a failed journal write could not be undone; "
+                "run the same command again to resume"
+            )
         with disk_errors(self._run_dir):
             if self._fd is None:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -195,9 +246,13 @@ class JournalWriter:
                 while written < len(line):  # regular files rarely write short; finish the line
                     written += os.write(fd, line[written:])
             except OSError:
-                # Leave no half line behind: the next append would glue onto it.
-                with contextlib.suppress(OSError):
+                # Leave no half line behind: the next append would glue onto it. If even the
+                # undo fails, append nothing more here, so the half line stays the segment's
+                # last, which readers drop as torn (a complete garbled line stops them).
+                try:
                     os.ftruncate(fd, self._size)
+                except OSError:
+                    self._torn = True
                 raise
             self._size += len(line)
             self._dirty = True
@@ -230,6 +285,7 @@ class JournalWriter:
             self.sync()
         self._close_fd()
         self._seq += 1
+        self._torn = False
         return closed
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Arrow side of the run dir: OUTPUT_SCHEMA/PART_SCHEMA, journal lines -> part files.
+"""Arrow side of the run dir: OUTPUT_SCHEMA/PART_SCHEMA, part files (lines.py parses lines).
 
 A part is written under a `.tmp` name, fsynced, then renamed, so a reader sees a complete
 Parquet file or none. Parts are sorted by row index, one row per index, with one row group
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from batchrunner.errors import OutputError
-from batchrunner.journal import disk_errors, fsync_dir, read_chunks
+from batchrunner.journal import disk_errors, fsync_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -57,15 +56,6 @@ PART_SCHEMA = OUTPUT_SCHEMA.append(pa.field("_index", pa.int64())).append(
     pa.field("_extra", pa.string())
 )
 
-# A journal line parses with this schema (completed_at as integer microseconds).
-_LINE_SCHEMA = PART_SCHEMA.set(
-    PART_SCHEMA.get_field_index("completed_at"), pa.field("completed_at", pa.int64())
-)
-_STATUSES = pa.array(["succeeded", "errored"])
-_OUTCOME_SCHEMA = pa.schema([("_index", pa.int64()), ("status", pa.string())])
-_STRICT = pj.ParseOptions(explicit_schema=_LINE_SCHEMA, unexpected_field_behavior="error")
-_OUTCOMES = pj.ParseOptions(explicit_schema=_OUTCOME_SCHEMA, unexpected_field_behavior="ignore")
-
 
 @dataclass(frozen=True, slots=True)
 class PartInfo:
@@ -101,70 +91,6 @@ def is_unreadable(exc: BaseException) -> bool:
 
 def part_path(parts_dir: Path, seq: int) -> Path:
     return parts_dir / f"part-{seq:06d}.parquet"
-
-
-def _plausible(table: pa.Table) -> bool:
-    idx, status, ids = table.column("_index"), table.column("status"), table.column("id")
-    if table.num_rows == 0 or idx.null_count or status.null_count or ids.null_count:
-        return bool(table.num_rows == 0)
-    return bool(pc.min(idx).as_py() >= 0 and pc.all(pc.is_in(status, _STATUSES)).as_py())
-
-
-def _read_lines(data: bytes, options: pj.ParseOptions) -> pa.Table:
-    table = pj.read_json(pa.py_buffer(data), parse_options=options)
-    if "id" not in table.column_names:
-        table = table.append_column("id", pa.array([""] * table.num_rows))
-    if not _plausible(table):
-        raise pa.ArrowInvalid("a line lacks a row index, id or status")
-    return table
-
-
-def _lines_one_by_one(data: bytes, offset: int, name: str) -> tuple[pa.Table, list[str]]:
-    tables, warnings = [_LINE_SCHEMA.empty_table()], []
-    for line in data.split(b"\n")[:-1]:
-        if line.strip():
-            try:
-                tables.append(_read_lines(line, _STRICT))
-            except pa.ArrowInvalid as exc:
-                reason = str(exc).splitlines()[0]
-                warnings.append(
-                    f"{name}: skipped a garbled journal line at byte {offset} ({reason})"
-                )
-        offset += len(line) + 1
-    return pa.concat_tables(tables), warnings
-
-
-def parse_lines(data: bytes, *, offset: int = 0, name: str = "") -> tuple[pa.Table, list[str]]:
-    """Complete journal lines as a PART_SCHEMA table (append order) plus skipped-line warnings.
-
-    Arrow's JSON reader does the work (about 3 us a row); if any line is garbled, the
-    lines are parsed one at a time and the bad ones skipped with a warning.
-    """
-    warnings: list[str] = []
-    try:
-        table = _read_lines(data, _STRICT)
-    except pa.ArrowInvalid:
-        table, warnings = _lines_one_by_one(data, offset, name)
-    ts = table.column("completed_at").cast(PART_SCHEMA.field("completed_at").type)
-    return table.set_column(
-        table.schema.get_field_index("completed_at"), "completed_at", ts
-    ), warnings
-
-
-def segment_outcomes(path: Path) -> tuple[list[int], list[bool], list[str]]:
-    """Indices and success flags of a segment in append order (for `status`)."""
-    indices: list[int] = []
-    succeeded: list[bool] = []
-    warnings: list[str] = []
-    for offset, data in read_chunks(path):
-        try:
-            table = _read_lines(data, _OUTCOMES)
-        except pa.ArrowInvalid:
-            table, more = parse_lines(data, offset=offset, name=path.name)
-            warnings.extend(more)
-        indices.extend(table.column("_index").to_pylist())
-        succeeded.extend(pc.equal(table.column("status"), "succeeded").to_pylist())
-    return indices, succeeded, warnings
 
 
 def last_wins_sorted(table: pa.Table) -> pa.Table:

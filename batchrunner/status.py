@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import OutputError
 from batchrunner.journal import list_numbered, list_segments
-from batchrunner.sink import is_unreadable, read_part_outcomes, segment_outcomes
+from batchrunner.lines import segment_outcomes
+from batchrunner.sink import is_unreadable, read_part_outcomes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -191,7 +192,7 @@ class _Changed(Exception):
     """A listed file vanished: the writer committed or quarantined meanwhile; list again."""
 
 
-def _replay(path: Path, done: DoneSet, warnings: list[str]) -> None:
+def _replay(path: Path, done: DoneSet, warnings: list[str], *, running: bool) -> None:
     # Segments before parts: a segment that vanishes after this listing has become a part
     # that the later listing sees (commit renames the part before unlinking the segment).
     segments = dict(list_segments(path / "journal"))
@@ -208,7 +209,9 @@ def _replay(path: Path, done: DoneSet, warnings: list[str]) -> None:
                     continue
                 done.mark_many(outcomes.indices, outcomes.succeeded)
             else:
-                indices, succeeded, skipped = segment_outcomes(segments[seq])
+                # While a run writes, bytes past the last newline are a line being written.
+                torn = None if running else warnings
+                indices, succeeded, skipped = segment_outcomes(segments[seq], torn=torn)
                 warnings.extend(skipped)
                 done.mark_many(indices, succeeded)
         except FileNotFoundError as exc:
@@ -225,7 +228,7 @@ def read_status(path: Path) -> RunStatus:
     for _ in range(_RELIST_TRIES):
         done, warnings = DoneSet(total), list[str]()
         with contextlib.suppress(_Changed):
-            _replay(path, done, warnings)
+            _replay(path, done, warnings, running=running)
             break
     else:
         raise OutputError(f"{path} kept changing while being read; try again")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchrunner.journal import encode_result
+from batchrunner.lines import parse_lines
 from batchrunner.records import Result
-from batchrunner.sink import parse_lines, write_part
+from batchrunner.sink import write_part
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -75,10 +75,26 @@ def _assemble(
     tmp_path: Path, parts: list[sink.PartOutcomes], total: int, extras: dict[str, str]
 ) -> tuple[pa.Table, list[str]]:
     out = tmp_path / "results.parquet"
+    ok, bad = _recorded(parts, total)
     warnings = assemble_results(
-        [p.info for p in parts], out, total_rows=total, extra_columns=extras, run_dir=tmp_path
+        [p.info for p in parts],
+        out,
+        total_rows=total,
+        extra_columns=extras,
+        run_dir=tmp_path,
+        succeeded=ok,
+        errored=bad,
     )
     return pq.read_table(out), warnings
+
+
+def _recorded(parts: list[sink.PartOutcomes], total: int) -> tuple[int, int]:
+    """(succeeded, errored) below `total`, last outcome per index (what a done set counts)."""
+    last: dict[int, bool] = {}
+    for part in sorted(parts, key=lambda p: p.info.seq):
+        last.update(zip(part.indices, part.succeeded, strict=True))
+    kept = [ok for i, ok in last.items() if i < total]
+    return sum(kept), len(kept) - sum(kept)
 
 
 def test_assemble_is_in_input_order_with_last_outcome_winning(

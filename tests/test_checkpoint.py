@@ -19,7 +19,7 @@ import pytest
 
 from batchrunner import sink
 from batchrunner.checkpoint import RunDir
-from batchrunner.errors import DiskError, OutputError
+from batchrunner.errors import DiskError, IntegrityError, OutputError
 from batchrunner.journal import encode_result
 from batchrunner.records import Result
 
@@ -107,7 +107,8 @@ def test_reopen_after_a_kill_replays_segments_and_drops_the_torn_line(tmp_path: 
     _write_segment(run, 2, [_result(2), _result(1)], tail=b'{"_index":3,"id":"r3","sta')
     with _open(run) as rd:
         assert [rd.done.code(i) for i in range(5)] == [1, 1, 1, 0, 0]
-        assert rd.warnings == []
+        assert len(rd.warnings) == 1  # the torn line is said, for the CLI to print
+        assert rd.warnings[0].startswith("seg-000002.jsonl: dropped an incomplete last line")
         assert sorted(p.name for p in (run / "parts").iterdir()) == [
             "part-000001.parquet",
             "part-000002.parquet",
@@ -118,14 +119,21 @@ def test_reopen_after_a_kill_replays_segments_and_drops_the_torn_line(tmp_path: 
         assert sealed is not None and sealed.seq == 3  # numbering continues after the parts
 
 
-def test_garbled_middle_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
-    """A garbled line inside a segment is skipped and reported; its neighbours count."""
+def test_garbled_middle_line_stops_the_open_and_keeps_everything(tmp_path: Path) -> None:
+    """A complete line that is no outcome is not skipped: IntegrityError, nothing deleted."""
     run = tmp_path / "run"
     _open(run).close()
     _write_segment(run, 1, [_result(0)], tail=b"\x00\x00garbage\n" + encode_result(_result(2)))
-    with _open(run) as rd:
+    before = _snapshot(run / "journal")
+    with pytest.raises(IntegrityError) as caught:
+        _open(run)
+    assert "seg-000001.jsonl: the line at byte" in str(caught.value)
+    assert caught.value.exit_code == 1
+    assert _snapshot(run / "journal") == before and list((run / "parts").iterdir()) == []
+    seg = run / "journal" / "seg-000001.jsonl"  # the user deletes the line, as told
+    seg.write_bytes(seg.read_bytes().replace(b"\x00\x00garbage\n", b""))
+    with _open(run) as rd:  # and the lock was released by the failed open
         assert [rd.done.code(i) for i in range(3)] == [1, 0, 1]
-        assert len(rd.warnings) == 1 and "seg-000001.jsonl" in rd.warnings[0]
 
 
 def test_part_and_its_segment_both_present_count_once(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.errors import DiskError
+from batchrunner.errors import DiskError, IntegrityError
 from batchrunner.journal import (
     JournalWriter,
     disk_errors,
@@ -82,8 +82,14 @@ def test_read_chunks_drops_the_torn_tail_and_keeps_offsets(tmp_path: Path) -> No
     lines = [encode_result(_result(i, text="x" * (i * 7))) for i in range(40)]
     seg = tmp_path / "seg-000001.jsonl"
     seg.write_bytes(b"".join(lines) + b'{"_index":99,"id":"torn')
-    chunks = list(read_chunks(seg, chunk_bytes=100))
+    torn: list[str] = []
+    chunks = list(read_chunks(seg, chunk_bytes=100, torn=torn))
     assert b"".join(c for _, c in chunks) == b"".join(lines)
+    assert torn == [
+        f"seg-000001.jsonl: dropped an incomplete last line (23 bytes at byte "
+        f"{len(b''.join(lines))}), a write cut short by a crash; its row counts as pending"
+    ]
+    assert list(read_chunks(seg, chunk_bytes=1 << 20)) == [(0, b"".join(lines))]
     assert all(c.endswith(b"\n") for _, c in chunks)
     offset = 0
     for start, data in chunks:
@@ -119,11 +125,55 @@ def test_to_disk_error_maps_only_disk_refusals(tmp_path: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, "gone")
 
 
-def test_encode_result_replaces_a_lone_surrogate() -> None:
-    """A lone surrogate (no UTF-8 form) becomes "?" instead of breaking the line."""
-    line = encode_result(_result(0, text="a\ud800b", extra={"k": "\udfff"}))
+def test_encode_result_never_replaces_a_character_silently() -> None:
+    """Split pairs are joined; lone surrogates stay exact in JSON text, else are said."""
+    body = '{"content":[{"text":"a\ud800b"}]}'  # a streamed body as json.dumps leaves it
+    line = encode_result(
+        _result(0, text="\ud83d\ude00 a\ud800b", response=body, extra={"k": "\udfff"})
+    )
     obj = json.loads(line)
-    assert obj["text"] == "a?b" and json.loads(obj["_extra"]) == {"k": "?"}
+    assert obj["text"] == "\U0001f600 a\ufffdb"  # the emoji joined, the lone one replaced
+    assert obj["error_message"] == "text: 1 unpaired UTF-16 surrogate(s) replaced by U+FFFD"
+    assert json.loads(obj["response"]) == json.loads(body)  # escaped: the same JSON value
+    assert json.loads(obj["_extra"]) == {"k": "\udfff"}
+    joined = json.loads(encode_result(_result(1, text="\ud83d\ude00", error_message="e")))
+    assert joined["text"] == "\U0001f600" and joined["error_message"] == "e"
+
+
+def test_encode_result_refuses_an_id_it_cannot_store_exactly() -> None:
+    """An id with a lone surrogate is a loud IntegrityError, never an id with "?" in it."""
+    with pytest.raises(IntegrityError, match="row 0: its id 'a\\\\udc80' holds an unpaired"):
+        encode_result(Result(index=0, id="a\udc80", status="succeeded"))
+
+
+def test_a_half_line_that_cannot_be_undone_ends_the_segment(tmp_path: Path) -> None:
+    """When write() and its undo both fail, nothing more is appended after the half line."""
+    real_write = os.write
+    w = JournalWriter(tmp_path, first_seq=1, durability="process", run_dir=tmp_path)
+    w.append(encode_result(_result(0)))
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def refuse(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", half_then_full)
+        mp.setattr(os, "ftruncate", refuse)
+        with pytest.raises(DiskError):
+            w.append(encode_result(_result(1)))
+    with pytest.raises(DiskError, match="could not be undone"):
+        w.append(encode_result(_result(2)))
+    torn: list[str] = []
+    chunks = list(read_chunks(segment_path(tmp_path, 1), torn=torn))
+    assert [c for _, c in chunks] == [encode_result(_result(0))]
+    assert len(torn) == 1 and "10 bytes" in torn[0]
+    w.rotate()
+    w.append(encode_result(_result(2)))  # the next segment starts clean
+    w.close()
+    assert segment_path(tmp_path, 2).read_bytes() == encode_result(_result(2))
 
 
 def test_durability_os_syncs_at_most_once_a_second(

@@ -10,15 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner import sink
+from batchrunner.errors import IntegrityError
 from batchrunner.journal import encode_result
+from batchrunner.lines import parse_lines
 from batchrunner.records import Result
-from batchrunner.sink import (
-    OUTPUT_SCHEMA,
-    PART_SCHEMA,
-    parse_lines,
-    read_part_outcomes,
-    write_part,
-)
+from batchrunner.sink import OUTPUT_SCHEMA, PART_SCHEMA, read_part_outcomes, write_part
 from tests.partdata import journal_lines, make_part, make_result
 
 if TYPE_CHECKING:
@@ -74,30 +70,65 @@ def test_parse_lines_reads_every_field_back() -> None:
     assert json.loads(row["_extra"]) == {"expected": "x"}
 
 
-def test_parse_lines_skips_garbled_lines_with_a_warning() -> None:
-    """Bad lines in the middle are skipped by name and offset; the good ones all survive."""
+def test_parse_lines_keeps_every_row_and_notes_values_that_do_not_fit() -> None:
+    """Values too big or of the wrong kind become null (or JSON text), said in the row."""
     good = [make_result(i) for i in range(5)]
     data = (
         journal_lines(good[:2])
-        + b'{"_index": 1, "id": \n'
-        + journal_lines(good[2:3])
-        + b'{"_index":7,"id":"x","status":"maybe"}\n'
-        + b'{"_index":8,"id":"y","status":"succeeded","attempts":"two"}\n'
+        + b'{"_index":2,"id":"big","status":"succeeded","input_tokens":1'
+        + b"0" * 30
+        + b"}\n"
         + b"\n"
+        + b'{"_index":3,"id":"x","status":"errored","attempts":"two","http_status":2147483648,'
+        + b'"error_message":"boom","latency_ms":1e400,"model":7,"surprise":1}\n'
+        + b'{"_index":4,"id":"y","status":"succeeded","output_tokens":9223372036854775808}\n'
         + journal_lines(good[3:])
     )
-    table, warnings = parse_lines(data, offset=100, name="seg-000003.jsonl")
-    assert table.column("_index").to_pylist() == [0, 1, 2, 3, 4]
-    assert len(warnings) == 3 and all("seg-000003.jsonl" in w for w in warnings)
-    assert f"byte {100 + len(journal_lines(good[:2]))}" in warnings[0]
-
-
-def test_parse_lines_survives_a_lone_surrogate() -> None:
-    """Text with a lone surrogate (from a bad input byte) is kept, with a replacement char."""
-    table, warnings = parse_lines(
-        journal_lines([make_result(0, text="a\ud800b"), make_result(1, text="ok")])
+    table, warnings = parse_lines(data, name="seg-000003.jsonl")
+    rows = table.to_pylist()
+    assert [r["_index"] for r in rows] == [0, 1, 2, 3, 4, 3, 4]
+    assert rows[2]["input_tokens"] is None and rows[2]["error_message"] == (
+        "input_tokens 1000000000000000000000000000000 does not fit int64; stored as null"
     )
-    assert warnings == [] and table.column("text").to_pylist() == ["a?b", "ok"]
+    assert rows[3]["attempts"] is None and rows[3]["http_status"] is None
+    assert rows[3]["latency_ms"] == float("inf") and rows[3]["model"] == "7"
+    assert rows[3]["error_message"] == (
+        'boom; attempts "two" does not fit int32; stored as null; http_status 2147483648 '
+        "does not fit int32; stored as null; model was not text; stored as its JSON text; "
+        'unknown field "surprise" = 1 left out'
+    )
+    assert rows[4]["output_tokens"] is None and "does not fit int64" in rows[4]["error_message"]
+    assert len(warnings) == 1 and warnings[0].startswith("seg-000003.jsonl: 3 row(s) held")
+
+
+def test_parse_lines_raises_for_a_complete_line_that_is_no_outcome() -> None:
+    """A garbled complete line stops the conversion loudly, naming segment and byte."""
+    good = journal_lines([make_result(0), make_result(1)])
+    for bad in (b'{"_index": 1, "id": ', b'{"_index":7,"id":"x","status":"maybe"}', b"\x00\x00"):
+        with pytest.raises(IntegrityError) as caught:
+            parse_lines(good + bad + b"\n" + good, offset=100, name="seg-000003.jsonl")
+        assert f"seg-000003.jsonl: the line at byte {100 + len(good)} is not an outcome" in str(
+            caught.value
+        )
+
+
+def test_parse_lines_converts_a_line_of_any_size() -> None:
+    """A 9 MB line (Arrow's default block is 1 MiB) converts, text intact, fast path or not."""
+    text = "ä" * (4 << 20)
+    data = journal_lines([make_result(0), make_result(1, text=text), make_result(2)])
+    table, warnings = parse_lines(data)
+    assert warnings == [] and table.column("_index").to_pylist() == [0, 1, 2]
+    assert table.column("text")[1].as_py() == text
+
+
+def test_parse_lines_reads_a_lone_surrogate_escape_without_dropping_the_row() -> None:
+    """A journal line with a "\\ud800" escape (not ours) keeps its row, with a note."""
+    data = b'{"_index":0,"id":"a","status":"succeeded","text":"x\\ud800y"}\n'
+    table, _ = parse_lines(data)
+    row = table.to_pylist()[0]
+    assert row["text"] == "x\ufffdy" and "U+FFFD" in row["error_message"]
+    with pytest.raises(IntegrityError, match="has no UTF-8 form"):
+        parse_lines(b'{"_index":0,"id":"\\udc80","status":"succeeded"}\n')
 
 
 def test_write_part_sorts_keeps_last_per_index_and_buckets(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from batchrunner import sink
+from batchrunner import lines
 from batchrunner import status as status_module
 from batchrunner.checkpoint import RunDir
 from batchrunner.errors import OutputError
@@ -73,7 +73,8 @@ def test_status_skips_a_torn_line_and_counts_part_plus_segment_once(tmp_path: Pa
     )
     st = read_status(run)
     assert (st.succeeded, st.errored, st.pending) == (1, 1, 8)
-    assert len(st.warnings) == 1 and "seg-000002.jsonl" in st.warnings[0]
+    assert len(st.warnings) == 2 and all("seg-000002.jsonl" in w for w in st.warnings)
+    assert "incomplete last line" in st.warnings[0] and "not an outcome" in st.warnings[1]
 
 
 def test_status_relists_when_a_segment_is_committed_while_reading(
@@ -86,14 +87,14 @@ def test_status_relists_when_a_segment_is_committed_while_reading(
         rd.record(_result(i))
     sealed = rd.seal()
     assert sealed is not None
-    real = sink.segment_outcomes
+    real = lines.segment_outcomes
     calls: list[int] = []
 
-    def racing(path: Path) -> tuple[list[int], list[bool], list[str]]:
+    def racing(path: Path, *, torn: list[str] | None) -> tuple[list[int], list[bool], list[str]]:
         calls.append(1)
         if len(calls) == 1:
             rd.commit(sealed)  # the writer wins the race: the listed segment is gone
-        return real(path)
+        return real(path, torn=torn)
 
     monkeypatch.setattr(status_module, "segment_outcomes", racing)
     assert _counts(run) == (3, 0, 7)
