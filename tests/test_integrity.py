@@ -1,0 +1,166 @@
+"""The run dir never finishes short: checked conversion, finalize invariants, loud failures.
+
+Real RunDirs on real files. Where a bug has to be simulated (a part writer that loses a
+row), the real writer runs and its output is then damaged, so the checks see a real file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from batchrunner import recovery, sink
+from batchrunner.checkpoint import RunDir
+from batchrunner.errors import IntegrityError
+from batchrunner.journal import encode_result
+from batchrunner.records import Result
+from batchrunner.sink import PART_SCHEMA, PartOutcomes
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from batchrunner.records import Status
+
+FP: dict[str, object] = {"input": {"path": "in.jsonl"}, "settings": {}}
+
+
+def _open(path: Path, total: int = 6) -> RunDir:
+    return RunDir.open(
+        path, fingerprint=FP, total_rows=total, retry_errors=False, durability="process"
+    )
+
+
+def _result(i: int, status: Status = "succeeded", **kw: Any) -> Result:
+    return Result(index=i, id=kw.pop("id", f"r{i}"), status=status, **kw)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def _drop_row(part: Path, index: int) -> None:
+    """Rewrite a part without the row of `index` (what the old converter did to big lines)."""
+    table = pq.read_table(part, schema=PART_SCHEMA)
+    pq.write_table(table.filter(pc.not_equal(table["_index"], index)), part)
+
+
+def _commit_all(rd: RunDir) -> None:
+    sealed = rd.seal()
+    assert sealed is not None
+    rd.commit(sealed)
+
+
+def test_a_row_lost_from_a_part_before_assembly_fails_loudly(tmp_path: Path) -> None:
+    """Parts one row short of the done set: IntegrityError, no results, nothing deleted."""
+    run = tmp_path / "run"
+    with _open(run, total=3) as rd:
+        for i in range(3):
+            rd.record(_result(i))
+        _commit_all(rd)
+        _drop_row(run / "parts" / "part-000001.parquet", 1)
+        before = _files(run)
+        with pytest.raises(IntegrityError) as caught:
+            rd.finalize({})
+        assert caught.value.exit_code == 1
+        assert "the parts hold 2 rows (2 succeeded) but 3 outcomes were recorded" in str(
+            caught.value
+        )
+        assert _files(run) == before and not (run / "results.parquet").exists()
+    with _open(run, total=3) as rd:  # as the message says: the lost row is pending again
+        assert [rd.done.code(i) for i in range(3)] == [1, 0, 1]
+
+
+def test_duplicate_ids_at_finalize_fail_loudly(tmp_path: Path) -> None:
+    """Two rows with one id: IntegrityError naming it; results.parquet is not written."""
+    run = tmp_path / "run"
+    with _open(run, total=4) as rd:
+        rd.record(_result(0))
+        rd.record(_result(1, id="twin"))
+        _commit_all(rd)
+        rd.record(_result(2, "errored", id="twin"))
+        rd.record(_result(3))
+        before_parts = _files(run / "parts")
+        with pytest.raises(
+            IntegrityError, match=r"1 id\(s\) belong to more than one row \('twin'\)"
+        ):
+            rd.finalize({})
+        assert not (run / "results.parquet").exists() and not list(run.rglob("*.tmp"))
+        assert _files(run / "parts").items() >= before_parts.items()  # kept, plus the new one
+
+
+def _losing_write_part(real: Any, index: int) -> Any:
+    def write_part(parts_dir: Path, seq: int, tables: Any, *, run_dir: Path) -> PartOutcomes:
+        written = real(parts_dir, seq, tables, run_dir=run_dir)
+        _drop_row(written.info.path, index)
+        return written  # type: ignore[no-any-return]
+
+    return write_part
+
+
+def test_a_segment_stays_until_its_part_holds_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part that lost a row: commit raises and keeps the segment; resume repairs the part."""
+    run = tmp_path / "run"
+    rd = _open(run)
+    for i in range(4):
+        rd.record(_result(i, text=f"t{i}"))
+    sealed = rd.seal()
+    assert sealed is not None
+    with monkeypatch.context() as mp:
+        mp.setattr(recovery, "write_part", _losing_write_part(sink.write_part, 2))
+        with pytest.raises(IntegrityError, match="part 1 holds 3 of the 4 rows of seg-000001"):
+            rd.commit(sealed)
+    assert sealed.segment.exists()
+    rd.close()
+    with _open(run) as rd:  # part and segment both there: their union is kept
+        assert [rd.done.code(i) for i in range(6)] == [1, 1, 1, 1, 0, 0]
+        assert list((run / "journal").iterdir()) == []
+        rd.set_total(4)
+        out = rd.finalize({})
+    assert pq.read_table(out).column("text").to_pylist() == ["t0", "t1", "t2", "t3"]
+
+
+def test_recovery_keeps_the_segment_when_its_part_comes_out_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same check on open: the crash-left segment is not deleted for a short part."""
+    run = tmp_path / "run"
+    _open(run).close()
+    segment = run / "journal" / "seg-000001.jsonl"
+    segment.write_bytes(b"".join(encode_result(_result(i)) for i in range(3)))
+    with monkeypatch.context() as mp:
+        mp.setattr(recovery, "write_part", _losing_write_part(sink.write_part, 0))
+        with pytest.raises(IntegrityError, match="part 1 holds 2 of the 3 rows"):
+            _open(run)
+    assert segment.exists()
+    with _open(run) as rd:
+        assert [rd.done.code(i) for i in range(4)] == [1, 1, 1, 0]
+
+
+def test_a_crash_left_segment_with_huge_values_converts_whole(tmp_path: Path) -> None:
+    """On open, a segment with a 6 MB line and a 10^30 token count becomes a full part."""
+    run = tmp_path / "run"
+    _open(run).close()
+    big = "€" * (2 << 20)
+    lines = [
+        encode_result(_result(0, text=big, response=big)),
+        encode_result(_result(1, input_tokens=10**30, output_tokens=3)),
+        encode_result(_result(2, extra={"blob": big})),
+    ]
+    (run / "journal" / "seg-000001.jsonl").write_bytes(b"".join(lines))
+    with _open(run, total=3) as rd:
+        assert rd.done.succeeded == 3 and rd.warnings == [
+            "seg-000001.jsonl: 1 row(s) held values their columns cannot; kept, with a note in "
+            "error_message (first: row 'r1' (index 1): input_tokens "
+            "1000000000000000000000000000000 does not fit int64; stored as null)"
+        ]
+        rows = pq.read_table(rd.finalize({"blob": "string"})).to_pylist()
+    assert rows[0]["text"] == big and rows[0]["response"] == big and rows[2]["blob"] == big
+    assert rows[1]["input_tokens"] is None and rows[1]["output_tokens"] == 3
+    assert "does not fit int64" in rows[1]["error_message"]
