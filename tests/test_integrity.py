@@ -18,11 +18,13 @@ from batchrunner.errors import IntegrityError
 from batchrunner.journal import encode_result
 from batchrunner.records import Result
 from batchrunner.sink import PART_SCHEMA, PartOutcomes
+from tests.conftest import run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from batchrunner.records import Status
+    from tests.fakeserver import FakeServer
 
 FP: dict[str, object] = {"input": {"path": "in.jsonl"}, "settings": {}}
 
@@ -164,3 +166,33 @@ def test_a_crash_left_segment_with_huge_values_converts_whole(tmp_path: Path) ->
     assert rows[0]["text"] == big and rows[0]["response"] == big and rows[2]["blob"] == big
     assert rows[1]["input_tokens"] is None and rows[1]["output_tokens"] == 3
     assert "does not fit int64" in rows[1]["error_message"]
+
+
+def test_the_cli_stops_with_exit_1_instead_of_finishing_short(
+    tmp_path: Path, shared_api: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row lost from a part just before assembly: exit 1, no results; a rerun repairs it."""
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(5)])
+    out = tmp_path / "run"
+    args = ["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"]
+    real = RunDir.finalize
+
+    def losing_finalize(self: RunDir, extra_columns: dict[str, str]) -> Path:
+        self.seal()
+        for sealed in list(self._uncommitted.values()):
+            self.commit(sealed)
+        _drop_row(out / "parts" / "part-000001.parquet", 3)
+        return real(self, extra_columns)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(RunDir, "finalize", losing_finalize)
+        res = run_cli(args)
+    assert res.exit_code == 1 and "5 rows: 5 succeeded" not in res.stdout
+    assert "results.parquet not written: the parts hold 4 rows" in res.stderr
+    assert not (out / "results.parquet").exists()
+    shared_api.reset()
+    res = run_cli(args)
+    assert res.exit_code == 0, res.stderr
+    assert [r["prompt"] for r in shared_api.log()] == ["p3"]  # only the lost row, once more
+    ids = pq.read_table(out / "results.parquet").column("id").to_pylist()
+    assert ids == [f"q{i}" for i in range(5)]

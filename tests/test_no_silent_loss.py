@@ -8,14 +8,20 @@ CLI, in-process; the run dir is real files.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli, write_jsonl
+from tests.conftest import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,10 +33,19 @@ CARRIED = "é" * (1 << 20)  # 2 MiB as UTF-8
 HUGE = {"1e30": 10**30, "2^63": 2**63}
 
 
+def kill_answer(prompt: str) -> str:
+    """The kill test's rows: every 20th answer is 1.1 MB (its journal line is over 2 MiB)."""
+    n = int(prompt.split()[1])
+    return f"{prompt}: " + ("x" * (1_100_000 + n) if n % 20 == 0 else "short")
+
+
 def _message(prompt: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": f"answer to {prompt}"}]
     usage: dict[str, Any] = {"input_tokens": 11, "output_tokens": 7}
-    if prompt == "big":
+    if prompt.startswith("kill "):
+        time.sleep(0.03)  # so that a kill lands while requests are in flight
+        content = [{"type": "text", "text": kill_answer(prompt)}]
+    elif prompt == "big":
         content = [{"type": "text", "text": BIG_TEXT}]
     elif prompt == "tool":
         content.append({"type": "tool_use", "id": "toolu_1", "name": "store", "input": TOOL_INPUT})
@@ -49,12 +64,13 @@ def _message(prompt: str) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms stalls
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest would show every request otherwise."""
 
     def _send(self, body: object) -> None:
-        data = json.dumps(body).encode()
+        data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
@@ -129,3 +145,46 @@ def test_a_2_mb_carried_field_and_a_3_mb_tool_input_survive(tmp_path: Path, host
     tool = json.loads(results[1]["response"])["content"][1]
     assert len(json.dumps(TOOL_INPUT)) > 3_000_000
     assert tool["type"] == "tool_use" and tool["input"] == TOOL_INPUT
+
+
+def _wait_for_traffic(out: Path, proc: subprocess.Popen[str]) -> None:
+    log = out / "calls.log"
+    before = log.stat().st_size if log.exists() else 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and log.stat().st_size > before:
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.crash
+def test_kill_9_five_times_with_big_answers_keeps_every_id_once(
+    tmp_path: Path, hostile: str
+) -> None:
+    """5 SIGKILLs at random moments while >1 MB answers are journaled: each id once, intact."""
+    rng = random.Random(9)
+    rows = [{"id": f"k{i:03d}", "prompt": f"kill {i}"} for i in range(250)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "batchrunner", "run", str(src), "-o", str(out)]
+    cmd += ["--base-url", hostile, "--concurrency", "4", "-q"]
+    env = {**os.environ, "CAICAINI_API_KEY": TEST_KEY}
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _wait_for_traffic(out, proc)
+        # At most 4 / 0.03 s = 133 rows/s: 5 runs of under 0.4 s cannot finish 250 rows.
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert final.returncode == 0, final.stderr
+    assert kills == 5, "every kill lands while the run is going"
+    results = pq.read_table(out / "results.parquet").to_pylist()
+    assert [r["id"] for r in results] == [r["id"] for r in rows]
+    assert [r["text"] for r in results] == [kill_answer(r["prompt"]) for r in rows]
+    assert not list(out.rglob("*.tmp"))
