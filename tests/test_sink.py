@@ -104,7 +104,15 @@ def test_parse_lines_keeps_every_row_and_notes_values_that_do_not_fit() -> None:
 def test_parse_lines_raises_for_a_complete_line_that_is_no_outcome() -> None:
     """A garbled complete line stops the conversion loudly, naming segment and byte."""
     good = journal_lines([make_result(0), make_result(1)])
-    for bad in (b'{"_index": 1, "id": ', b'{"_index":7,"id":"x","status":"maybe"}', b"\x00\x00"):
+    bad_lines = (
+        b'{"_index": 1, "id": ',
+        b'{"_index":7,"id":"x","status":"maybe"}',
+        b'{"_index":7,"id":"x\xff","status":"succeeded"}',  # not UTF-8: Arrow lets it through
+        b'{"id":"x","status":"succeeded"}',
+        b"[1]",
+        b"\x00\x00",
+    )
+    for bad in bad_lines:
         with pytest.raises(IntegrityError) as caught:
             parse_lines(good + bad + b"\n" + good, offset=100, name="seg-000003.jsonl")
         assert f"seg-000003.jsonl: the line at byte {100 + len(good)} is not an outcome" in str(
