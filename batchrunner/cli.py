@@ -16,7 +16,7 @@ import anyio
 import click
 
 from batchrunner import __version__
-from batchrunner.errors import BatchRunnerError, ConfigError
+from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.progress import ProgressPrinter
 
 if TYPE_CHECKING:
@@ -27,7 +27,11 @@ KEY_ENV = "CAICAINI_API_KEY"
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Core errors -> one line on stderr and their exit code; never a traceback."""
+    """Core errors -> one line on stderr and their exit code; never a traceback.
+
+    Exit codes: `errors` (0 all rows succeeded, 1 some errored, 2 nothing sent, 3 stopped
+    with rows pending, 130 SIGINT, 143 SIGTERM).
+    """
     try:
         yield
     except BatchRunnerError as exc:
@@ -37,6 +41,14 @@ def _user_errors() -> Iterator[None]:
         # Ctrl-C before requests fly (validation, resume scan): nothing was sent or lost.
         click.echo("Error: interrupted; run the same command again to resume", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in FD_ERRNOS:
+            raise
+        # Out of file descriptors where no module mapped it (opening the run dir, say):
+        # still a run-level stop with a way out, not a traceback.
+        error = write_error(exc, exc.filename or "the run directory")
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(error.exit_code)
 
 
 class _Group(click.Group):
@@ -119,8 +131,10 @@ def run(
     \b
     Example:
       batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
-    Exit codes: 0 all succeeded, 1 some errored or the API refused the run,
-    2 bad usage or input (nothing sent), 130 interrupted (run again to resume).
+    Exit codes: 0 all succeeded, 1 some errored, 2 bad usage or input (nothing
+    sent), 3 stopped with rows pending by a run-level cause (key, quota, model, input
+    changed, waits over the cap, disk; fix it and run again to resume), 130 SIGINT,
+    143 SIGTERM (run again to resume).
     """
     from batchrunner.config import load_job
     from batchrunner.runner import run_job
@@ -152,6 +166,11 @@ def run(
         f"{stats.total} rows: {stats.succeeded} succeeded, {stats.errored} errored"
         f" ({stats.sent_rows} recorded by this run) -> {where}"
     )
+    # run_job returns only when every row has an outcome (it raises otherwise, exit 3 /
+    # 130 / 143); a pending row here would be a bug, and must not pass for success.
+    if stats.pending or stats.results is None:
+        click.echo(f"Error: {stats.pending} rows pending; run the same command again", err=True)
+        sys.exit(3)
     if stats.errored:
         sys.exit(1)
 

@@ -38,6 +38,7 @@ _LIMITS_KEYS = {
     "breaker_window": "breaker_window",
     "stall_timeout": "stall_timeout_s",
     "grace": "grace_s",
+    "max_wait": "max_wait_s",
 }
 _PRICING_KEYS = {f.name for f in fields(PricingSpec)}
 _EVAL_KEYS = {f.name for f in fields(EvalSpec)}
@@ -178,6 +179,8 @@ def _check_limits(v: dict[str, Any]) -> list[str]:
     ]
     if v["timeout_s"] is not None and (not _is_number(v["timeout_s"]) or v["timeout_s"] <= 0):
         problems.append("timeout must be a number of seconds > 0")
+    if not _is_number(v["max_wait_s"]) or not 0 < v["max_wait_s"] < float("inf"):
+        problems.append("max_wait must be a number of seconds > 0")
     if not _is_int(v["breaker_window"]) or v["breaker_window"] < 0:
         problems.append("breaker_window must be a whole number >= 0")
     return problems

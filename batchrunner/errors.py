@@ -5,24 +5,45 @@ BatchRunnerError                exit 1
 ├── ConfigError                 exit 2: bad flags, job file or environment (nothing sent)
 ├── SourceError                 exit 2: unreadable input, malformed row, duplicate id
 ├── OutputError                 exit 2: run dir belongs to another run, is locked, or corrupt
-├── DiskError                   exit 1: the run dir cannot be written (ENOSPC, EROFS, EACCES)
+├── DiskError                   exit 3: the run dir cannot be written (ENOSPC, EROFS, EMFILE)
 ├── IntegrityError              exit 1: the run dir's data does not add up; nothing was deleted
-├── RunAbortedError             exit 1: a run-level API failure (bad key, unknown model, quota)
-├── InterruptedRunError         exit 130: SIGINT/SIGTERM; what arrived is kept
+├── RunAbortedError             exit 3: stopped by a run-level cause, rows left pending
+├── InterruptedRunError         exit 130: SIGINT; what arrived is kept
+│   └── TerminatedRunError      exit 143: SIGTERM; the same
 └── RequestError                one row, one attempt; recorded as data, never raised past runner
     ├── RetryableError          429, 5xx, 408, 409, timeouts, connection errors, bad bodies
     └── PermanentError          other 4xx
 ```
 
-Messages are composed from fields, and never include the API key.
+The exit codes of `batchrunner run` (INTERFACE.md):
+
+| code | meaning |
+|---|---|
+| 0 | every row succeeded |
+| 1 | the run finished, some rows errored |
+| 2 | usage, job-file or input error: nothing was sent |
+| 3 | stopped early with rows pending by a run-level cause (see below) |
+| 130 | SIGINT |
+| 143 | SIGTERM |
+
+Run-level causes: key refused, quota, unknown model, non-API base URL, the failure breaker,
+the input changed under the run, the server asking again and again for waits over the
+cap, a run directory that cannot be written (disk full, out of file descriptors). A run
+never exits 0 or 1 with rows pending, and never 2 once a request was sent. Messages are
+composed from fields, and never include the API key.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
+
+# The process (EMFILE) or the system (ENFILE) ran out of file descriptors.
+FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class BatchRunnerError(Exception):
@@ -55,9 +76,26 @@ class OutputError(BatchRunnerError):
 
 
 class DiskError(BatchRunnerError):
-    """The run directory cannot be written (disk full, read-only, permissions)."""
+    """The run directory cannot be written (disk full, read-only, no file descriptors left)."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = 3
+
+
+def write_error(exc: OSError | DiskError, run_dir: Path | str) -> DiskError:
+    """An OSError from writing the run directory, as the run-level DiskError.
+
+    journal.py maps "the disk refuses" errnos (ENOSPC, EROFS, ...) itself; this maps the
+    rest, EMFILE/ENFILE (out of file descriptors) with advice of its own.
+    """
+    if isinstance(exc, DiskError):
+        return exc
+    reason = exc.strerror or str(exc)
+    if exc.errno in FD_ERRNOS:
+        return DiskError(
+            f"cannot open a file in {run_dir}: {reason}; raise the open-file limit "
+            "(ulimit -n) or lower --concurrency, and run the same command again to resume"
+        )
+    return DiskError(f"cannot write to {run_dir}: {reason}; run the same command again to resume")
 
 
 class IntegrityError(BatchRunnerError):
@@ -69,15 +107,22 @@ class IntegrityError(BatchRunnerError):
 
 
 class RunAbortedError(BatchRunnerError):
-    """A failure that would hit every row (bad key, unknown model, no quota): stop the run."""
+    """A run-level cause stopped the run with rows pending (bad key, unknown model, no
+    quota, a breaker, the input changed, waits over the cap): fix it, run again to resume."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = 3
 
 
 class InterruptedRunError(BatchRunnerError):
-    """The run was interrupted by a signal; what was received is recorded."""
+    """The run was interrupted by SIGINT; what was received is recorded."""
 
     exit_code: ClassVar[int] = 130
+
+
+class TerminatedRunError(InterruptedRunError):
+    """The run was stopped by SIGTERM; what was received is recorded."""
+
+    exit_code: ClassVar[int] = 143
 
 
 class RequestError(BatchRunnerError):
@@ -115,3 +160,31 @@ class RetryableError(RequestError):
 
 class PermanentError(RequestError):
     """A failure that another attempt would repeat (a 4xx other than 408/409/429)."""
+
+
+def run_level_error(
+    group: BaseExceptionGroup[BaseException], run_dir: Path | str, *, sent: bool
+) -> BatchRunnerError | None:
+    """The error a run's task group should leave with: the first BatchRunnerError in it,
+    or EMFILE/ENFILE as a DiskError; None when it holds neither (a bug: let it show).
+
+    Once requests were `sent`, an error that means "nothing was sent" (exit 2, say a
+    SourceError while reading) is no longer true: it becomes a stop with rows pending.
+    """
+    leaves = _leaves(group)
+    for exc in leaves:
+        if isinstance(exc, BatchRunnerError):
+            if sent and exc.exit_code == 2:
+                return RunAbortedError(f"run stopped: {exc}")
+            return exc
+    for exc in leaves:
+        if isinstance(exc, OSError) and exc.errno in FD_ERRNOS:
+            return write_error(exc, run_dir)
+    return None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out

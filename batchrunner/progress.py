@@ -1,18 +1,34 @@
 """Progress display for `run`: a redrawn line on a terminal, plain lines otherwise.
 
-Only the CLI uses it. Lines go to stderr so stdout stays clean for the summary.
+The runner fills `Progress`; only the CLI draws it. Lines go to stderr so stdout stays
+clean for the summary.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from batchrunner.runner import Progress
+from dataclasses import dataclass
 
 LINE_EVERY_S = 10.0  # cron logs want a heartbeat, not a line per second
+
+
+@dataclass(slots=True, kw_only=True)
+class Progress:
+    """Live counters, handed to the CLI's progress display about once a second."""
+
+    total: int
+    done_before: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    in_flight: int = 0  # attempts on the wire
+    started: float = 0.0
+    stopping: str | None = None
+    waiting: str | None = None  # what the pacer holds attempts back for, and how long
+
+    @property
+    def done(self) -> int:
+        return self.done_before + self.succeeded + self.errored
 
 
 class ProgressPrinter:
@@ -22,6 +38,7 @@ class ProgressPrinter:
         self.bar = bar
         self._last_line = 0.0
         self._drawn = False
+        self._waiting: str | None = None
 
     def update(self, p: Progress) -> None:
         text = render(p)
@@ -29,7 +46,12 @@ class ProgressPrinter:
             sys.stderr.write("\r\x1b[2K" + text)
             sys.stderr.flush()
             self._drawn = True
-        elif time.monotonic() - self._last_line >= LINE_EVERY_S or p.stopping:
+            return
+        # A plain line when the heartbeat is due, and at once when the run starts waiting
+        # for the server or stopping: a log must say why nothing moves.
+        started_waiting = p.waiting is not None and self._waiting is None
+        self._waiting = p.waiting
+        if time.monotonic() - self._last_line >= LINE_EVERY_S or p.stopping or started_waiting:
             self._last_line = time.monotonic()
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
@@ -56,6 +78,8 @@ def render(p: Progress) -> str:
     )
     if p.stopping:
         line += f" | stopping: {p.stopping}"
+    elif p.waiting:
+        line += f" | waiting {p.waiting}"
     return line
 
 

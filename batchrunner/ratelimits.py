@@ -187,3 +187,56 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None
         moment = moment.replace(tzinfo=UTC)
     delay = moment.timestamp() - now
     return delay if delay >= 0 else None
+
+
+def budget_wait(states: Mapping[str, LimitState], *, need_tokens: float) -> tuple[float, str]:
+    """The longest wait a spent budget in `states` imposes on the next attempt, and its kind.
+
+    A bucket refilled evenly (both APIs say theirs are) that holds `remaining` of `limit`
+    and is full again in `reset` seconds has room for `need` more after
+    ``(need - remaining) * reset / limit`` seconds. `need` is 1 for requests and
+    `need_tokens` (at least 1, at most the limit) for tokens. ``(0.0, "")`` when every
+    budget has room or says too little to tell; a per-minute limit never asks for more
+    than a minute.
+    """
+    worst, worst_kind = 0.0, ""
+    for kind, state in states.items():
+        limit, remaining, reset = state.limit, state.remaining, state.reset_in_s
+        if limit is None or remaining is None or reset is None or limit <= 0:
+            continue
+        need = 1.0 if kind == "requests" else min(max(1.0, need_tokens), limit)
+        if remaining < need and (need - remaining) * reset / limit > worst:
+            worst, worst_kind = (need - remaining) * reset / limit, kind
+    return worst, worst_kind
+
+
+def quote_headers(headers: Mapping[str, str], kind: str | None = None) -> str:
+    """The headers behind a wait, as "name: value, ...", for messages.
+
+    `kind` (a `LimitKind`) quotes that budget's limit, remaining and reset headers of both
+    families; None quotes the Retry-After headers. Values are cut to 40 characters: a
+    hostile server's header can be arbitrarily long.
+    """
+    lower = {str(key).lower(): str(value) for key, value in headers.items()}
+    if kind is None:
+        names: tuple[str, ...] = ("retry-after-ms", "retry-after")
+    else:
+        names = tuple(
+            name
+            for part in ("limit", "remaining", "reset")
+            for name in (f"anthropic-ratelimit-{kind}-{part}", f"x-ratelimit-{part}-{kind}")
+        )
+    return ", ".join(f"{name}: {lower[name][:40]}" for name in names if name in lower)
+
+
+def token_state(states: Mapping[str, LimitState]) -> LimitState | None:
+    """The token limit to pace by: the combined one, else the tighter of input and output."""
+    combined = states.get("tokens")
+    if combined is not None and combined.limit is not None and combined.remaining is not None:
+        return combined
+    split = [
+        s
+        for s in (states.get("input-tokens"), states.get("output-tokens"))
+        if s is not None and s.limit is not None and s.remaining is not None
+    ]
+    return min(split, key=lambda s: s.remaining or 0.0) if split else None

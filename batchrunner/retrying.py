@@ -7,6 +7,7 @@ honouring the server's Retry-After, so tests never sleep on our account.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -39,9 +40,11 @@ class RetryPolicy:
 
     Without a server hint the n-th retry waits ``uniform(0, min(wait_max, wait_initial *
     2**(n-1)))`` ("full jitter": spreads a thundering herd of retries evenly). With a
-    Retry-After of ``r`` seconds it waits ``r + uniform(0, 0.1 * r)``: never sooner than the
-    server asked. A Retry-After above ``retry_after_max`` ends the row's retries instead of
-    retrying early.
+    Retry-After of ``r`` seconds it waits ``c + uniform(0, 0.1 * c)`` where ``c = min(r,
+    max_wait_s)``: never sooner than the server asked, unless it asked for more than the cap
+    (one wait of a run is never longer than that; the pacer counts such asks and stops the
+    run when they persist). A Retry-After above ``retry_after_max`` (off unless set) ends
+    the row's retries instead.
     """
 
     max_attempts: int = 6
@@ -49,7 +52,8 @@ class RetryPolicy:
     wait_initial: float = 0.5
     wait_max: float = 30.0
     jitter: bool = True
-    retry_after_max: float = 300.0
+    max_wait_s: float = 60.0
+    retry_after_max: float = math.inf
 
     @classmethod
     def testing(cls, **overrides: float | int | bool) -> RetryPolicy:
@@ -65,6 +69,7 @@ class RetryPolicy:
     def wait_for(self, exc: BaseException | None, retry_number: int) -> float:
         hint = exc.retry_after if isinstance(exc, RetryableError) else None
         if hint is not None and hint > 0:
+            hint = min(hint, self.max_wait_s)
             return hint + (random.uniform(0.0, 0.1 * hint) if self.jitter else 0.0)
         return self.backoff(retry_number)
 

@@ -3,70 +3,54 @@
 One task group: a producer, exactly `concurrency` long-lived workers (so the server never
 sees more requests in flight), a committer that seals journal segments into Parquet parts,
 a signal watcher and a stall watchdog. A failed row is data (an errored Result); only
-run-level failures raise.
+run-level failures raise, and a run that ends with rows pending always raises.
 """
 
 from __future__ import annotations
 
-import gc
-import json
 import signal
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from batchrunner.admission import AdmissionClosedError
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.checkpoint import RunDir
 from batchrunner.client import Sent, make_client, preflight, send
 from batchrunner.errors import (
-    BatchRunnerError,
     DiskError,
     InterruptedRunError,
-    OutputError,
     RunAbortedError,
     SourceError,
+    TerminatedRunError,
+    run_level_error,
 )
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
+from batchrunner.process import fit_concurrency, quiet_gc
+from batchrunner.producer import produce, source_options
+from batchrunner.progress import Progress
 from batchrunner.protocols import get_protocol
+from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
-from batchrunner.sources import SourceOptions, input_identity, read_rows, validate
-from batchrunner.status import read_manifest
+from batchrunner.runprep import SUMMARY_KEY, validated_before
+from batchrunner.sources import input_identity, validate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from pathlib import Path
+    from collections.abc import Callable
 
     import httpx
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from batchrunner.admission import Seat
     from batchrunner.records import Result, Row
     from batchrunner.spec import JobSpec
 
-
-_SUMMARY_KEY = "input_summary"
-
-
-@dataclass(slots=True, kw_only=True)
-class Progress:
-    """Live counters, handed to the CLI's progress display about once a second."""
-
-    total: int
-    done_before: int = 0
-    succeeded: int = 0
-    errored: int = 0
-    in_flight: int = 0
-    started: float = 0.0
-    stopping: str | None = None
-
-    @property
-    def done(self) -> int:
-        return self.done_before + self.succeeded + self.errored
+__all__ = ["Progress", "RunStats", "run_job", "source_options"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,45 +76,55 @@ class _Hooks:
 class _Run:
     """Shared state of one invocation; the task group's tasks are its methods."""
 
-    def __init__(self, spec: JobSpec, rundir: RunDir, total: int, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        rundir: RunDir,
+        total: int,
+        policy: RetryPolicy,
+        identity: dict[str, Any],
+    ) -> None:
         self.spec = spec
         self.rundir = rundir
         self.total = total
         self.policy = policy
+        self.identity = identity  # the input's, when the run began
         self.progress = Progress(total=total, done_before=rundir.done.count_done(total))
         n = spec.limits.concurrency
         # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
         # behind every cool-down when 429s were sporadic (one per few dozen answers); the
         # shared cool-down and the request budget already do the hard braking.
         self.pacer = Pacer(
-            concurrency=n, rpm=spec.limits.rpm, tpm=spec.limits.tpm, min_limit=max(1, n // 8)
+            concurrency=n,
+            rpm=spec.limits.rpm,
+            tpm=spec.limits.tpm,
+            min_limit=max(1, n // 8),
+            max_wait_s=spec.limits.max_wait_s,
+            on_give_up=lambda why: self._stop(abort=why, drain=True),
         )
         self.streak = FailureStreak(spec.limits.breaker_window)
         self.stopping = False
         self.abort: str | None = None
         self.last_completion = time.monotonic()
-        self.inflight: dict[int, tuple[Row, anyio.CancelScope]] = {}
+        self.inflight: dict[int, tuple[Row, Seat]] = {}
         self.workers: TaskGroup | None = None
         self.hooks = _Hooks()
-        self.interrupted = False
+        self.interrupted: signal.Signals | None = None
         self.calllog: CallLog | None = None
-        self.disk_error: DiskError | None = None
+        # A run dir that refuses writes stops everything at once.
+        self.recorder = Recorder(rundir, on_error=lambda exc: self._stop(abort=str(exc)))
 
     async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
-        opts = source_options(self.spec)
-        rows = read_rows(self.spec.input, opts, skip=self.rundir.done.is_done)
-        async with out:
-            # Parsing is CPU work; do it in a thread, a batch at a time, so the event loop
-            # that serves the workers is never blocked for long.
-            while not self.stopping:
-                batch = await anyio.to_thread.run_sync(_take, rows, 256, self.total)
-                for row in batch:  # recorded rows were skipped by read_rows
-                    try:
-                        await out.send(row)
-                    except anyio.BrokenResourceError:  # workers stopped (signal, abort)
-                        return
-                if len(batch) < 256:
-                    return
+        await produce(
+            out,
+            spec=self.spec,
+            total=self.total,
+            skip=self.rundir.done.is_done,
+            identity=self.identity,
+            stopping=lambda: self.stopping,
+            # Drain: what is on the wire was read before the change was seen, and is paid.
+            stop=lambda why: self._stop(abort=why, drain=True),
+        )
 
     async def work(self, rows: MemoryObjectReceiveStream[Row], client: httpx.AsyncClient) -> None:
         async with rows:
@@ -148,29 +142,31 @@ class _Run:
         except SourceError as exc:  # validation should have caught it; record, don't crash
             self._record(error_result(row, "invalid_input", exc.reason))
             return
-        self.progress.in_flight += 1
-        try:
-            while True:
-                with anyio.CancelScope() as scope:
-                    self.inflight[id(scope)] = (row, scope)
-                    try:
-                        sent = await send(
-                            client,
-                            request,
-                            protocol=protocol,
-                            policy=self.policy,
-                            timeout_s=self.spec.limits.attempt_timeout(request.stream),
-                            idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
-                            pacer=self.pacer,
-                            on_attempt=self.calllog.write if self.calllog else None,
-                        )
-                    finally:
-                        del self.inflight[id(scope)]
-                if not scope.cancelled_caught:
-                    break
-                # The stall watchdog cancelled this attempt: send the row again.
-        finally:
-            self.progress.in_flight -= 1
+        while True:
+            # The seat lets a stop cancel this row at once while it waits for the pacer or
+            # a retry backoff; only an attempt on the wire gets the grace period.
+            with anyio.CancelScope() as scope, self.pacer.seats.seat(scope) as seat:
+                self.inflight[id(scope)] = (row, seat)
+                try:
+                    sent = await send(
+                        client,
+                        request,
+                        protocol=protocol,
+                        policy=self.policy,
+                        timeout_s=self.spec.limits.attempt_timeout(request.stream),
+                        idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
+                        pacer=self.pacer,
+                        on_attempt=self.calllog.write if self.calllog else None,
+                    )
+                except AdmissionClosedError:
+                    return  # the run is stopping: the row stays pending
+                finally:
+                    del self.inflight[id(scope)]
+            if not scope.cancelled_caught:
+                break
+            if self.stopping:
+                return  # cancelled by the stop: the row stays pending
+            # The stall watchdog cancelled this attempt: send the row again.
         self._finish(row, sent)
 
     def _finish(self, row: Row, sent: Sent) -> None:
@@ -190,12 +186,7 @@ class _Run:
             self._stop(abort=self.streak.message())
 
     def _record(self, result: Result) -> None:
-        # Synchronous on purpose: no await between receiving an answer and journaling it,
-        # so nothing received ever waits in a buffer that a crash would lose.
-        try:
-            self.rundir.record(result)
-        except DiskError as exc:
-            self._fail(exc)
+        if not self.recorder.record(result):  # synchronous: see `recorder`
             return
         self.last_completion = time.monotonic()
         if result.status == "succeeded":
@@ -203,56 +194,44 @@ class _Run:
         else:
             self.progress.errored += 1
 
-    def _stop(self, *, abort: str | None = None, reason: str | None = None) -> None:
-        if abort is not None and self.abort is None:
+    def _stop(
+        self, *, abort: str | None = None, reason: str | None = None, drain: bool = False
+    ) -> None:
+        """Stop sending. `abort`: a run-level cause (exit 3), unless a signal came first.
+        `drain`: attempts on the wire may finish within the grace period; otherwise every
+        task stops now. Either way rows without an attempt on the wire are cancelled now."""
+        if abort is not None and self.abort is None and self.interrupted is None:
             self.abort = abort
-            if self.workers is not None:
-                self.workers.cancel_scope.cancel()
         self.stopping = True
-        self.progress.stopping = abort or reason
-
-    async def commit_loop(self) -> None:
-        while True:
-            await anyio.sleep(0.2)
-            # --durability os: the ~1 s loss bound must hold while outcomes are sparse too.
-            self.rundir.sync_if_due(time.monotonic())
-            if self.rundir.should_seal(time.monotonic()):
-                await self.commit()
-
-    async def commit(self) -> None:
-        try:
-            sealed = self.rundir.seal()
-            if sealed is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.rundir.commit, sealed)
-        except DiskError as exc:
-            self._fail(exc)
-
-    def _fail(self, exc: DiskError) -> None:
-        """The run dir cannot be written: stop everything; what is on disk stays valid."""
-        if self.disk_error is None:
-            self.disk_error = exc
-        self._stop(abort=str(exc))
+        self.progress.stopping = self.progress.stopping or abort or reason
+        self.pacer.close()
+        if self.workers is None:
+            return
+        if not drain:
+            self.workers.cancel_scope.cancel()
+        else:
+            deadline = anyio.current_time() + self.spec.limits.grace_s
+            scope = self.workers.cancel_scope
+            scope.deadline = min(scope.deadline, deadline)
 
     async def report_loop(self) -> None:
         while self.hooks.progress is not None:
+            self.progress.in_flight = self.pacer.in_flight
+            self.progress.waiting = None if self.stopping else self.pacer.waiting()
             self.hooks.progress(self.progress)
             await anyio.sleep(1.0)
 
     async def watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
+                if self.interrupted is None:
+                    self.interrupted = signal.Signals(signum)
                 if not self.stopping:
                     name = signal.Signals(signum).name
-                    self._stop(reason=f"{name}: finishing requests in flight")
-                    if self.workers is not None:
-                        self.workers.cancel_scope.deadline = (
-                            anyio.current_time() + self.spec.limits.grace_s
-                        )
+                    self._stop(reason=f"{name}: finishing requests in flight", drain=True)
                 elif self.workers is not None:
                     # Second Ctrl-C: skip the grace period; what arrived is still recorded.
                     self.workers.cancel_scope.cancel()
-                self.interrupted = True
 
     async def watch_stalls(self) -> None:
         stall = self.spec.limits.stall_timeout_s
@@ -260,34 +239,22 @@ class _Run:
             return
         while True:
             await anyio.sleep(min(1.0, stall / 4))
-            idle = time.monotonic() - self.last_completion
-            if idle >= stall and self.inflight:
-                ids = ", ".join(row.id for row, _ in list(self.inflight.values())[:20])
+            now = time.monotonic()
+            idle = now - self.last_completion
+            # Only attempts on the wire for that long: a row waiting for the pacer (say, a
+            # cool-down) is not stalled, and one sent a moment ago has not had its chance.
+            stuck = [
+                (row, seat)
+                for row, seat in list(self.inflight.values())
+                if seat.on_wire and now - seat.since >= stall
+            ]
+            if idle >= stall and stuck:
+                ids = ", ".join(row.id for row, _ in stuck[:20])
                 if self.hooks.warn:
                     self.hooks.warn(f"nothing completed for {idle:.0f} s; requeueing: {ids}")
-                for _, scope in list(self.inflight.values()):
-                    scope.cancel()
+                for _, seat in stuck:
+                    seat.scope.cancel()
                 self.last_completion = time.monotonic()
-
-
-def _take(rows: Iterator[Row], n: int, total: int) -> list[Row]:
-    out: list[Row] = []
-    for row in rows:
-        if row.index >= total:
-            break
-        out.append(row)
-        if len(out) == n:
-            break
-    return out
-
-
-def source_options(spec: JobSpec) -> SourceOptions:
-    return SourceOptions(
-        api=spec.api,
-        template=spec.request.template,
-        id_column=spec.request.id_column,
-        prompt_column=spec.request.prompt_column,
-    )
 
 
 async def run_job(
@@ -299,17 +266,26 @@ async def run_job(
     call_echo: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> RunStats:
-    """Run (or resume) the job; return final counts. Raises only run-level errors."""
+    """Run (or resume) the job; return final counts when every row has an outcome.
+
+    Raises the run-level errors: before sending (exit 2), and for a run that stops with
+    rows pending (exit 3, 130 or 143; see `errors`).
+    """
+    concurrency, lowered = fit_concurrency(spec.limits.concurrency)
+    if lowered is not None:
+        spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))
+        if warn:
+            warn(lowered)
     policy = policy or RetryPolicy(
-        max_attempts=spec.limits.max_attempts, max_elapsed_s=spec.limits.max_elapsed_s
+        max_attempts=spec.limits.max_attempts,
+        max_elapsed_s=spec.limits.max_elapsed_s,
+        max_wait_s=spec.limits.max_wait_s,
     )
-    fingerprint: dict[str, object] = {
-        "input": await anyio.to_thread.run_sync(input_identity, spec.input),
-        "settings": spec.request_settings(),
-    }
+    identity = await anyio.to_thread.run_sync(input_identity, spec.input)
+    fingerprint: dict[str, object] = {"input": identity, "settings": spec.request_settings()}
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
-    known = _validated_before(spec.output, fingerprint)
+    known = validated_before(spec.output, fingerprint)
     if known is None:
         summary = await anyio.to_thread.run_sync(validate, spec.input, source_options(spec))
         known = {"rows": summary.rows, "extra_columns": summary.extra_columns}
@@ -323,16 +299,19 @@ async def run_job(
         durability=spec.durability,
     )
     with rundir:
-        rundir.remember(_SUMMARY_KEY, known)
+        rundir.remember(SUMMARY_KEY, known)
         for message in rundir.warnings:
             if warn:
                 warn(message)
-        run = _Run(spec, rundir, total, policy)
+        run = _Run(spec, rundir, total, policy, identity)
         run.hooks = _Hooks(progress=progress, call_echo=call_echo, warn=warn)
         run.progress.started = time.monotonic()
-        if run.progress.done < total:
-            await _fan_out(run, api_key)
-        await run.commit()
+        try:
+            if run.progress.done < total:
+                await _fan_out(run, api_key)
+        finally:
+            run.recorder.record_held()
+        await run.recorder.commit()
         if run.progress.done < total and progress:
             progress(run.progress)
         return await _finish(run, extra_columns)
@@ -340,44 +319,15 @@ async def run_job(
 
 async def _fan_out(run: _Run, api_key: str) -> None:
     try:
-        with _quiet_gc():
+        with quiet_gc():
             await _fan_out_tasks(run, api_key)
     except BaseExceptionGroup as group:
-        # A run-level error raised inside the task group (say, a source that became
-        # unreadable) leaves as itself, so the CLI can give its one-line message.
-        ours = [e for e in _leaves(group) if isinstance(e, BatchRunnerError)]
-        if ours:
-            raise ours[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return out
-
-
-@contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Fewer, cheaper garbage collections while requests fly.
-
-    Every request allocates a few hundred short-lived objects; with the default gen-0
-    threshold (700) the collector runs several times per request and its full passes walk
-    every long-lived object (pyarrow, aiohttp). In the Little's-law benchmark the client
-    spent 0.77 ms of CPU per request with the default collector and 0.65 ms with none.
-    Freezing start-up objects and raising the thresholds keeps most of that gain while
-    reference cycles are still collected.
-    """
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 50)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
+        # A run-level error raised inside the task group leaves as itself, so the CLI can
+        # give its one-line message.
+        error = run_level_error(group, run.rundir.path, sent=True)
+        if error is None:
+            raise
+        raise error from None
 
 
 async def _fan_out_tasks(run: _Run, api_key: str) -> None:
@@ -392,7 +342,7 @@ async def _fan_out_tasks(run: _Run, api_key: str) -> None:
                 return
             send_rows, recv_rows = anyio.create_memory_object_stream["Row"](max_buffer_size=2 * n)
             async with anyio.create_task_group() as outer:
-                outer.start_soon(run.commit_loop)
+                outer.start_soon(run.recorder.commit_loop)
                 outer.start_soon(run.report_loop)
                 outer.start_soon(run.watch_signals)
                 outer.start_soon(run.watch_stalls)
@@ -415,29 +365,30 @@ async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
     run.pacer.learn(headers)
 
 
-def _validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
-    """The input summary a previous run stored, when input and settings are unchanged."""
-    try:
-        manifest = read_manifest(out)
-    except OutputError:
-        return None  # RunDir.open reports it
-    stored = json.loads(json.dumps(fingerprint, default=str))  # as the manifest holds it
-    if not manifest or manifest.get("fingerprint") != stored:
-        return None
-    known = manifest.get(_SUMMARY_KEY)
-    if not isinstance(known, dict) or not isinstance(known.get("extra_columns"), dict):
-        return None
-    return known if isinstance(known.get("rows"), int) else None
-
-
 async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     done = run.rundir.done
     succeeded, errored = done.count(1, run.total), done.count(2, run.total)
     pending = run.total - succeeded - errored
     results = None
-    if run.abort is None and not run.interrupted and pending == 0:
+    if run.abort is None and run.interrupted is None and pending == 0:
         results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
-    stats = RunStats(
+    counts = f"{succeeded + errored} of {run.total} rows recorded, {pending} pending"
+    if run.recorder.error is not None:
+        raise DiskError(f"{run.recorder.error} ({counts})")
+    if run.abort is not None:
+        raise RunAbortedError(f"run stopped: {run.abort} ({counts})")
+    if run.interrupted is not None:
+        error = TerminatedRunError if run.interrupted == signal.SIGTERM else InterruptedRunError
+        raise error(
+            f"interrupted by {run.interrupted.name}: {counts}; run the same command again to resume"
+        )
+    if pending:
+        # Nothing stopped the run, yet rows have no outcome: never report that as done.
+        raise RunAbortedError(
+            f"run ended with rows pending although nothing stopped it ({counts}); "
+            "run the same command again to resume"
+        )
+    return RunStats(
         total=run.total,
         succeeded=succeeded,
         errored=errored,
@@ -446,13 +397,3 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
         results=results,
         warnings=tuple(run.rundir.warnings),
     )
-    if run.disk_error is not None:
-        raise run.disk_error
-    if run.abort is not None:
-        raise RunAbortedError(f"run stopped: {run.abort}")
-    if run.interrupted:
-        raise InterruptedRunError(
-            f"interrupted: {succeeded + errored} of {run.total} rows recorded, {pending} pending; "
-            f"run the same command again to resume"
-        )
-    return stats

@@ -48,6 +48,7 @@ class LimitsSpec:
     breaker_window: int = 50  # stop when this many outcomes in a row all failed (0: off)
     stall_timeout_s: float = 0.0  # 0: the attempt timeout decides
     grace_s: float = 30.0  # SIGINT/SIGTERM: how long in-flight requests may finish
+    max_wait_s: float = 60.0  # the longest single wait the server may impose (pacing)
 
     def attempt_timeout(self, stream: bool) -> float:
         if self.timeout_s is not None:

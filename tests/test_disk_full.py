@@ -40,7 +40,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_disk_full_stops_cleanly_and_resumes_after_space_is_freed(
     tmp_path: Path, small_disk: Path
 ) -> None:
-    """ENOSPC: exit 1 naming the cause, no traceback, no *.tmp; a rerun completes every row."""
+    """ENOSPC: exit 3 naming the cause, no traceback, no *.tmp; a rerun completes every row."""
     rows = [{"id": f"r{i}", "prompt": f"[long] disk test {i}"} for i in range(600)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     filler = small_disk / "filler"
@@ -49,7 +49,7 @@ def test_disk_full_stops_cleanly_and_resumes_after_space_is_freed(
     with FakeServer(api_key=TEST_KEY) as server:
         args = ["run", str(src), "-o", str(out), "--base-url", server.base_url, "-q"]
         full = run_cli(args)
-        assert full.exit_code == 1, full.stderr
+        assert full.exit_code == 3, full.stderr
         assert "No space left" in full.stderr
         assert "Traceback" not in full.stderr
         assert not list(out.rglob("*.tmp"))

@@ -303,14 +303,14 @@ def test_validate_accepts_a_valid_file_and_counts_rows(tmp_path: Path) -> None:
 
 
 def test_check_key_accepted_refused_or_missing(shared_api: FakeServer) -> None:
-    """`check`: 0 with the right key, 1 naming the key with a wrong one, 2 with none."""
+    """`check`: 0 with the right key, 3 naming the key with a wrong one, 2 with none."""
     args = ["check", "--base-url", shared_api.base_url]
     ok = run_cli(args)
     assert ok.exit_code == 0, ok.stderr
     assert shared_api.base_url in ok.stdout
     wrong_key = "sk-wrong-key-4242"
     wrong = run_cli(args, key=wrong_key)
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 3
     assert "key" in wrong.stderr.lower()
     before = shared_api.stats()["requests_total"]
     missing = run_cli(args, key=None)

@@ -99,7 +99,7 @@ def test_paces_to_the_server_limit_without_rpm_and_honours_retry_after(tmp_path:
 
 
 def test_a_refused_key_stops_at_once_and_the_fixed_key_resumes(tmp_path: Path) -> None:
-    """A wrong key sends <= 64 requests, exits 1 naming the variable, and the fixed key resumes."""
+    """A wrong key sends <= 64 requests, exits 3 naming the variable, and the fixed key resumes."""
     src = write_jsonl(tmp_path / "in.jsonl", _rows(5000))
     out = tmp_path / "run"
     wrong = "sk-wrong-9876543210-OTHER"
@@ -110,7 +110,7 @@ def test_a_refused_key_stops_at_once_and_the_fixed_key_resumes(tmp_path: Path) -
         refused = run_cli(args, key=wrong)
         elapsed = time.monotonic() - started
         sent = server.stats()["requests_total"]
-        assert refused.exit_code == 1, refused.output
+        assert refused.exit_code == 3, refused.output
         assert elapsed < 20, elapsed
         assert sent <= 64, sent
         assert "key was refused" in refused.stderr and "CAICAINI_API_KEY" in refused.stderr
@@ -126,7 +126,7 @@ def test_a_refused_key_stops_at_once_and_the_fixed_key_resumes(tmp_path: Path) -
 
 
 def test_an_unknown_model_stops_the_run_and_names_the_model(tmp_path: Path) -> None:
-    """--model nope/none: exit 1 within seconds, the message names the model, every row pending."""
+    """--model nope/none: exit 3 within seconds, the message names the model, every row pending."""
     src = write_jsonl(tmp_path / "in.jsonl", _rows(500))
     out = tmp_path / "run"
     with FakeServer(api_key=TEST_KEY) as server:
@@ -138,7 +138,7 @@ def test_an_unknown_model_stops_the_run_and_names_the_model(tmp_path: Path) -> N
         )
         elapsed = time.monotonic() - started
         generation = len(server.log())
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert elapsed < 20, elapsed
     assert "nope/none" in res.stderr and "model" in res.stderr
     assert generation <= 16, generation
@@ -149,7 +149,7 @@ def test_an_unknown_model_stops_the_run_and_names_the_model(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("api", ["messages", "chat"])
 def test_an_exhausted_quota_stops_the_run_and_records_nothing(tmp_path: Path, api: str) -> None:
-    """A quota refusal (402 or 429 insufficient_quota) exits 1 naming it and records no row."""
+    """A quota refusal (402 or 429 insufficient_quota) exits 3 naming it and records no row."""
     src = write_jsonl(tmp_path / "in.jsonl", _rows(300))
     out = tmp_path / "run"
     with FakeServer("--quota-exhausted", api_key=TEST_KEY) as server:
@@ -159,7 +159,7 @@ def test_an_exhausted_quota_stops_the_run_and_records_nothing(tmp_path: Path, ap
         )
         elapsed = time.monotonic() - started
         log = server.log()
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert elapsed < 20, elapsed
     assert "quota" in res.stderr.lower() or "billing" in res.stderr.lower(), res.stderr
     # A quota refusal is not retried: no prompt reaches the server twice.
@@ -182,7 +182,7 @@ def test_consecutive_failures_trip_the_breaker_and_leave_the_rest_pending(tmp_pa
     with FakeServer(api_key=TEST_KEY) as server:
         res = run_cli(["run", "--job", str(job), "--base-url", server.base_url, "-q"])
         log = server.log()
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert "last 10 rows all failed" in res.stderr, res.stderr
     st = _status(out)
     assert st["succeeded"] == 0

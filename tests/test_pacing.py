@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from batchrunner.pacing import DEFAULT_COOLDOWN_S, MAX_COOLDOWN_S, Pacer
+from batchrunner.admission import AdmissionClosedError
+from batchrunner.pacing import DEFAULT_COOLDOWN_S, MAX_WAIT_S, Pacer
 from batchrunner.ratelimits import parse_retry_after
 
 if TYPE_CHECKING:
@@ -153,9 +154,9 @@ async def test_cooldown_default_header_fallback_and_cap() -> None:
     release(pacer, 429, headers={"retry-after": "7"})
     assert pacer.cooldown_until == clock.now + 7.0
     release(pacer, 429, retry_after=86400.0)
-    assert pacer.cooldown_until == clock.now + MAX_COOLDOWN_S
+    assert pacer.cooldown_until == clock.now + MAX_WAIT_S
     release(pacer, 503, retry_after=900.0)
-    assert pacer.cooldown_until == clock.now + MAX_COOLDOWN_S  # only 429/529 pause everyone
+    assert pacer.cooldown_until == clock.now + MAX_WAIT_S  # only 429/529 pause everyone
 
 
 async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
@@ -393,10 +394,10 @@ async def test_waiters_do_not_busy_loop() -> None:
     checks = 0
     real_wait_s = pacer._wait_s
 
-    def counting_wait_s(now: float, cost: int) -> float:
+    def counting_wait_s(now: float, cost: int, *, waited: float) -> tuple[float, str]:
         nonlocal checks
         checks += 1
-        return real_wait_s(now, cost)
+        return real_wait_s(now, cost, waited=waited)
 
     pacer._wait_s = counting_wait_s  # type: ignore[method-assign]
     release(pacer, 429, retry_after=0.2)
@@ -493,3 +494,99 @@ async def test_learned_pacing_fills_the_server_limit_with_few_429s(family: str) 
     assert share_used >= 0.85, figures
     assert share_refused <= 0.05, figures
     assert pacer.learned_rps == pytest.approx(rate, rel=0.3)
+
+
+# --- the wait cap, giving up, and closing ----------------------------------------------------
+
+SPENT_FOR_1000H = {
+    "x-ratelimit-limit-requests": "1",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1000h",
+}
+
+
+async def test_a_learned_budget_holds_the_head_for_at_most_max_wait() -> None:
+    """Headers saying "0 of 1 left, full in 1000 h" hold each attempt max_wait_s, not 60 s."""
+    pacer = Pacer(concurrency=2, probe_s=0, max_wait_s=0.3)
+    pacer.learn(SPENT_FOR_1000H)
+    with anyio.fail_after(10):  # without the cap: a minute per attempt (the floor rate)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pacer.acquire, 0)
+            await anyio.sleep(0.1)
+            waiting = pacer.waiting()
+            assert waiting is not None and "request budget" in waiting, waiting
+            assert "at most 0.3 s" in waiting
+        release(pacer, headers=SPENT_FOR_1000H)
+        await pacer.acquire(0)
+    assert pacer.in_flight == 1
+
+
+async def test_over_cap_asks_from_two_waves_give_up_and_close_the_pacer() -> None:
+    """A Retry-After of 10^9 pauses everyone max_wait_s; the next wave's gives up the run."""
+    clock = FakeClock()
+    reasons: list[str] = []
+    pacer = Pacer(concurrency=4, clock=clock, probe_s=0, on_give_up=reasons.append)
+    forever = {"retry-after": "1000000000"}
+    await pacer.acquire(0)
+    await pacer.acquire(0)
+    release(pacer, 429, headers=forever, retry_after=1e9)
+    release(pacer, 429, headers=forever, retry_after=1e9)  # same wave: no second count
+    assert pacer.cooldown_until == clock.now + MAX_WAIT_S
+    waiting = pacer.waiting()
+    assert waiting == "60 s for HTTP 429 retry-after: 1000000000 (capped at 60 s)", waiting
+    assert reasons == [] and not pacer.closed
+    clock.now += MAX_WAIT_S
+    await pacer.acquire(0)
+    release(pacer, 429, headers=forever, retry_after=1e9)
+    assert len(reasons) == 1 and pacer.closed
+    assert "twice in a row" in reasons[0] and "retry-after: 1000000000" in reasons[0]
+    with pytest.raises(AdmissionClosedError):
+        await pacer.acquire(0)
+
+
+async def test_a_spent_budget_at_the_preflight_is_the_first_ask() -> None:
+    """learn() counts a budget spent beyond the cap; the first attempt's answer gives up."""
+    reasons: list[str] = []
+    pacer = Pacer(concurrency=1, max_wait_s=0.2, on_give_up=reasons.append)
+    assert pacer.learn(SPENT_FOR_1000H)
+    with anyio.fail_after(10):
+        await pacer.acquire(0)  # held by the learned budget for the cap
+    assert reasons == []
+    release(pacer, 200, headers=SPENT_FOR_1000H)
+    assert len(reasons) == 1
+    assert "x-ratelimit-reset-requests: 1000h" in reasons[0] and "0.2 s cap" in reasons[0]
+
+
+async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end() -> None:
+    """close(): a row waiting for a slot is cancelled at once; the row on the wire is not,
+    but its retry backoff after release is."""
+    pacer = Pacer(concurrency=1, probe_s=0)
+    answered = anyio.Event()
+    events: list[str] = []
+
+    async def on_the_wire() -> None:
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+            await pacer.acquire(0)
+            await answered.wait()
+            events.append("answered")
+            release(pacer, 503)
+            await anyio.sleep(3600)  # the retry backoff
+        events.append("wire row stopped" if scope.cancelled_caught else "wire row slept")
+
+    async def waiting() -> None:
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+            await pacer.acquire(0)  # the only slot is taken
+        events.append("waiting row cancelled" if scope.cancelled_caught else "admitted")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_the_wire)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiting)
+            await anyio.wait_all_tasks_blocked()
+            pacer.close()
+            await anyio.wait_all_tasks_blocked()
+            assert events == ["waiting row cancelled"]
+            answered.set()
+    assert events == ["waiting row cancelled", "answered", "wire row stopped"]
+    assert pacer.in_flight == 0

@@ -9,10 +9,12 @@ import pytest
 
 from batchrunner.ratelimits import (
     LimitState,
+    budget_wait,
     parse_go_duration,
     parse_rate_limit_headers,
     parse_retry_after,
     parse_rfc3339,
+    quote_headers,
 )
 
 NOW = datetime(2025, 8, 21, 12, 40, 0, tzinfo=UTC).timestamp()
@@ -192,3 +194,46 @@ def test_retry_after_junk_is_none(headers: dict[str, str]) -> None:
 def test_bad_retry_after_ms_falls_back_to_retry_after() -> None:
     """An unreadable `retry-after-ms` does not hide a good `retry-after`."""
     assert parse_retry_after({"retry-after-ms": "x", "retry-after": "3"}, now=NOW) == 3.0
+
+
+def test_budget_wait_is_the_time_until_the_next_unit_by_the_servers_numbers() -> None:
+    """remaining < need: (need - remaining) * reset / limit; the longest budget wins."""
+    headers = {
+        "x-ratelimit-limit-requests": "1",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1000h",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "1m",
+    }
+    states = parse_rate_limit_headers(headers, now=NOW)
+    assert budget_wait(states, need_tokens=100) == (3_600_000.0, "requests")
+    del states["requests"]
+    assert budget_wait(states, need_tokens=100) == (6.0, "tokens")
+    # An attempt reserving more than the whole limit needs at most the full reset.
+    assert budget_wait(states, need_tokens=10**6) == (60.0, "tokens")
+
+
+def test_budget_wait_is_zero_with_room_or_without_numbers() -> None:
+    """Room left, or a limit without remaining/reset, imposes no wait."""
+    roomy = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "1"}
+    roomy["x-ratelimit-reset-requests"] = "1000h"
+    assert budget_wait(parse_rate_limit_headers(roomy, now=NOW), need_tokens=1) == (0.0, "")
+    vague = {"x-ratelimit-remaining-requests": "0"}
+    assert budget_wait(parse_rate_limit_headers(vague, now=NOW), need_tokens=1) == (0.0, "")
+
+
+def test_quote_headers_names_the_headers_and_cuts_long_values() -> None:
+    """Messages quote the headers behind a wait, each value cut to 40 characters."""
+    headers = {
+        "Retry-After": "1000000000",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "9" * 500,
+        "x-ratelimit-limit-requests": "1",
+    }
+    assert quote_headers(headers) == "retry-after: 1000000000"
+    quoted = quote_headers(headers, "requests")
+    assert quoted == (
+        "x-ratelimit-limit-requests: 1, anthropic-ratelimit-requests-remaining: 0, "
+        f"anthropic-ratelimit-requests-reset: {'9' * 40}"
+    )

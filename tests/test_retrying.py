@@ -73,7 +73,7 @@ def test_backoff_with_jitter_spans_zero_to_the_ceiling(n: int) -> None:
 
 
 @pytest.mark.usefixtures("live_backoff")
-@pytest.mark.parametrize("r", [0.25, 3.0, 120.0])
+@pytest.mark.parametrize("r", [0.25, 3.0, 45.0])
 def test_hint_sets_a_floor_with_ten_percent_jitter(r: float) -> None:
     """With a Retry-After of r the wait lies in [r, 1.1 r], whatever the retry number."""
     policy = RetryPolicy()
@@ -81,6 +81,18 @@ def test_hint_sets_a_floor_with_ten_percent_jitter(r: float) -> None:
     assert all(r <= w <= 1.1 * r for w in waits)
     assert min(waits) < 1.05 * r < max(waits)
     assert RetryPolicy(jitter=False).wait_for(hinted(r), 7) == r
+
+
+@pytest.mark.usefixtures("live_backoff")
+@pytest.mark.parametrize("r", [60.5, 300.0, 1e9])
+def test_a_hint_over_the_cap_waits_the_cap(r: float) -> None:
+    """A Retry-After over max_wait_s waits max_wait_s (+ up to 10%), and the row retries."""
+    policy = RetryPolicy(max_wait_s=60.0)
+    waits = [policy.wait_for(hinted(r), n) for n in (1, 4) for _ in range(SAMPLES // 2)]
+    assert all(60.0 <= w <= 66.0 for w in waits)
+    assert policy.should_retry(hinted(r))
+    assert policy.first_wait(hinted(r), elapsed_s=0.0) is not None
+    assert RetryPolicy.testing(max_wait_s=2.0).wait_for(hinted(r), 1) == 2.0
 
 
 @pytest.mark.usefixtures("live_backoff")

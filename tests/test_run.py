@@ -173,7 +173,7 @@ def test_the_key_is_in_no_file_and_no_output(tmp_path: Path) -> None:
             ["run", str(src), "-o", str(tmp_path / "run2"), "--base-url", server.base_url],
             key=key + "-wrong",
         )
-    assert res.exit_code == 1 and bad.exit_code == 1
+    assert res.exit_code == 1 and bad.exit_code == 3
     assert "key" in bad.stderr.lower()
     for text in (res.stdout, res.stderr, bad.stdout, bad.stderr):
         assert key not in text

@@ -1,0 +1,159 @@
+"""The pacer's arithmetic: token buckets (a plain one for --rpm/--tpm, a mirror of a
+server's) and the AIMD in-flight limit.
+
+Pure arithmetic on times the caller passes in: no waiting, no IO, no anyio. `pacing`
+decides what to do with the delays and limits these compute.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchrunner.ratelimits import LimitState
+
+_BURST_S = 1.0  # flag budgets may burst one second's worth (servers enforce about per second)
+_ASSUMED_WINDOW_S = 60.0  # limits are per minute until deficits in the headers say otherwise
+_KEEP = 0.9  # decay of the rate samples: about the last ten responses count
+_DISTRUST_S = 60.0  # after a 429 the server's "remaining" may lower our count, not raise it
+_CUT_WINDOW_S = 1.0  # between two cuts when an attempt's dispatch time is unknown
+
+
+class Bucket:
+    """A token bucket that may go into debt, so an oversize take waits for a full bucket.
+
+    Debt keeps the long-run rate right for a request that costs more than the capacity,
+    instead of letting it wait forever.
+    """
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, *, rate: float, capacity: float, level: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.level = level
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def delay(self, now: float, amount: float) -> float:
+        """Seconds until `amount` may be taken (0.0 when it may be taken now)."""
+        self.refill(now)
+        need = min(amount, self.capacity)
+        if self.level >= need:
+            return 0.0
+        return (need - self.level) / self.rate if self.rate > 0 else math.inf
+
+    def take(self, now: float, amount: float) -> None:
+        self.refill(now)
+        self.level -= amount
+
+    def give(self, now: float, amount: float) -> None:
+        """Return `amount` (negative: charge more), never above capacity."""
+        self.refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+
+class Mirror:
+    """Our copy of one server-side bucket, re-synced from every response's headers.
+
+    The refill rate is the ratio of decayed sums of (limit - remaining) over reset: for a
+    bucket refilled continuously (both official APIs say theirs are) that is exactly its
+    rate, and the ratio weights long, precise resets above short, rounded ones.
+
+    A 429 although the mirror had room means the server enforces a shorter window than
+    its headers admit (Anthropic: "60 RPM may be enforced as 1 request per second"), so
+    the burst is capped at one second's worth, then halved on each further wave of 429s,
+    and for a while the headers may only lower our count.
+    """
+
+    def __init__(self) -> None:
+        self.bucket: Bucket | None = None
+        self._used = 0.0
+        self._seconds = 0.0
+        self._burst: float | None = None  # cap on the capacity, once a 429 proved it needed
+        self._distrust_until = -math.inf
+
+    def refused(self, now: float, *, new_wave: bool) -> None:
+        """The server answered 429: it has no room now, whatever our copy says."""
+        bucket = self.bucket
+        if bucket is None:
+            return
+        bucket.take(now, max(0.0, bucket.level))
+        self._distrust_until = now + _DISTRUST_S
+        if new_wave:
+            self._burst = max(
+                1.0, bucket.rate * _BURST_S if self._burst is None else self._burst / 2
+            )
+            bucket.capacity = min(bucket.capacity, self._burst)
+
+    def _capacity(self, limit: float) -> float:
+        return limit if self._burst is None else min(limit, self._burst)
+
+    def sync(self, state: LimitState, *, uncounted: float, now: float) -> None:
+        limit, remaining, reset = state.limit, state.remaining, state.reset_in_s
+        if limit is None or remaining is None or limit <= 0:
+            return
+        if reset is not None and reset > 0 and limit - remaining >= 1:
+            self._used = _KEEP * self._used + (limit - remaining)
+            self._seconds = _KEEP * self._seconds + reset
+        # Both APIs state limits per minute at the longest, so the bucket refills at least at
+        # limit/60 per second; rounded resets can only make the estimate too low.
+        floor = limit / _ASSUMED_WINDOW_S
+        rate = max(floor, self._used / self._seconds) if self._seconds > 0 else floor
+        capacity = self._capacity(limit)
+        level = max(-limit, min(capacity, remaining - uncounted))
+        if self.bucket is None:
+            self.bucket = Bucket(rate=rate, capacity=capacity, level=level, now=now)
+            return
+        if now < self._distrust_until:
+            self.bucket.refill(now)
+            level = min(level, self.bucket.level)
+        self.bucket.rate, self.bucket.capacity = rate, capacity
+        self.bucket.level, self.bucket.stamp = level, now
+
+
+def flag_bucket(rate: float, now: float) -> Bucket:
+    capacity = max(1.0, rate * _BURST_S)
+    return Bucket(rate=rate, capacity=capacity, level=capacity, now=now)
+
+
+class Aimd:
+    """The adaptive in-flight limit: halve on a 429/529 wave, grow back one per window.
+
+    It starts at `concurrency`, halves down to `min_limit` (once per wave: a 429 for an
+    attempt sent before the last cut does not cut again), and grows by one per `limit`
+    successes back up to `concurrency`.
+    """
+
+    def __init__(self, *, concurrency: int, min_limit: int) -> None:
+        self.concurrency = concurrency
+        self.min_limit = min_limit
+        self.limit = concurrency
+        self._grown = 0  # successes since the limit last changed
+        self._last_cut_at = -math.inf
+
+    def cut(self, now: float, sent_at: float | None) -> bool:
+        """Halve the limit, unless the attempt (sent at `sent_at`) left before the last cut."""
+        if sent_at is not None:
+            same_wave = sent_at < self._last_cut_at
+        else:
+            same_wave = now - self._last_cut_at < _CUT_WINDOW_S
+        if same_wave:
+            return False
+        self.limit = max(self.min_limit, self.limit // 2)
+        self._last_cut_at = now
+        self._grown = 0
+        return True
+
+    def grow(self) -> None:
+        if self.limit >= self.concurrency:
+            return
+        self._grown += 1
+        if self._grown >= self.limit:
+            self.limit += 1
+            self._grown = 0

@@ -1,0 +1,102 @@
+"""Process-wide settings a run needs: the open-file limit and a quieter garbage collector.
+
+Each request in flight holds a socket, so `--concurrency 2000` under `ulimit -n 256` ran out
+of descriptors and the journal could not open its next segment. Before anything is opened
+for the run, `fit_concurrency` raises the soft limit as far as the hard one allows and,
+where that is still too low, lowers the concurrency with a warning. Nothing here sends,
+reads inputs or writes the run directory.
+"""
+
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batchrunner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# Descriptors kept for everything but sockets: journal segment, parts being written,
+# calls.log, the lock, the input, the event loop's selector and self-pipes, pyarrow's
+# files. Measured: --concurrency 177 under ulimit -n 256 peaked at 196 descriptors, 179
+# of them sockets (15 were open before the run began); 64 leaves room.
+FILES_RESERVE = 64
+
+
+def fit_concurrency(concurrency: int) -> tuple[int, str | None]:
+    """The concurrency the open-file limit allows, after raising the soft limit if needed.
+
+    Returns it with a warning when it is lower than asked. Lowering rather than refusing:
+    the run still completes (a nightly job is not lost to an environment setting), only
+    slower, and the warning says how to get the full concurrency back. Raises ConfigError
+    (before anything is sent) when not even one request would fit.
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to check
+        return concurrency, None
+    in_use = _open_descriptors()
+    needed = concurrency + FILES_RESERVE + in_use
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return concurrency, None
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have; the fit below copes
+    room = soft - FILES_RESERVE - in_use
+    if room >= concurrency:
+        return concurrency, None
+    advice = f"raise it (ulimit -n {needed}) for the full --concurrency {concurrency}"
+    if room < 1:
+        raise ConfigError(
+            f"the open-file limit ({soft}, hard {_text(hard)}) leaves no room for a request "
+            f"beside the {in_use + FILES_RESERVE} files a run needs: {advice}"
+        )
+    return room, (
+        f"the open-file limit is {soft} (hard {_text(hard)}): running with --concurrency "
+        f"{room} instead of {concurrency}, as each request holds a socket; {advice}"
+    )
+
+
+def _open_descriptors() -> int:
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return sum(1 for _ in Path(listing).iterdir())
+        except OSError:
+            continue
+    return 16  # about what `batchrunner run` holds when it gets here (15, measured)
+
+
+def _text(limit: int) -> str:
+    import resource
+
+    return "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Fewer, cheaper garbage collections while requests fly.
+
+    Every request allocates a few hundred short-lived objects; with the default gen-0
+    threshold (700) the collector runs several times per request and its full passes walk
+    every long-lived object (pyarrow, aiohttp). In the Little's-law benchmark the client
+    spent 0.77 ms of CPU per request with the default collector and 0.65 ms with none.
+    Freezing start-up objects and raising the thresholds keeps most of that gain while
+    reference cycles are still collected.
+    """
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()

@@ -1,0 +1,88 @@
+"""The input's identity around a run: what a resume may reuse, and whether it changed under us.
+
+A run fingerprints its input (size, mtime, head and tail hashes) before the first request.
+A resume of the same fingerprint reuses the stored input summary; an input that changes
+while the run reads it (truncated, rewritten, appended to) must stop the run, since rows
+read from then on may not be the rows that were validated. Reads files' metadata only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from batchrunner.errors import OutputError, SourceError
+from batchrunner.inputs import input_identity
+from batchrunner.status import read_manifest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SUMMARY_KEY = "input_summary"
+
+
+def validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
+    """The input summary a previous run stored, when input and settings are unchanged."""
+    try:
+        manifest = read_manifest(out)
+    except OutputError:
+        return None  # RunDir.open reports it
+    stored = json.loads(json.dumps(fingerprint, default=str))  # as the manifest holds it
+    if not manifest or manifest.get("fingerprint") != stored:
+        return None
+    known = manifest.get(SUMMARY_KEY)
+    if not isinstance(known, dict) or not isinstance(known.get("extra_columns"), dict):
+        return None
+    return known if isinstance(known.get("rows"), int) else None
+
+
+def moved(path: Path, identity: dict[str, Any]) -> str | None:
+    """How the input differs from `identity` (`inputs.input_identity`) by size and mtime
+    alone: a stat per file, cheap enough to ask while the run reads. None if it does not."""
+    files = identity.get("files")
+    entries = files if isinstance(files, list) else [{"name": None, **identity}]
+    for entry in entries:
+        file = path if entry.get("name") is None else path / str(entry["name"])
+        try:
+            stat = file.stat()
+        except OSError as exc:
+            return f"{file} cannot be read any more ({exc.strerror or exc})"
+        if stat.st_size != entry.get("size"):
+            return f"{file} was {entry.get('size')} bytes when the run began, {stat.st_size} now"
+        if stat.st_mtime_ns != entry.get("mtime_ns"):
+            return f"{file} was modified after the run began"
+    return None
+
+
+def changed(before: dict[str, Any], after: dict[str, Any], path: Path) -> str | None:
+    """How two full identities differ, in words; None when they are the same."""
+    if before == after:
+        return None
+    if before.get("files") != after.get("files") and "files" in before:
+        names = [f.get("name") for f in before["files"]]
+        now = [f.get("name") for f in after.get("files", [])]
+        if names != now:
+            return f"the Parquet files in {path} are not the ones the run began with"
+    return moved(path, before) or f"{path} has other content than when the run began"
+
+
+def input_changed(path: Path, identity: dict[str, Any], how: str | None) -> str | None:
+    """Why the run must stop because its input changed, or None when it did not.
+
+    `how`: what the run itself noticed (a read error, the input ending early), if anything;
+    the full identity (hashes too) is compared again here. Blocking: run it in a thread.
+    """
+    try:
+        now: dict[str, Any] | None = input_identity(path)
+    except SourceError:
+        now = None  # gone or unreadable: `moved` says which
+    what = changed(identity, now, path) if now is not None else moved(path, identity)
+    if what is None:
+        if how is None:
+            return None
+        return f"the input could not be read during the run ({how}); run the same command again"
+    detail = "; ".join(x for x in (what, how) if x)
+    return (
+        f"the input changed under the run ({detail}); restore it and run the same command "
+        "again to resume, or use a new run directory for the new input"
+    )

@@ -1,0 +1,145 @@
+"""No silent unbounded waits: hostile rate-limit headers and Retry-Afters, end to end.
+
+A small server in the test (tests/hostile.py) answers with headers the fake API cannot be
+told to send. The run is a real subprocess with a deadline, so a run that waits forever
+fails the test instead of hanging it. `[limits] max_wait` makes the cap small, so the
+stops the cap decides happen in about a second instead of a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.hostile import Hostile, serve_hostile
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SPENT_FOR_1000H = {
+    "x-ratelimit-limit-requests": "1",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1000h",
+}
+RETRY_IN_A_BILLION_S = {"retry-after": "1000000000"}
+ROWS = 20
+
+
+def _job(tmp_path: Path, **limits: float) -> Path:
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(ROWS)])
+    lines = "".join(f"{key} = {value}\n" for key, value in {"concurrency": 4, **limits}.items())
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\ninput = "in.jsonl"\noutput = "run"\n\n[limits]\n{lines}')
+    return job
+
+
+def _start(job: Path, base_url: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "batchrunner", "run", "--job", str(job)]
+    return subprocess.Popen(
+        [*cmd, "--base-url", base_url, "-q"],
+        env={**os.environ, "CAICAINI_API_KEY": TEST_KEY},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, float]:
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err, time.monotonic() - started
+
+
+def _status(out: Path) -> dict[str, Any]:
+    res = run_cli(["status", str(out), "--json"])
+    assert res.exit_code == 0, res.stderr
+    data: dict[str, Any] = json.loads(res.stdout)
+    return data
+
+
+def test_a_budget_spent_for_1000h_stops_the_run_within_the_cap(tmp_path: Path) -> None:
+    """limit 1, remaining 0, reset 1000h on every answer: exit 3 after one capped wait,
+    naming the headers; what was answered is recorded, the rest pending."""
+    job = _job(tmp_path, max_wait=1)
+    with serve_hostile(Hostile(headers=SPENT_FOR_1000H)) as server:
+        code, err, elapsed = _finish(_start(job, server.base_url), timeout=90)
+        posts = server.posts()
+    assert code == 3, err
+    assert "x-ratelimit-reset-requests: 1000h" in err and "1 s cap" in err, err
+    assert "Traceback" not in err
+    assert elapsed < 30, elapsed  # without the cap: a minute per row (the floor rate)
+    st = _status(tmp_path / "run")
+    assert (st["succeeded"], st["errored"]) == (posts, 0)
+    assert st["pending"] == ROWS - posts >= ROWS - 4
+    assert not (tmp_path / "run" / "results.parquet").exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_pacer_wait_exits_at_once(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """With the default 60 s cap the run waits on the spent budget; SIGTERM / SIGINT then
+    exit within 5 s (no grace: nothing is in flight) and leave every row pending."""
+    job = _job(tmp_path)
+    with serve_hostile(Hostile(headers=SPENT_FOR_1000H)) as server:
+        with _start(job, server.base_url) as proc:
+            waiting = threading.Event()
+
+            def watch(stream: Any = proc.stderr) -> None:
+                for line in stream:
+                    if "waiting" in line:
+                        waiting.set()
+
+            reader = threading.Thread(target=watch, daemon=True)
+            reader.start()
+            assert waiting.wait(30), "the run never said it was waiting"
+            started = time.monotonic()
+            proc.send_signal(signum)
+            proc.wait(timeout=30)
+            elapsed = time.monotonic() - started
+            reader.join(5)
+        posts = server.posts()
+    assert proc.returncode == code
+    assert elapsed < 5, elapsed
+    assert posts == 0
+    assert _status(tmp_path / "run")["pending"] == ROWS
+
+
+def test_a_retry_after_of_a_billion_seconds_stops_the_run_with_rows_pending(
+    tmp_path: Path,
+) -> None:
+    """429 with Retry-After 10^9 on every request: exit 3 after one capped pause, naming
+    the header; no row recorded as errored (they are pending, for a later resume)."""
+    job = _job(tmp_path, max_wait=1)
+    with serve_hostile(Hostile(status=429, headers=RETRY_IN_A_BILLION_S)) as server:
+        code, err, elapsed = _finish(_start(job, server.base_url), timeout=120)
+        posts = server.posts()
+    assert code == 3, err
+    assert "retry-after: 1000000000" in err and "31.7 years" in err, err
+    assert elapsed < 60, elapsed
+    assert posts <= 2 * 4, posts  # two waves at the most
+    st = _status(tmp_path / "run")
+    assert (st["succeeded"], st["errored"], st["pending"]) == (0, 0, ROWS)
+
+
+def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path: Path) -> None:
+    """A single 429 asking for 10^9 s pauses everyone for the cap; the retry succeeds."""
+    job = _job(tmp_path, max_wait=1)
+    hostile = Hostile(first=[(429, dict(RETRY_IN_A_BILLION_S))])
+    with serve_hostile(hostile) as server:
+        code, err, _ = _finish(_start(job, server.base_url), timeout=90)
+        seen = [t for t, method, _ in server.seen if method == "POST"]
+    assert code == 0, err
+    assert len(seen) == ROWS + 1
+    # The 429 was the first answer: every later request waited out the (capped) pause.
+    assert all(t - seen[0] >= 0.9 for t in seen[1:]), [round(t - seen[0], 3) for t in seen]
+    assert _status(tmp_path / "run")["succeeded"] == ROWS
