@@ -38,6 +38,7 @@ _LIMITS_KEYS = {
     "breaker_window": "breaker_window",
     "stall_timeout": "stall_timeout_s",
     "grace": "grace_s",
+    "max_response_bytes": "max_response_bytes",
 }
 _PRICING_KEYS = {f.name for f in fields(PricingSpec)}
 _EVAL_KEYS = {f.name for f in fields(EvalSpec)}
@@ -180,6 +181,8 @@ def _check_limits(v: dict[str, Any]) -> list[str]:
         problems.append("timeout must be a number of seconds > 0")
     if not _is_int(v["breaker_window"]) or v["breaker_window"] < 0:
         problems.append("breaker_window must be a whole number >= 0")
+    if not _is_int(v["max_response_bytes"]) or v["max_response_bytes"] < 1:
+        problems.append("max_response_bytes must be a whole number >= 1")
     return problems
 
 

@@ -48,6 +48,7 @@ class LimitsSpec:
     breaker_window: int = 50  # stop when this many outcomes in a row all failed (0: off)
     stall_timeout_s: float = 0.0  # 0: the attempt timeout decides
     grace_s: float = 30.0  # SIGINT/SIGTERM: how long in-flight requests may finish
+    max_response_bytes: int = 64 * 1024 * 1024  # decoded; a bigger answer errors its row
 
     def attempt_timeout(self, stream: bool) -> float:
         if self.timeout_s is not None:

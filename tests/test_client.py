@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from batchrunner import client
+from batchrunner import client, preflight
 from batchrunner.errors import PermanentError, RequestError, RetryableError
 from batchrunner.protocols import get_protocol
 from batchrunner.records import Api, Request, Row
@@ -470,6 +470,8 @@ async def test_request_headers_url_and_body(
     assert wire.headers["authorization"] == f"Bearer {KEY}"
     assert wire.headers["user-agent"].startswith("batchrunner/")
     assert wire.headers["content-type"] == "application/json"
+    # Only what bodies.BodyDecoder can decode within the size cap.
+    assert wire.headers["accept-encoding"] == "gzip, deflate"
     assert wire.headers.get("anthropic-version") == (
         client.ANTHROPIC_VERSION if api == "messages" else None
     )
@@ -602,7 +604,8 @@ async def test_stream_assembles_like_the_plain_body(api: Api) -> None:
     sent, _ = await run_send(server, request)
     assert sent.error is None and sent.attempts == 1 and sent.raw is not None
     assert sent.completion == get_protocol(api).parse_response(GOOD[api])
-    assert sent.raw.request_id == "req_s" and sent.raw.body_text is None
+    assert sent.raw.request_id == "req_s" and sent.raw.body_text is not None
+    assert json.loads(sent.raw.body_text) == sent.raw.body
 
 
 @pytest.mark.parametrize("api", ["messages", "chat"])
@@ -648,7 +651,8 @@ async def test_stream_request_error_status_is_classified() -> None:
 
 async def _preflight(handler: Handler) -> Any:
     async with client._ApiClient(base_url=BASE, transport=httpx.MockTransport(handler)) as http:
-        return await client.preflight(http, timeout_s=5.0)
+        check = await preflight.preflight(http, timeout_s=5.0)
+    return check.error, check.headers
 
 
 async def test_preflight_ok_returns_headers() -> None:
