@@ -686,3 +686,33 @@ async def test_preflight_transport_error_is_silent() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     assert await _preflight(handler) == (None, {})
+
+
+# --- the size cap -------------------------------------------------------------------------------
+
+
+async def test_a_content_length_over_the_cap_is_refused_unread() -> None:
+    """A 2xx announcing more bytes than the cap: response_too_large, not one byte read,
+    one attempt only (the same request would bring the same answer)."""
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        read.append(b"x")
+        yield b"{}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-length": "5000001"}, content=body())
+
+    transport = httpx.MockTransport(handler)
+    async with client._ApiClient(base_url=BASE, transport=transport) as http:
+        sent = await client.send(
+            http,
+            make_request(),
+            protocol=get_protocol("messages"),
+            policy=RetryPolicy.testing(),
+            timeout_s=10.0,
+            max_response_bytes=5_000_000,
+        )
+    assert type(sent.error) is PermanentError and sent.attempts == 1
+    assert (sent.error.error_type, sent.error.http_status) == ("response_too_large", 200)
+    assert read == []
