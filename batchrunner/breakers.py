@@ -1,9 +1,10 @@
 """Tell a row's failure from a run's failure: errors that would hit every row stop the run.
 
 `run_failure` classifies one error (bad key, no permission, unknown model or endpoint, no
-quota); `FailureStreak` trips when the last K rows all failed. Both only return messages,
-naming the cause and the fix; raising `RunAbortedError` is the runner's call. No message
-ever carries the API key, so server text is redacted before it is quoted.
+quota); `not_an_api` judges the preflight's answer (a base URL that is no API at all);
+`FailureStreak` trips when the last K rows all failed. All only return messages, naming
+the cause and the fix; raising `RunAbortedError` is the runner's call. The client has
+already redacted what the server said; quotes are redacted again, as prose, to be sure.
 """
 
 from __future__ import annotations
@@ -11,23 +12,19 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from batchrunner.redaction import redact
+
 if TYPE_CHECKING:
     from batchrunner.errors import RequestError
 
 _RESUME = "then run the same command again to resume"
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "enforced_spend_limit_reached"})
-# Key-shaped words (`sk-…`, `key_…`) and bearer tokens, in case a server echoes one back.
-_SECRET = re.compile(
-    r"(?i)\b(?:bearer\s+\S+|(?:sk|pk|rk|key|api|token)[-_][A-Za-z0-9._*\-]{6,})",
-)
+# What GET {base}/models answers when the base URL is some other web server: not found,
+# method not allowed, not implemented.
+_NO_API_STATUSES = frozenset({404, 405, 501})
 _QUOTED_MODEL = re.compile(r"(?i)\bmodel\W{0,3}?[`'\"]([^`'\"\s]{1,200})[`'\"]")
 _BARE_MODEL = re.compile(r"(?i)\bmodel\s*[:=]\s*([^\s,;'\"`]{1,200})")
 _MAX_QUOTE = 200
-
-
-def redact(text: str) -> str:
-    """`text` with anything shaped like a key or a bearer token replaced by `[redacted]`."""
-    return _SECRET.sub("[redacted]", text)
 
 
 def _label(err: RequestError) -> str:
@@ -100,12 +97,47 @@ def run_failure(err: RequestError) -> str | None:
     return None
 
 
+def wrong_base_url(url: str, what: str) -> str:
+    """The message for a base URL that is not this kind of API: `what` it did instead."""
+    return (
+        f"{url} does not answer like the Caicaini API: {what}. Check the base URL "
+        f"(--base-url or CAICAINI_BASE: the API's address ending in /v1, http:// or https:// "
+        f"as the server speaks), {_RESUME}"
+    )
+
+
+def not_an_api(models_url: str, err: RequestError) -> str | None:
+    """The stop message when the preflight's answer shows the base URL is no API, else None.
+
+    A redirect, 404/405/501, a 2xx that is not a JSON object, or a 400 that is not JSON
+    (nginx's "plain HTTP request was sent to HTTPS port" page): another web server, or the
+    wrong scheme. The API itself answers GET /models with JSON, errors included.
+    """
+    status = err.http_status
+    if status is None:
+        return None
+    content_type = err.headers.get("content-type", "")
+    if 300 <= status < 400:
+        where = redact(err.headers.get("location", ""))
+        what = f"HTTP {status}" + (f" redirecting to {where}" if where else "")
+    elif status in _NO_API_STATUSES or (status == 400 and "json" not in content_type):
+        what = f"{_label(err)}{_quote(err)}"
+    elif 200 <= status < 300 and err.error_type == "invalid_response":
+        kind = content_type.split(";")[0].strip() or "no content type"
+        what = f"HTTP {status} with a body that is not a JSON object ({kind})"
+    else:
+        return None
+    return wrong_base_url(models_url.removesuffix("/models"), f"GET {models_url} answered {what}")
+
+
 class FailureStreak:
     """Trips when the last `k` rows all failed (`k` = 0 disables it).
 
     Feed it one outcome per row, after retries: a run where every row fails for a
     reason `run_failure` does not know (a dead proxy, a malformed template) stops after
-    `k` rows instead of erroring the whole input.
+    `k` rows instead of erroring the whole input. The runner holds the streak's errored
+    rows back from the journal and leaves them pending when it trips, so the resume after
+    the fix sends them again without --retry-errors.
     """
 
     def __init__(self, k: int) -> None:
@@ -130,7 +162,6 @@ class FailureStreak:
             text = " ".join(redact(last_error).split())[:_MAX_QUOTE]
             last = f' (the last one: "{text}")'
         return (
-            f"the last {self.k} rows all failed{last}: see the errors in the run directory "
-            f"(batchrunner report DIR), fix the cause, then run the same command again with "
-            f"--retry-errors to resume and retry them"
+            f"the last {self.k} rows all failed{last}; they are left pending: fix the cause "
+            f"(calls.log in the run directory has every attempt), {_RESUME}"
         )

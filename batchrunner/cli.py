@@ -113,6 +113,9 @@ def _request_options(f: Any) -> Any:
     "--durability", type=click.Choice(["process", "os"]), help="Journal sync level. [process]"
 )
 @click.option("--stall-timeout", type=click.FloatRange(min=0), help="Requeue after S idle s.")
+@click.option(
+    "--max-response-bytes", type=click.IntRange(min=1), help="Cap on one answer. [64 MiB]"
+)
 @click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
 def run(
@@ -220,7 +223,7 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 @click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
 def check(base_url: str | None) -> None:
     """Preflight: the key and base URL work (GET /models). Sends no generation."""
-    from batchrunner.client import list_models
+    from batchrunner.preflight import list_models
     from batchrunner.spec import DEFAULT_BASE
 
     with _user_errors():

@@ -1,33 +1,45 @@
 """HTTP: one httpx client per run on the aiohttp transport; one row's attempts and retries.
 
-The only module that imports the HTTP stack. Foreign exceptions and status codes become
-`RequestError`s at one boundary (`_classify_*`). Every attempt is reported to `on_attempt`
-(the run's calls.log). Nothing here touches files or decides about the run as a whole.
+The only module that imports the HTTP stack; every request goes through `exchange`.
+Transport exceptions become `RequestError`s there (`_classify_transport`), statuses and
+bodies in `responses.classify`. Everything the server sent passes the run's `Redactor`
+(bytes, header values and stream events as they arrive; every error as it leaves an
+attempt), so no server echo of the key goes further. Bodies are read incrementally and
+never past `max_response_bytes` decoded bytes (`bodies`). Every attempt is reported to
+`on_attempt` (the run's calls.log). Nothing here touches files or decides about the run.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import ssl
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
 from httpx_aiohttp import AiohttpTransport
 
 from batchrunner import __version__
-from batchrunner.breakers import redact
-from batchrunner.errors import PermanentError, RequestError, RetryableError
-from batchrunner.protocols import parse_error_body
-from batchrunner.ratelimits import parse_retry_after
+from batchrunner.bodies import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BodyDecoder,
+    BodyTooLarge,
+    too_large_by_length,
+)
+from batchrunner.errors import RequestError, RetryableError
+from batchrunner.records import Attempt as Attempt  # re-exported: calllog, tests
 from batchrunner.records import Completion, RawResponse, Request
-from batchrunner.sse import SSEDecoder
+from batchrunner.records import Sent as Sent  # re-exported: runner, outcomes
+from batchrunner.redaction import Redactor
+from batchrunner.responses import classify, request_id, snippet, too_large
+from batchrunner.sse import SSEDecoder, SSEEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator
 
     from batchrunner.pacing import Pacer
     from batchrunner.protocols.base import Protocol
@@ -35,43 +47,9 @@ if TYPE_CHECKING:
 
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = f"batchrunner/{__version__}"
-# The SDKs retry these; 409 is a lock conflict, 408 a server-side timeout.
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-# 429s that no wait will cure: retrying them only burns the run's time.
-PERMANENT_CODES = frozenset(
-    {"insufficient_quota", "billing_hard_limit_reached", "enforced_spend_limit_reached"}
-)
-_STATUS_TYPES = {
-    408: "timeout",
-    409: "conflict",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attempt:
-    """One attempt, as calls.log records it."""
-
-    row_id: str
-    attempt: int
-    http_status: int | None
-    request_id: str | None
-    response_id: str | None
-    latency_ms: float
-    error_type: str | None
-    retry_after: float | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sent:
-    """What became of one row's request after all its attempts."""
-
-    raw: RawResponse | None
-    completion: Completion | None
-    error: RequestError | None
-    attempts: int
-    latency_ms: float
+# What the transport raises: httpx's tree, plus aiohttp errors httpx_aiohttp does not map
+# (a response that is not HTTP at all arrives as a bare aiohttp.ClientResponseError).
+_TRANSPORT_ERRORS = (httpx.RequestError, aiohttp.ClientError)
 
 
 class _NoCookies(httpx.Cookies):
@@ -110,6 +88,7 @@ def make_client(*, base_url: str, api_key: str, concurrency: int) -> httpx.Async
             "Authorization": f"Bearer {api_key}",
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
         },
         follow_redirects=False,
     )
@@ -125,6 +104,7 @@ async def send(
     idle_timeout_s: float | None = None,
     pacer: Pacer | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Sent:
     """Send one row's request with retries; never raises a `RequestError`.
 
@@ -137,6 +117,8 @@ async def send(
     headers = {"anthropic-version": ANTHROPIC_VERSION} if request.api == "messages" else {}
     read_timeout = idle_timeout_s if request.stream and idle_timeout_s else timeout_s
     timeout = httpx.Timeout(timeout_s, read=read_timeout)
+    redactor = redactor_of(client)
+    url = _url(str(client.base_url), request.path)
 
     async def one_attempt() -> tuple[RawResponse, Completion]:
         nonlocal attempts
@@ -148,18 +130,17 @@ async def send(
         error: RequestError | None = None
         try:
             with anyio.fail_after(timeout_s):
-                answer = await _attempt(client, request, protocol, headers, timeout)
-            try:
-                # A 200 whose body does not fit the convention is a transient failure too.
-                completion = protocol.parse_response(answer.body)
-            except RequestError as exc:
-                exc.http_status, exc.request_id = answer.status, answer.request_id
-                raise
-            raw = answer
-            return raw, completion
+                http = client.build_request(
+                    "POST", url, json=request.body, headers=headers, timeout=timeout
+                )
+                raw = await exchange(
+                    client, http, redactor, max_response_bytes, protocol if request.stream else None
+                )
+            return raw, _parse(raw, protocol)
         except RequestError as exc:
-            error = exc
-            raise
+            # The one exit of every failure: nothing the server said leaves unredacted.
+            raw, error = None, redactor.error(exc)
+            raise error from None
         except TimeoutError as exc:
             error = RetryableError("timeout", f"no complete answer within {timeout_s:g} s")
             raise error from exc
@@ -199,136 +180,163 @@ async def send(
     return sent(raw, completion, None)
 
 
-async def _attempt(
-    client: httpx.AsyncClient,
-    request: Request,
-    protocol: Protocol,
-    headers: dict[str, str],
-    timeouts: httpx.Timeout,  # httpx's per-request timeouts; the total deadline is the caller's
-) -> RawResponse:
-    # An absolute httpx.URL skips the relative-URL merge httpx does per request (~0.15 ms).
-    url = _url(str(client.base_url), request.path)
+def _parse(raw: RawResponse, protocol: Protocol) -> Completion:
     try:
-        if not request.stream:
-            response = await client.post(url, json=request.body, headers=headers, timeout=timeouts)
-            return _classify_response(response)
-        async with client.stream(
-            "POST", url, json=request.body, headers=headers, timeout=timeouts
-        ) as response:
-            is_sse = "text/event-stream" in response.headers.get("content-type", "")
-            if not 200 <= response.status_code < 300 or not is_sse:
-                # An error, or a server that ignored `stream: true` and sent plain JSON.
-                await response.aread()
-                return _classify_response(response)
-            return await _read_stream(response, protocol)
-    except httpx.TransportError as exc:
+        # A 200 whose body does not fit the convention is a transient failure too.
+        return protocol.parse_response(raw.body)
+    except RequestError as exc:
+        exc.http_status, exc.request_id = raw.status, raw.request_id
+        raise
+
+
+async def exchange(
+    client: httpx.AsyncClient,
+    http: httpx.Request,
+    redactor: Redactor,
+    cap: int,
+    protocol: Protocol | None,  # given: a text/event-stream answer is assembled with it
+) -> RawResponse:
+    """One request and its whole answer, read incrementally, as a RawResponse or the
+    RequestError it stands for. Transport failures are classified here too."""
+    try:
+        response = await client.send(http, stream=True)
+        try:
+            headers = redactor.headers(response.headers.raw)
+            status = response.status_code
+            if (
+                protocol is not None
+                and 200 <= status < 300
+                and "text/event-stream" in headers.get("content-type", "")
+            ):
+                return await _read_stream(response, headers, protocol, redactor, cap)
+            # Anything else (an error, or a server that ignored `stream: true`) is read whole.
+            try:
+                data: bytes | None = await _read_body(response, headers, redactor, cap)
+            except BodyTooLarge:
+                data = None
+            except RequestError as exc:  # a body that does not decode
+                if not 200 <= status < 300:
+                    data = b""  # an error status still says what happened
+                else:
+                    exc.http_status, exc.request_id = status, request_id(headers)
+                    raise
+            return classify(status, headers, data, redactor, cap)
+        finally:
+            await response.aclose()  # unread bytes (a body over the cap) close the connection
+    except _TRANSPORT_ERRORS as exc:
         raise _classify_transport(exc) from exc
 
 
-async def _read_stream(response: httpx.Response, protocol: Protocol) -> RawResponse:
-    decoder = SSEDecoder()
+async def _read_body(
+    response: httpx.Response, headers: dict[str, str], redactor: Redactor, cap: int
+) -> bytes:
+    if too_large_by_length(headers, cap):
+        raise BodyTooLarge(cap)
+    decoder = BodyDecoder(headers.get("content-encoding", ""), cap)
+    chunks: list[bytes] = []
+    async for chunk in _raw(response):
+        chunks += decoder.feed(chunk)
+    # One chunk is the common case, and b"".join of one bytes object does not copy it.
+    tail = decoder.flush()
+    if tail:
+        chunks.append(tail)
+    return redactor.raw(b"".join(chunks))
+
+
+async def _read_stream(
+    response: httpx.Response,
+    headers: dict[str, str],
+    protocol: Protocol,
+    redactor: Redactor,
+    cap: int,
+) -> RawResponse:
+    """An SSE answer assembled into the body a plain call returns. The cap counts the
+    decoded stream, which bounds what the assembler can hold (the message is built from it).
+    """
+    status, rid = response.status_code, request_id(headers)
+    decoder = BodyDecoder(headers.get("content-encoding", ""), cap)
+    events = SSEDecoder()
     assembler = protocol.new_assembler()
-    headers = _lower(response.headers)
-    rid = _request_id(headers)
     try:
-        async for chunk in response.aiter_bytes():
-            for event in decoder.feed(chunk):
-                assembler.feed(event)
-        for event in decoder.flush():
-            assembler.feed(event)
+        async for chunk in _raw(response):
+            for piece in decoder.feed(chunk):
+                for event in events.feed(piece):
+                    assembler.feed(_clean_event(event, redactor))
+        for event in [*events.feed(decoder.flush()), *events.flush()]:
+            assembler.feed(_clean_event(event, redactor))
         body = assembler.finish()
-    except httpx.TransportError as exc:
+    except BodyTooLarge:
+        raise too_large(status, headers, cap) from None
+    except _TRANSPORT_ERRORS as exc:
         # The stream was cut after its 200 arrived: say so in the attempt's status.
         error = _classify_transport(exc)
-        error.request_id, error.http_status = rid, response.status_code
+        error.request_id, error.http_status = rid, status
         raise error from exc
     except RequestError as exc:
         exc.request_id = exc.request_id or rid
-        exc.http_status = exc.http_status or response.status_code
+        exc.http_status = exc.http_status or status
         raise
-    return RawResponse(status=response.status_code, headers=headers, body=body, request_id=rid)
+    # A key split across events is whole again in the assembled message: checked there too.
+    body, text = redactor.stored(body, None)
+    return RawResponse(status=status, headers=headers, body=body, request_id=rid, body_text=text)
 
 
-def _classify_response(response: httpx.Response) -> RawResponse:
-    """A complete response -> RawResponse, or the RequestError it stands for."""
-    status = response.status_code
-    headers = _lower(response.headers)
-    rid = _request_id(headers)
-    body = _json_or_none(response)
-    if 200 <= status < 300:
-        if not isinstance(body, dict):
-            raise RetryableError(
-                "invalid_response",
-                f"the {status} response body is not a JSON object",
-                http_status=status,
-                request_id=rid,
-            )
-        return RawResponse(
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=rid,
-            body_text=response.content.decode("utf-8", errors="replace"),
-        )
-    error_type, message, code = parse_error_body(body)
-    error_type = (
-        error_type
-        or _STATUS_TYPES.get(status)
-        or ("api_error" if status >= 500 else "invalid_request_error")
-    )
-    message = _scrub(message or _snippet(response.text) or f"HTTP {status}", response)
-    retry_after = parse_retry_after(headers, now=time.time())
-    cls = _error_class(status, headers, code, error_type)
-    error = cls(
-        error_type,
-        message,
-        http_status=status,
-        request_id=rid,
-        retry_after=retry_after,
-        code=code,
-        headers=headers,
-    )
-    raise error
+def _raw(response: httpx.Response) -> httpx.AsyncByteStream:
+    """The body as the transport yields it, still encoded: decoding is ours (bodies.py).
+
+    The stream itself rather than `aiter_raw()`, whose bookkeeping serves httpcore and
+    which refuses a body that a test's MockTransport response has already read.
+    """
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return stream
 
 
-def _scrub(text: str, response: httpx.Response) -> str:
-    """The server's words without our key: a gateway may echo the Authorization header,
-    and error messages end up in results.parquet and on the terminal."""
-    auth = response.request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    if key:
-        text = text.replace(key, "[redacted]")
-    return redact(text)
+def _clean_event(event: SSEEvent, redactor: Redactor) -> SSEEvent:
+    # Before the assembler quotes it (an error event's message, a malformed event's start).
+    data = redactor.text(event.data)
+    return event if data is event.data else SSEEvent(event.event, data)
 
 
-def _error_class(
-    status: int, headers: Mapping[str, str], code: str | None, error_type: str
-) -> type[RequestError]:
-    override = headers.get("x-should-retry", "").strip().lower()
-    if override in ("true", "false"):
-        return RetryableError if override == "true" else PermanentError
-    if code in PERMANENT_CODES or error_type in PERMANENT_CODES:
-        return PermanentError
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return RetryableError
-    return PermanentError
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
-def _classify_transport(exc: httpx.TransportError) -> RetryableError:
+def foreign_protocol(exc: BaseException) -> str | None:
+    """Why the peer is not an HTTP(S) server as the URL promised, or None.
+
+    A TLS handshake that fails (HTTPS to a plain-HTTP port, a certificate refused) or an
+    answer that is not HTTP (plain HTTP to a TLS port, another protocol): no retry helps.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
+            return f"the TLS handshake failed ({_one_line(cause)})"
+        if isinstance(cause, HttpProcessingError):
+            return f"the answer is not HTTP ({_one_line(cause.message)})"
+    return None
+
+
+def _classify_transport(exc: BaseException) -> RetryableError:
     """Connection resets, truncated bodies and timeouts: all worth another attempt.
 
     The aiohttp transport maps some disconnects to httpx timeout classes, so look at the
     underlying aiohttp exception to name the failure truthfully.
     """
-    cause: BaseException | None = exc
-    while cause is not None:
+    foreign = foreign_protocol(exc)
+    if foreign is not None:
+        return RetryableError("connection_error", foreign)
+    for cause in _causes(exc):
         if isinstance(cause, aiohttp.ClientPayloadError):
             return RetryableError("connection_error", f"response body truncated: {cause}")
         if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
             return RetryableError("connection_error", f"connection lost: {cause}")
         if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
             return RetryableError("timeout", f"timed out: {cause}")
-        cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.TimeoutException):
         return RetryableError("timeout", f"timed out: {type(exc).__name__}")
     return RetryableError("connection_error", f"{type(exc).__name__}: {exc}")
@@ -371,75 +379,20 @@ def _url(base: str, path: str) -> httpx.URL:
     return httpx.URL(base).join(path.lstrip("/"))
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    """`request-id` (Anthropic style) or `x-request-id` (OpenAI style); lower-case names."""
-    return headers.get("request-id") or headers.get("x-request-id")
+def redactor_of(client: httpx.AsyncClient) -> Redactor:
+    """The redactor for the key this client sends (its Authorization header)."""
+    return _redactor_for(client.headers.get("authorization", ""))
 
 
-def _lower(headers: httpx.Headers) -> dict[str, str]:
-    # From the raw bytes: httpx's items() re-detects the encoding per header (~0.05 ms).
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.raw}
+@functools.lru_cache(maxsize=8)
+def _redactor_for(authorization: str) -> Redactor:
+    scheme, _, key = authorization.partition(" ")
+    return Redactor(key.strip() if scheme.lower() == "bearer" else "")
 
 
-def _snippet(text: str, limit: int = 300) -> str:
-    """Non-JSON error bodies (a proxy's HTML page) shortened to one line."""
-    flat = " ".join(text.split())
-    return flat[:limit] + ("…" if len(flat) > limit else "")
+def _one_line(value: object) -> str:
+    return snippet(str(value), 200)
 
 
 def _ms_since(t0: float) -> float:
     return (time.monotonic() - t0) * 1000.0
-
-
-async def _get_models(client: httpx.AsyncClient, timeout_s: float) -> httpx.Response:
-    with anyio.fail_after(timeout_s):
-        response = await client.get("models", timeout=timeout_s)
-        await response.aread()
-    return response
-
-
-async def preflight(
-    client: httpx.AsyncClient, *, timeout_s: float = 15.0
-) -> tuple[RequestError | None, dict[str, str]]:
-    """One GET {base}/models before the first generation: is the key accepted, and which
-    rate limits does the server announce? Returns (error or None, response headers).
-
-    Transport failures and timeouts return (None, {}): the run's own retries will meet
-    them; a preflight must never be the reason a run fails.
-    """
-    try:
-        response = await _get_models(client, timeout_s)
-    except (httpx.TransportError, TimeoutError):
-        return None, {}
-    try:
-        return None, _classify_response(response).headers
-    except RequestError as exc:
-        return exc, dict(exc.headers)
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-async def list_models(*, base_url: str, api_key: str, timeout_s: float = 30.0) -> list[str]:
-    """`check`: GET {base}/models once (no retries: a preflight should answer fast or say
-    why). Raises RunAbortedError naming the cause when it cannot."""
-    from batchrunner.breakers import run_failure
-    from batchrunner.errors import RunAbortedError
-
-    async with make_client(base_url=base_url, api_key=api_key, concurrency=1) as client:
-        try:
-            raw = _classify_response(await _get_models(client, timeout_s))
-        except httpx.TransportError as exc:
-            raise RunAbortedError(f"cannot reach {base_url}: {_classify_transport(exc)}") from None
-        except TimeoutError:
-            raise RunAbortedError(f"{base_url} did not answer within {timeout_s:g} s") from None
-        except RequestError as exc:
-            raise RunAbortedError(run_failure(exc) or str(exc)) from None
-    data = raw.body.get("data")
-    if not isinstance(data, list):
-        raise RunAbortedError(f"{base_url}/models did not return a model list")
-    return [str(m.get("id")) for m in data if isinstance(m, dict)]

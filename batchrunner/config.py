@@ -39,6 +39,7 @@ _LIMITS_KEYS = {
     "stall_timeout": "stall_timeout_s",
     "grace": "grace_s",
     "max_wait": "max_wait_s",
+    "max_response_bytes": "max_response_bytes",
 }
 _PRICING_KEYS = {f.name for f in fields(PricingSpec)}
 _EVAL_KEYS = {f.name for f in fields(EvalSpec)}
@@ -183,6 +184,8 @@ def _check_limits(v: dict[str, Any]) -> list[str]:
         problems.append("max_wait must be a number of seconds > 0")
     if not _is_int(v["breaker_window"]) or v["breaker_window"] < 0:
         problems.append("breaker_window must be a whole number >= 0")
+    if not _is_int(v["max_response_bytes"]) or v["max_response_bytes"] < 1:
+        problems.append("max_response_bytes must be a whole number >= 1")
     return problems
 
 

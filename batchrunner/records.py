@@ -7,7 +7,10 @@ back upstream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from batchrunner.errors import RequestError
 
 JSONObject = dict[str, Any]
 Api = Literal["messages", "chat"]
@@ -59,7 +62,7 @@ class RawResponse:
     headers: dict[str, str]
     body: JSONObject
     request_id: str | None
-    body_text: str | None = None  # the body exactly as received (None for assembled streams)
+    body_text: str | None = None  # the body as received, or the assembled stream's JSON
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +75,31 @@ class Completion:
     stop_reason: str | None
     input_tokens: int | None
     output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sent:
+    """What became of one row's request after all its attempts (the client's answer)."""
+
+    raw: RawResponse | None
+    completion: Completion | None
+    error: RequestError | None
+    attempts: int
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One HTTP attempt, as calls.log records it."""
+
+    row_id: str
+    attempt: int
+    http_status: int | None
+    request_id: str | None
+    response_id: str | None
+    latency_ms: float
+    error_type: str | None
+    retry_after: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,7 +19,7 @@ from batchrunner.admission import AdmissionClosedError
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.checkpoint import RunDir
-from batchrunner.client import Sent, make_client, preflight, send
+from batchrunner.client import Sent, make_client, send
 from batchrunner.errors import (
     DiskError,
     InterruptedRunError,
@@ -30,6 +30,7 @@ from batchrunner.errors import (
 )
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
+from batchrunner.preflight import preflight
 from batchrunner.process import fit_concurrency, quiet_gc
 from batchrunner.producer import produce, source_options
 from batchrunner.progress import Progress
@@ -103,6 +104,7 @@ class _Run:
             on_give_up=lambda why: self._stop(abort=why, drain=True),
         )
         self.streak = FailureStreak(spec.limits.breaker_window)
+        self.streak_held: list[Result] = []  # errored rows of the current failure streak
         self.stopping = False
         self.abort: str | None = None
         self.last_completion = time.monotonic()
@@ -157,6 +159,7 @@ class _Run:
                         idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
                         pacer=self.pacer,
                         on_attempt=self.calllog.write if self.calllog else None,
+                        max_response_bytes=self.spec.limits.max_response_bytes,
                     )
                 except AdmissionClosedError:
                     return  # the run is stopping: the row stays pending
@@ -170,20 +173,38 @@ class _Run:
         self._finish(row, sent)
 
     def _finish(self, row: Row, sent: Sent) -> None:
-        if sent.error is not None:
-            cause = run_failure(sent.error)
-            if cause is not None:
-                # Every row would fail the same way: stop, and leave this row pending.
-                self._stop(abort=cause)
-                return
-        result = (
-            success_result(row, sent)
-            if sent.error is None
-            else error_result(row, sent.error.error_type, sent.error.message, sent=sent)
-        )
-        self._record(result)
-        if self.streak.observe(result.status == "succeeded"):
-            self._stop(abort=self.streak.message())
+        if sent.error is None:
+            # A success ends the failure streak: the errors held back are real outcomes.
+            self.streak.observe(True)
+            self._release_held()
+            self._record(success_result(row, sent))
+            return
+        cause = run_failure(sent.error)
+        if cause is not None:
+            # Every row would fail the same way: stop, and leave this row pending.
+            self._stop(abort=cause)
+            return
+        if self.abort is not None:
+            return  # the run is stopping for a run-level cause: this row stays pending
+        result = error_result(row, sent.error.error_type, sent.error.message, sent=sent)
+        if self.streak.k == 0:
+            self._record(result)
+            return
+        # Held back until the streak ends: if it trips the breaker, these rows failed for
+        # the run's reason, not their own, and stay pending so the resume after the fix
+        # sends them again. A kill -9 loses them the same way (at most breaker_window
+        # rows, which errored anyway, are sent again).
+        self.streak_held.append(result)
+        self.last_completion = time.monotonic()  # an outcome, for the stall watchdog
+        if self.streak.observe(False):
+            self.streak_held.clear()
+            self._stop(abort=self.streak.message(str(sent.error)))
+
+    def _release_held(self) -> None:
+        """Journal the errored rows held back by a failure streak that did not trip."""
+        held, self.streak_held = self.streak_held, []
+        for result in held:
+            self._record(result)
 
     def _record(self, result: Result) -> None:
         if not self.recorder.record(result):  # synchronous: see `recorder`
@@ -353,16 +374,22 @@ async def _fan_out_tasks(run: _Run, api_key: str) -> None:
                         workers.start_soon(run.work, recv_rows.clone(), client)
                     recv_rows.close()
                 outer.cancel_scope.cancel()
+            if run.abort is None:
+                run._release_held()  # the run ended (or was interrupted) without tripping
 
 
 async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
-    """A refused key stops the run before the first generation is paid for; announced rate
-    limits seed the pacer so the first wave need not wait for a probe's round trip."""
-    error, headers = await preflight(client)
-    if error is not None and error.http_status in (401, 403):
+    """A refused key, or a base URL that is no API at all, stops the run before the first
+    generation is paid for; announced rate limits seed the pacer so the first wave need
+    not wait for a probe's round trip."""
+    check = await preflight(client)
+    error = check.error
+    if check.stop is not None:
+        run._stop(abort=check.stop)
+    elif error is not None and error.http_status in (401, 403):
         run._stop(abort=run_failure(error) or str(error))
-        return
-    run.pacer.learn(headers)
+    else:
+        run.pacer.learn(check.headers)
 
 
 async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:

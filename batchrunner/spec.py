@@ -49,6 +49,7 @@ class LimitsSpec:
     stall_timeout_s: float = 0.0  # 0: the attempt timeout decides
     grace_s: float = 30.0  # SIGINT/SIGTERM: how long in-flight requests may finish
     max_wait_s: float = 60.0  # the longest single wait the server may impose (pacing)
+    max_response_bytes: int = 64 * 1024 * 1024  # decoded; a bigger answer errors its row
 
     def attempt_timeout(self, stream: bool) -> float:
         if self.timeout_s is not None:

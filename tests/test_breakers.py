@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchrunner.breakers import FailureStreak, redact, run_failure
+from batchrunner.breakers import FailureStreak, not_an_api, run_failure
 from batchrunner.errors import PermanentError, RequestError, RetryableError
+from batchrunner.redaction import redact
 
 KEY = "sk-live-abcdef0123456789"
 
@@ -164,18 +165,87 @@ def test_streak_of_zero_is_off() -> None:
 
 
 def test_streak_message_names_the_cause_and_the_fix() -> None:
-    """The message says how many rows failed, quotes the last error (redacted) and the fix."""
+    """The message says how many rows failed, quotes the last error (redacted), says the rows
+    are pending and that a plain resume (no --retry-errors) sends them again."""
     streak = FailureStreak(50)
     message = streak.message(f"HTTP 502 bad gateway via {KEY}")
     assert message.startswith(
         'the last 50 rows all failed (the last one: "HTTP 502 bad gateway via [redacted]")'
     )
-    assert "--retry-errors" in message
+    assert "left pending" in message and "--retry-errors" not in message
+    assert message.endswith("then run the same command again to resume")
     assert KEY not in message
-    assert "the last 50 rows all failed:" in FailureStreak(50).message()
+    assert "the last 50 rows all failed; they are left pending" in FailureStreak(50).message()
 
 
 def test_streak_refuses_a_negative_window() -> None:
     """A negative window is a configuration mistake."""
     with pytest.raises(ValueError, match="window"):
         FailureStreak(-1)
+
+
+MODELS = "http://127.0.0.1:8000/v1/models"
+
+
+@pytest.mark.parametrize(
+    ("err", "said"),
+    [
+        (PermanentError("invalid_request_error", "Not Found", http_status=404), "HTTP 404"),
+        (PermanentError("invalid_request_error", "", http_status=405), "HTTP 405"),
+        (RetryableError("api_error", "Not Implemented", http_status=501), "HTTP 501"),
+        (
+            PermanentError(
+                "invalid_request_error",
+                "The plain HTTP request was sent to HTTPS port",
+                http_status=400,
+                headers={"content-type": "text/html"},
+            ),
+            "sent to HTTPS port",
+        ),
+        (
+            PermanentError(
+                "invalid_request_error",
+                "moved",
+                http_status=301,
+                headers={"location": "https://example.test/v1/models"},
+            ),
+            "HTTP 301 redirecting to https://example.test/v1/models",
+        ),
+        (
+            RetryableError(
+                "invalid_response",
+                "the 200 response body is not a JSON object",
+                http_status=200,
+                headers={"content-type": "text/html; charset=utf-8"},
+            ),
+            "not a JSON object (text/html)",
+        ),
+    ],
+)
+def test_answers_of_a_web_server_are_not_an_api(err: RequestError, said: str) -> None:
+    """Redirects, 404/405/501, a non-JSON 400 or 2xx: the message names the URL and the fix."""
+    message = not_an_api(MODELS, err)
+    assert message is not None
+    assert message.startswith("http://127.0.0.1:8000/v1 does not answer like the Caicaini API")
+    assert said in message and "--base-url" in message
+    assert message.endswith("then run the same command again to resume")
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        RetryableError("api_error", "Internal", http_status=500),
+        RetryableError("overloaded_error", "Overloaded", http_status=529),
+        PermanentError("authentication_error", "invalid x-api-key", http_status=401),
+        PermanentError(
+            "invalid_request_error",
+            "bad limit",
+            http_status=400,
+            headers={"content-type": "application/json"},
+        ),
+        RetryableError("connection_error", "connection refused"),
+    ],
+)
+def test_the_apis_own_answers_are_not_judged_here(err: RequestError) -> None:
+    """A 5xx, a refused key, a JSON 400 or no answer at all say nothing about the URL."""
+    assert not_an_api(MODELS, err) is None

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from batchrunner import client
+from batchrunner import client, preflight
 from batchrunner.errors import PermanentError, RequestError, RetryableError
 from batchrunner.protocols import get_protocol
 from batchrunner.records import Api, Request, Row
@@ -470,6 +470,8 @@ async def test_request_headers_url_and_body(
     assert wire.headers["authorization"] == f"Bearer {KEY}"
     assert wire.headers["user-agent"].startswith("batchrunner/")
     assert wire.headers["content-type"] == "application/json"
+    # Only what bodies.BodyDecoder can decode within the size cap.
+    assert wire.headers["accept-encoding"] == "gzip, deflate"
     assert wire.headers.get("anthropic-version") == (
         client.ANTHROPIC_VERSION if api == "messages" else None
     )
@@ -602,7 +604,8 @@ async def test_stream_assembles_like_the_plain_body(api: Api) -> None:
     sent, _ = await run_send(server, request)
     assert sent.error is None and sent.attempts == 1 and sent.raw is not None
     assert sent.completion == get_protocol(api).parse_response(GOOD[api])
-    assert sent.raw.request_id == "req_s" and sent.raw.body_text is None
+    assert sent.raw.request_id == "req_s" and sent.raw.body_text is not None
+    assert json.loads(sent.raw.body_text) == sent.raw.body
 
 
 @pytest.mark.parametrize("api", ["messages", "chat"])
@@ -648,7 +651,8 @@ async def test_stream_request_error_status_is_classified() -> None:
 
 async def _preflight(handler: Handler) -> Any:
     async with client._ApiClient(base_url=BASE, transport=httpx.MockTransport(handler)) as http:
-        return await client.preflight(http, timeout_s=5.0)
+        check = await preflight.preflight(http, timeout_s=5.0)
+    return check.error, check.headers
 
 
 async def test_preflight_ok_returns_headers() -> None:
@@ -682,3 +686,33 @@ async def test_preflight_transport_error_is_silent() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     assert await _preflight(handler) == (None, {})
+
+
+# --- the size cap -------------------------------------------------------------------------------
+
+
+async def test_a_content_length_over_the_cap_is_refused_unread() -> None:
+    """A 2xx announcing more bytes than the cap: response_too_large, not one byte read,
+    one attempt only (the same request would bring the same answer)."""
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        read.append(b"x")
+        yield b"{}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-length": "5000001"}, content=body())
+
+    transport = httpx.MockTransport(handler)
+    async with client._ApiClient(base_url=BASE, transport=transport) as http:
+        sent = await client.send(
+            http,
+            make_request(),
+            protocol=get_protocol("messages"),
+            policy=RetryPolicy.testing(),
+            timeout_s=10.0,
+            max_response_bytes=5_000_000,
+        )
+    assert type(sent.error) is PermanentError and sent.attempts == 1
+    assert (sent.error.error_type, sent.error.http_status) == ("response_too_large", 200)
+    assert read == []

@@ -185,9 +185,8 @@ def test_consecutive_failures_trip_the_breaker_and_leave_the_rest_pending(tmp_pa
     assert res.exit_code == 3, res.output
     assert "last 10 rows all failed" in res.stderr, res.stderr
     st = _status(out)
-    assert st["succeeded"] == 0
-    assert 10 <= st["errored"] < 10 + 4, st
-    assert st["pending"] == 200 - st["errored"]
+    # The rows whose failures tripped the breaker are left pending with the rest.
+    assert (st["succeeded"], st["errored"], st["pending"]) == (0, 0, 200), st
     assert all(e["status"] == 400 for e in log if e["status"] is not None)
     assert len(log) < 10 + 2 * 4, len(log)
 

@@ -1,6 +1,6 @@
 """No silent unbounded waits: hostile rate-limit headers and Retry-Afters, end to end.
 
-A small server in the test (tests/hostile.py) answers with headers the fake API cannot be
+A small server in the test (tests/hostile_headers.py) answers with headers the fake API cannot be
 told to send. The run is a real subprocess with a deadline, so a run that waits forever
 fails the test instead of hanging it. `[limits] max_wait` makes the cap small, so the
 stops the cap decides happen in about a second instead of a minute.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
-from tests.hostile import Hostile, serve_hostile
+from tests.hostile_headers import Hostile, serve_hostile
 
 if TYPE_CHECKING:
     from pathlib import Path
