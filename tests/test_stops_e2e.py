@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,7 +22,6 @@ from tests.fakeserver import FakeServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from anyio.streams.memory import MemoryObjectSendStream
 
@@ -93,9 +93,10 @@ def _limit_open_files(soft: int, hard: int | None = None) -> Callable[[], None]:
 def test_concurrency_2000_under_ulimit_256_runs_with_a_lower_concurrency(tmp_path: Path) -> None:
     """Soft and hard limit 256: a warning, concurrency lowered to fit, every row answered
     once and recorded, no traceback (it used to crash on the journal and lose the answers)."""
-    src = write_jsonl(tmp_path / "in.jsonl", _rows(600))
+    src = write_jsonl(tmp_path / "in.jsonl", _rows(400))
     out = tmp_path / "run"
-    with FakeServer("--latency", "0.3", api_key=TEST_KEY) as server:
+    # 1 s answers: even on a loaded machine each wave is wholly in flight at once.
+    with FakeServer("--latency", "1.0", api_key=TEST_KEY) as server:
         args = ["run", str(src), "-o", str(out), "--base-url", server.base_url]
         with _popen([*args, "--concurrency", "2000", "-q"], preexec_fn=_limit_open_files(256)) as p:
             stdout, err = p.communicate(timeout=120)
@@ -103,8 +104,8 @@ def test_concurrency_2000_under_ulimit_256_runs_with_a_lower_concurrency(tmp_pat
     assert p.returncode == 0, err
     assert "open-file limit is 256" in err and "instead of 2000" in err, err
     assert "Traceback" not in err
-    assert "600 rows: 600 succeeded, 0 errored" in stdout
-    assert stats["answers_total"] == 600  # nothing was received and then lost or re-sent
+    assert "400 rows: 400 succeeded, 0 errored" in stdout
+    assert stats["answers_total"] == 400  # nothing was received and then lost or re-sent
     assert 100 <= stats["max_in_flight"] < 256 - 64
     assert _status(out)["complete"]
 
@@ -113,14 +114,19 @@ def test_a_low_soft_limit_is_raised_toward_the_hard_one(tmp_path: Path) -> None:
     """Soft 256, hard 4096: the run raises its soft limit and keeps --concurrency 2000."""
     src = write_jsonl(tmp_path / "in.jsonl", _rows(400))
     out = tmp_path / "run"
-    with FakeServer("--latency", "0.3", api_key=TEST_KEY) as server:
+    # 1.5 s answers: even on a loaded machine the whole wave is in flight at once.
+    with FakeServer("--latency", "1.5", api_key=TEST_KEY) as server:
         args = ["run", str(src), "-o", str(out), "--base-url", server.base_url, "-q"]
         limit = _limit_open_files(256, 4096)
         with _popen([*args, "--concurrency", "2000"], preexec_fn=limit) as proc:
+            _wait_for_answers(out / "calls.log", proc, 1)
+            limits = Path(f"/proc/{proc.pid}/limits").read_text()
             _, err = proc.communicate(timeout=120)
         stats = server.stats()
     assert proc.returncode == 0, err
     assert "open-file limit" not in err
+    soft = next(line.split()[3] for line in limits.splitlines() if "open files" in line)
+    assert 2000 < int(soft) <= 4096, limits
     assert stats["max_in_flight"] > 256  # more sockets than the soft limit allowed
 
 
