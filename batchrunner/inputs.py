@@ -163,7 +163,7 @@ def _parquet_records(files: list[Path], on_file: OnFile | None) -> Records:
                 for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
                     # Parquet cannot leave a field out: a null means "not given".
                     has_nulls = any(column.null_count for column in batch.columns)
-                    for record in batch.to_pylist():
+                    for record in _decoded(batch, name, number):
                         number += 1
                         if has_nulls:
                             record = {k: v for k, v in record.items() if v is not None}
@@ -174,6 +174,23 @@ def _parquet_records(files: list[Path], on_file: OnFile | None) -> Records:
             except (pa.ArrowException, OSError) as exc:
                 reason = f"cannot read Parquet after row {number}: {exc}"
                 raise SourceError(name, reason) from None
+
+
+def _decoded(batch: Any, name: str, before: int) -> list[dict[str, Any]]:
+    """The batch's rows as dicts; SourceError naming row and column of a string that is not
+    UTF-8 (Arrow does not check what a writer put in a string column)."""
+    try:
+        records: list[dict[str, Any]] = batch.to_pylist()
+    except UnicodeDecodeError:
+        for i in range(batch.num_rows):
+            for column, values in zip(batch.schema.names, batch.columns, strict=True):
+                try:
+                    values[i].as_py()
+                except UnicodeDecodeError as exc:
+                    reason = f"column {column!r} is not UTF-8 (byte 0x{exc.object[exc.start]:02x})"
+                    raise SourceError(f"{name} row {before + i + 1}", reason) from None
+        raise SourceError(name, f"cannot read Parquet after row {before}: not UTF-8") from None
+    return records
 
 
 def _prune(value: Any) -> Any:
