@@ -305,7 +305,7 @@ async def run_job(
         max_attempts=spec.limits.max_attempts, max_elapsed_s=spec.limits.max_elapsed_s
     )
     fingerprint: dict[str, object] = {
-        "input": await anyio.to_thread.run_sync(input_identity, spec.input),
+        "input": await anyio.to_thread.run_sync(_input_identity, spec),
         "settings": spec.request_settings(),
     }
     # A resume of the same input and settings was validated when the run began: skip the
@@ -414,6 +414,17 @@ async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
         run._stop(abort=run_failure(error) or str(error))
         return
     run.pacer.learn(headers)
+
+
+def _input_identity(spec: JobSpec) -> dict[str, object]:
+    """The input's identity; the stored one when the content is what the run began with
+    (inputs.input_identity decides: a `touch` alone does not make it another input)."""
+    try:
+        manifest = read_manifest(spec.output) or {}
+    except (OutputError, OSError):
+        manifest = {}  # RunDir.open reports it
+    stored = manifest.get("fingerprint")
+    return input_identity(spec.input, stored.get("input") if isinstance(stored, dict) else None)
 
 
 def _validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
