@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import stat
 import zlib
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -39,10 +40,14 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # t
 
 def input_format(path: Path) -> Format:
     """Whether `path` is read as JSONL or Parquet, from its name; SourceError if neither."""
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(str(path), "no such file or directory") from None
+    except OSError as exc:  # a symlink loop, a path through a file, no permission
+        raise SourceError(str(path), f"cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
         return "parquet"
-    if not path.exists():
-        raise SourceError(str(path), "no such file or directory")
     suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
     if suffixes[-1:] and suffixes[-1] in _PARQUET:
         return "parquet"
@@ -59,8 +64,7 @@ def input_format(path: Path) -> Format:
 
 def input_files(path: Path) -> list[Path]:
     """The files that make up an input: itself, or a directory's *.parquet sorted by name."""
-    if not path.is_dir():
-        input_format(path)
+    if input_format(path) == "jsonl" or not path.is_dir():
         return [path]
     files = sorted((p for p in path.glob("*.parquet") if p.is_file()), key=lambda p: p.name)
     if not files:
