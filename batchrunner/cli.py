@@ -189,6 +189,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     from batchrunner.status import read_status
 
     with _user_errors():
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is a file, not a run directory")
         st = read_status(run_dir)
     if as_json:
         click.echo(st.to_json())
@@ -223,12 +225,15 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 @click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
 def check(base_url: str | None) -> None:
     """Preflight: the key and base URL work (GET /models). Sends no generation."""
+    from batchrunner.config import base_url_problems
     from batchrunner.preflight import list_models
     from batchrunner.spec import DEFAULT_BASE
 
     with _user_errors():
         key = _api_key()
         url = (base_url or os.environ.get("CAICAINI_BASE") or DEFAULT_BASE).rstrip("/")
+        if problems := base_url_problems(url):
+            raise ConfigError("; ".join(problems))
         models = anyio.run(lambda: list_models(base_url=url, api_key=key))
     click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
 
@@ -247,4 +252,11 @@ def _api_key() -> str:
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         raise ConfigError(f"{KEY_ENV} is not set: export your API key in that variable")
+    if not key.isascii() or not key.isprintable():
+        # It would fail deep in the HTTP stack, whose error may quote the header: say it
+        # here, and never show the key itself.
+        raise ConfigError(
+            f"{KEY_ENV} holds a control or non-ASCII character (the key is not shown); "
+            "check how it was exported"
+        )
     return key

@@ -7,8 +7,10 @@ never read here: it lives in the environment only.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+import urllib.parse
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
@@ -100,8 +102,7 @@ def load_job(
     out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
         problems.append("no input: give INPUT or set [job] input in the job file")
-    if out is None:
-        problems.append("no run directory: give -o DIR or set [job] output in the job file")
+    problems += _output_problems(out)
 
     request_values = {
         name: pick(name, rsec, name, getattr(RequestSpec(), name)) for name in _REQUEST_KEYS
@@ -114,6 +115,7 @@ def load_job(
     base_url = given.get("base_url") or jsec.get("base_url") or os.environ.get("CAICAINI_BASE")
     durability = pick("durability", jsec, "durability", "process")
     problems += _check_request(request_values) + _check_limits(limits_values)
+    problems += base_url_problems(base_url or DEFAULT_BASE)
     if api not in ("messages", "chat"):
         problems.append(f"api must be 'messages' or 'chat', not {api!r}")
     if durability not in get_args(Durability):
@@ -147,6 +149,43 @@ def _relative(base: Path, value: object) -> Path:
     return Path(os.path.normpath(base / str(value)))
 
 
+def base_url_problems(url: object) -> list[str]:
+    """What is wrong with a base URL: not http(s)://host/..., or it carries credentials.
+
+    Never echoes the URL: a `user:password@` in it would put the password in the message.
+    """
+    if not isinstance(url, str):
+        return ["base_url must be a string"]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+    except ValueError:
+        return ["the base URL is not a valid URL"]
+    if "@" in parts.netloc:
+        return [
+            "the base URL must not carry credentials (user:password@): "
+            "the key goes in CAICAINI_API_KEY"
+        ]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ["the base URL must look like https://host/v1 (http or https, with a host)"]
+    if not url.isascii() or not url.isprintable():
+        return ["the base URL holds a control or non-ASCII character"]
+    return []
+
+
+def _output_problems(out: Path | None) -> list[str]:
+    """No run directory, or one at (or under) an existing file, which cannot be created."""
+    if out is None:
+        return ["no run directory: give -o DIR or set [job] output in the job file"]
+    path: Path | None = out
+    while path is not None and not path.is_dir():
+        if path.exists() or path.is_symlink():
+            what = "is" if path == out else f"is under {path}, which is"
+            return [f"run directory {out} {what} not a directory"]
+        path = path.parent if path.parent != path else None
+    return []
+
+
 def _check_request(v: dict[str, Any]) -> list[str]:
     problems = []
     if not isinstance(v["model"], str) or not v["model"]:
@@ -154,11 +193,18 @@ def _check_request(v: dict[str, Any]) -> list[str]:
     if not _is_int(v["max_tokens"]) or v["max_tokens"] < 1:
         problems.append("max_tokens must be a whole number >= 1")
     if v["temperature"] is not None and not _is_number(v["temperature"]):
-        problems.append("temperature must be a number")
+        problems.append(f"temperature must be a number{_not(v['temperature'])}")
     problems += [
         f"{key} must be a string"
         for key in ("system", "template", "id_column", "prompt_column")
         if v[key] is not None and not isinstance(v[key], str)
+    ]
+    # Flags arrive through the OS: an undecodable byte becomes a lone surrogate, which
+    # the request (UTF-8 JSON) could not carry.
+    problems += [
+        f"{key} holds a character UTF-8 cannot encode (an undecodable byte in the flag?)"
+        for key in ("model", "system", "template", "id_column", "prompt_column")
+        if isinstance(v[key], str) and not _is_utf8(v[key])
     ]
     if not isinstance(v["stream"], bool):
         problems.append("stream must be true or false")
@@ -174,12 +220,12 @@ def _check_limits(v: dict[str, Any]) -> list[str]:
     if _is_int(v["concurrency"]) and v["concurrency"] > 10_000:
         problems.append("concurrency must be at most 10000")
     problems += [
-        f"{attr.removesuffix('_s')} must be a number >= 0"
+        f"{attr.removesuffix('_s')} must be a number >= 0{_not(v[attr])}"
         for attr in ("rpm", "tpm", "stall_timeout_s", "grace_s", "max_elapsed_s")
         if not _is_number(v[attr]) or v[attr] < 0
     ]
     if v["timeout_s"] is not None and (not _is_number(v["timeout_s"]) or v["timeout_s"] <= 0):
-        problems.append("timeout must be a number of seconds > 0")
+        problems.append(f"timeout must be a number of seconds > 0{_not(v['timeout_s'])}")
     if not _is_number(v["max_wait_s"]) or not 0 < v["max_wait_s"] < float("inf"):
         problems.append("max_wait must be a number of seconds > 0")
     if not _is_int(v["breaker_window"]) or v["breaker_window"] < 0:
@@ -195,7 +241,7 @@ def _optional_sections(
     pricing = evals = None
     if "pricing" in data:
         bad = [k for k, val in data["pricing"].items() if not _is_number(val) or val < 0]
-        problems += [f"[pricing] {k} must be a number >= 0" for k in bad]
+        problems += [f"[pricing] {k} must be a number >= 0{_not(data['pricing'][k])}" for k in bad]
         pricing = PricingSpec(**data["pricing"]) if not bad else None
     if "eval" in data:
         scorer = data["eval"].get("scorer", "exact")
@@ -211,4 +257,20 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A real, finite number: TOML and float() both accept nan and inf."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _not(value: object) -> str:
+    """ ", not nan" for the values a reader may not expect to be refused."""
+    return f", not {value}" if isinstance(value, float) and not math.isfinite(value) else ""
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -35,6 +35,7 @@ def source_options(spec: JobSpec) -> SourceOptions:
         template=spec.request.template,
         id_column=spec.request.id_column,
         prompt_column=spec.request.prompt_column,
+        request=spec.request,
     )
 
 

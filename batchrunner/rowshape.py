@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from batchrunner.errors import SourceError
 from batchrunner.protocols import REQUEST_FIELDS
+from batchrunner.protocols.jsonsafe import check_text
 from batchrunner.records import Api, JSONObject, Row, Shape
 
 if TYPE_CHECKING:
@@ -123,6 +124,9 @@ class RowMaker:
         self._fields = frozenset(fields)
         self._parse: Callable[[JSONObject, int, str], Parsed] = self._simple
         self._uses_options = (opts.template, opts.id_column, opts.prompt_column) != (None,) * 3
+        # Set per Parquet file by check_columns: the file has this id column, so a row
+        # without an id holds a null there (Parquet cannot leave a field out).
+        self._id_in_file: str | None = None
 
     def make(self, record: object, index: int, where: str) -> Row:
         """The Row for one decoded record; SourceError(where, reason) if it cannot be one."""
@@ -136,7 +140,12 @@ class RowMaker:
         """What `make` checks and builds, without the Row (the validation pass needs no Row)."""
         if type(record) is not dict:
             raise SourceError(where, _not_object(record))
-        shape: Shape = "simple" if "custom_id" not in record else self._shape_of(record, where)
+        if "custom_id" in record:
+            shape = self._shape_of(record, where)
+        elif self._id_in_file == "custom_id":
+            raise SourceError(where, "custom_id is null: every batch line needs its own")
+        else:
+            shape = "simple"
         if shape != self.shape:
             if self.shape is not None:
                 raise SourceError(
@@ -151,7 +160,9 @@ class RowMaker:
         """Check up front that the columns the options name exist (Parquet schemas)."""
         have = set(names)
         if "custom_id" in have and ("body" in have or "params" in have):
+            self._id_in_file = "custom_id"
             return  # batch lines: the first row reports the options that do not apply
+        self._id_in_file = self._id_key if self._id_key in have else None
         wanted = [(self._prompt_column, "prompt column"), (self._id_key, "id column")]
         wanted += [(name, "template column") for name in self._needs]
         for name, role in wanted:
@@ -205,6 +216,8 @@ class RowMaker:
                 extra[key] = value
         if type(row_id) is not str:
             row_id = self._simple_id(row_id, index, where)
+        elif not row_id.isascii():
+            check_text(row_id, "id", where)  # results.parquet stores UTF-8
         if self._template is not None:
             body["prompt"] = self._render(record, where)
         elif prompt_key is not None:
@@ -217,6 +230,8 @@ class RowMaker:
 
     def _simple_id(self, value: object, index: int, where: str) -> str:
         if value is _MISSING:
+            if self._id_in_file is not None:
+                raise SourceError(where, f"{self._id_key} is null: every row needs its id")
             if self._id_key != "id":
                 raise SourceError(where, f"id column {self._id_key!r} does not exist")
             return str(index)
@@ -271,6 +286,8 @@ class RowMaker:
             raise SourceError(
                 where, f"custom_id must be a non-empty string, got {json_type(custom_id)}"
             )
+        if not custom_id.isascii():
+            check_text(custom_id, "custom_id", where)
         url = record.get("url")
         api = URL_APIS.get(url) if type(url) is str else None
         if api is None:

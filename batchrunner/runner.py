@@ -37,8 +37,8 @@ from batchrunner.progress import Progress
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
-from batchrunner.runprep import SUMMARY_KEY, validated_before
-from batchrunner.sources import input_identity, validate
+from batchrunner.runprep import SUMMARY_KEY, stored_identity, validated_before
+from batchrunner.sources import validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -302,8 +302,8 @@ async def run_job(
         max_elapsed_s=spec.limits.max_elapsed_s,
         max_wait_s=spec.limits.max_wait_s,
     )
-    identity = await anyio.to_thread.run_sync(input_identity, spec.input)
-    fingerprint: dict[str, object] = {"input": identity, "settings": spec.request_settings()}
+    stored, identity = await anyio.to_thread.run_sync(stored_identity, spec.input, spec.output)
+    fingerprint: dict[str, object] = {"input": stored, "settings": spec.request_settings()}
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
     known = validated_before(spec.output, fingerprint)

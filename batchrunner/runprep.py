@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 SUMMARY_KEY = "input_summary"
 
 
+def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str, object]]:
+    """The input's identity for the fingerprint, and the one to watch it by during the run.
+
+    For the fingerprint, the stored identity when the content is what the run began with
+    (inputs.input_identity decides: a `touch` alone does not make it another input). The
+    watch compares sizes and mtimes, so after a `touch` it needs the file's identity now.
+    """
+    try:
+        manifest = read_manifest(out) or {}
+    except (OutputError, OSError):
+        manifest = {}  # RunDir.open reports it
+    stored = manifest.get("fingerprint")
+    identity = input_identity(path, stored.get("input") if isinstance(stored, dict) else None)
+    if moved(path, identity) is None:
+        return identity, identity
+    return identity, input_identity(path)
+
+
 def validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
     """The input summary a previous run stored, when input and settings are unchanged."""
     try:

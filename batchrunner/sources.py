@@ -7,11 +7,12 @@ checks ids across rows (validate.py does that before a run) and never sends anyt
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.inputs import SKIPPED, input_format, input_identity, iter_records
 from batchrunner.rowshape import RowMaker
+from batchrunner.spec import RequestSpec
 from batchrunner.validate import InputSummary, validate
 
 if TYPE_CHECKING:
@@ -35,12 +36,15 @@ class SourceOptions:
 
     `template` builds each prompt from the row's columns (`str.format_map`, `{{ }}` for a
     literal brace); `prompt_column` / `id_column` name the columns read as prompt / id.
+    `request` holds the job's request defaults: validation builds every body with them,
+    exactly as the run will.
     """
 
     api: Api = "messages"
     template: str | None = None
     id_column: str | None = None
     prompt_column: str | None = None
+    request: RequestSpec = field(default_factory=RequestSpec)
 
 
 def read_rows(

@@ -313,3 +313,66 @@ def test_fingerprint_tracks_what_is_asked() -> None:
     prints = {s.settings_fingerprint() for s in different}
     assert len(prints) == len(different) and base.settings_fingerprint() not in prints
     assert load(max_tokens=50).settings_fingerprint() == base.settings_fingerprint()
+
+
+# --- values that parse but cannot work (issue 9) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("[limits]\ntimeout = nan\n", "timeout must be a number of seconds > 0, not nan"),
+        ("[limits]\ntimeout = inf\n", "timeout must be a number of seconds > 0, not inf"),
+        ("[limits]\nrpm = nan\n", "rpm must be a number >= 0, not nan"),
+        ("[limits]\ntpm = inf\n", "tpm must be a number >= 0, not inf"),
+        ("[limits]\nmax_elapsed = inf\n", "max_elapsed must be a number >= 0, not inf"),
+        ("[request]\ntemperature = nan\n", "temperature must be a number, not nan"),
+        ("[pricing]\ninput_per_mtok = inf\n", "[pricing] input_per_mtok must be a number >= 0"),
+    ],
+)
+def test_nan_and_inf_in_a_job_file_are_refused(tmp_path: Path, toml: str, fragment: str) -> None:
+    """TOML reads nan and inf as floats; none of them is a usable setting."""
+    assert fragment in problems(job_file(tmp_path, toml))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("timeout_s", float("nan"), "timeout must be"),
+        ("temperature", float("nan"), "temperature must be a number, not nan"),
+        ("rpm", float("inf"), "rpm must be a number >= 0, not inf"),
+        ("stall_timeout_s", float("nan"), "stall_timeout must be"),
+        ("model", "caicaini/\udcff", "model holds a character UTF-8 cannot encode"),
+    ],
+)
+def test_nan_flags_and_undecodable_text_are_refused(flag: str, value: Any, fragment: str) -> None:
+    """float('nan') passes click's ranges, and argv's bad bytes arrive as lone surrogates."""
+    assert fragment in problems(**{flag: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://user:hunter2@127.0.0.1:9/v1", "must not carry credentials"),
+        ("https://:hunter2@example.invalid/v1", "must not carry credentials"),
+        ("ftp://127.0.0.1/v1", "must look like https://host/v1"),
+        ("127.0.0.1:8080/v1", "must look like https://host/v1"),
+        ("http:///v1", "must look like https://host/v1"),
+        ("http://127.0.0.1:port/v1", "not a valid URL"),
+        ("http://127.0.0.1:9/v1\n", "control or non-ASCII"),
+    ],
+)
+def test_bad_base_urls_are_refused_without_echoing_them(url: str, fragment: str) -> None:
+    """A base URL must be http(s)://host...; credentials in it are refused, never echoed."""
+    text = problems(base_url=url)
+    assert fragment in text
+    assert "hunter2" not in text and url.strip() not in text
+
+
+def test_a_run_directory_at_or_under_a_file_is_refused(tmp_path: Path) -> None:
+    """-o at an existing file, or below one, cannot become a run directory."""
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("x")
+    assert f"run directory {a_file} is not a directory" in problems(output=a_file)
+    assert "which is not a directory" in problems(output=a_file / "sub" / "run")
+    assert load(output=tmp_path / "new" / "run").output == tmp_path / "new" / "run"

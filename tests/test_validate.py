@@ -287,11 +287,11 @@ def test_the_first_problem_wins(tmp_path: Path) -> None:
 def test_hash_collisions_are_not_duplicates(tmp_path: Path) -> None:
     """Different ids with the same hash pass: the second pass compares the ids themselves."""
     path = file_21(tmp_path, "simple", simple_line(7))
-    calls: list[bytes] = []
+    calls: list[str] = []
 
-    def tiny(data: bytes) -> bytes:
-        calls.append(data)
-        return bytes([len(data)]) * 8  # q1..q9 collide, and so do q10..q21
+    def tiny(row_id: str) -> int:
+        calls.append(row_id)
+        return len(row_id)  # q1..q9 collide, and so do q10..q21
 
     assert validate(path, SourceOptions(), _digest=tiny).rows == 21
     assert len(calls) == 42  # two passes: the repeated hashes sent it back to the file
@@ -300,11 +300,11 @@ def test_hash_collisions_are_not_duplicates(tmp_path: Path) -> None:
 def test_second_pass_only_when_a_hash_repeats(tmp_path: Path) -> None:
     """Without a repeated hash the file is read once."""
     path = file_21(tmp_path, "simple", simple_line(7))
-    calls: list[bytes] = []
+    calls: list[str] = []
 
-    def counting(data: bytes) -> bytes:
-        calls.append(data)
-        return data.ljust(8, b"\0")[:8]
+    def counting(row_id: str) -> int:
+        calls.append(row_id)
+        return int.from_bytes(row_id.encode().ljust(8, b"\0")[:8], "little")
 
     validate(path, SourceOptions(), _digest=counting)
     assert len(calls) == 21
@@ -316,7 +316,7 @@ def test_real_duplicate_among_collisions(tmp_path: Path) -> None:
     lines[15] = simple_line(9)
     path = write_lines(tmp_path / "in.jsonl", lines)
     with pytest.raises(SourceError, match=r"duplicate id 'q9' \(first on line 9\)") as err:
-        validate(path, SourceOptions(), _digest=lambda data: b"\x01" * 8)
+        validate(path, SourceOptions(), _digest=lambda row_id: 1)
     assert err.value.where == f"{path}:16"
 
 
@@ -602,3 +602,15 @@ def test_parquet_batch_lines_carry_other_columns(tmp_path: Path) -> None:
     pq.write_table(pa.table(anthropic), tmp_path / "a.parquet")
     summary = validate(tmp_path / "a.parquet", SourceOptions())
     assert (summary.shape, summary.extra_columns) == ("anthropic_batch", {"url": "string"})
+
+
+def test_rows_are_built_with_the_jobs_defaults(tmp_path: Path) -> None:
+    """Validation builds each body with the job's defaults, as the run will: a default
+    max_tokens of 0 fails the first row that takes it, not a row that sets its own."""
+    from batchrunner.spec import RequestSpec
+
+    path = write_lines(tmp_path / "in.jsonl", [{"prompt": "a", "max_tokens": 5}, {"prompt": "b"}])
+    assert validate(path, SourceOptions()).rows == 2
+    with pytest.raises(SourceError, match="max_tokens must be at least 1, got 0") as err:
+        validate(path, SourceOptions(request=RequestSpec(max_tokens=0)))
+    assert err.value.where == f"{path}:2"

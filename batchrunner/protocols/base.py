@@ -11,11 +11,18 @@ import typing
 from typing import Any
 
 from batchrunner.errors import RetryableError, SourceError
+from batchrunner.protocols.jsonsafe import check_json
 
 if typing.TYPE_CHECKING:
-    from batchrunner.records import Api, Completion, JSONObject, Request, Row
+    from batchrunner.records import Api, Completion, JSONObject, Request, Row, Shape
     from batchrunner.spec import RequestSpec
     from batchrunner.sse import SSEEvent
+
+
+# Field names in messages: a batch line's request fields sit inside `body` / `params`.
+_PREFIXES: dict[str, str] = {"simple": "", "openai_batch": "body.", "anthropic_batch": "params."}
+# json.dumps(x, ensure_ascii=False) builds a new encoder per call; this one is reused.
+_TEXT = json.JSONEncoder(ensure_ascii=False)
 
 
 class StreamAssembler(typing.Protocol):
@@ -46,10 +53,28 @@ class Protocol(typing.Protocol):
         """The endpoint below the base URL, e.g. "/messages"."""
         ...
 
+    def build_body(
+        self,
+        source: object,
+        defaults: RequestSpec,
+        *,
+        shape: Shape = "simple",
+        api: Api | None = None,
+        where: str = "",
+    ) -> tuple[JSONObject, int]:
+        """The body (without stream flags) and max_tokens for a row's `body`, `shape`, `api`.
+
+        Every check of `build_request` happens here, so the validation pass calls this
+        alone, without a Row or a Request (it runs once per input row, before any run).
+        Raises SourceError when the row cannot become a request.
+        """
+        ...
+
     def build_request(self, row: Row, defaults: RequestSpec, *, stream: bool) -> Request:
         """The request for `row`, with job defaults where the row lacks them.
 
-        Raises SourceError when the row cannot become a request.
+        `build_body`, then the stream flags and the token estimate, neither of which can
+        fail. Raises SourceError when the row cannot become a request.
         """
         ...
 
@@ -113,35 +138,50 @@ def json_kind(value: object) -> str:
     return type(value).__name__
 
 
-def start_body(row: Row, api: Api, *, nullable_content: bool) -> JSONObject:
-    """A new top-level body dict for `row`, with a new, validated `messages` list.
+def start_body(
+    source: object,
+    api: Api,
+    *,
+    shape: Shape,
+    row_api: Api | None,
+    where: str,
+    nullable_content: bool,
+) -> JSONObject:
+    """A new top-level body dict for a row's body, with a new, validated `messages` list.
 
     Only the top-level dict and the messages list are new; the protocols change nothing
     below them, so the row's own objects are never mutated. In a simple row a null field
-    means "not set" (a Parquet column gives every row every field).
+    means "not set" (a Parquet column gives every row every field). Every value is checked
+    to be strict JSON (`check_json`): the client could not send it otherwise.
     """
-    where = row.where
-    if row.api is not None and row.api != api:
-        raise SourceError(where, f"the row is a {row.api} request but the job uses --api {api}")
-    if not isinstance(row.body, dict):
-        raise SourceError(where, f"the request body must be an object, got {json_kind(row.body)}")
-    if row.shape == "simple":
-        body = {key: value for key, value in row.body.items() if value is not None}
-        prompt = body.pop("prompt", None)
-        if prompt is not None:
-            if "messages" in body:
-                raise SourceError(where, "the row has both prompt and messages")
-            if not isinstance(prompt, str):
-                raise SourceError(where, f"prompt must be a string, got {json_kind(prompt)}")
-            if not prompt:
-                raise SourceError(where, "prompt is empty")
-            body["messages"] = [{"role": "user", "content": prompt}]
-        elif "messages" not in body:
-            raise SourceError(where, "the row has no prompt or messages")
-    else:
-        body = dict(row.body)
+    if row_api is not None and row_api != api:
+        raise SourceError(where, f"the row is a {row_api} request but the job uses --api {api}")
+    if type(source) is not dict:
+        raise SourceError(where, f"the request body must be an object, got {json_kind(source)}")
+    body: JSONObject = {}
+    simple = shape == "simple"
+    for key, value in source.items():
+        if value is None and simple:
+            continue
+        if type(value) is not str or not value.isascii():  # ASCII text needs no call
+            check_json(value, key if simple else _PREFIXES[shape] + key, where)
+        body[key] = value
+    if not simple:
         if "messages" not in body:
             raise SourceError(where, "the request body has no messages")
+    elif "prompt" in body:
+        prompt = body.pop("prompt")
+        if "messages" in body:
+            raise SourceError(where, "the row has both prompt and messages")
+        if type(prompt) is not str:
+            raise SourceError(where, f"prompt must be a string, got {json_kind(prompt)}")
+        if not prompt:
+            raise SourceError(where, "prompt is empty")
+        # Built here from a checked string: nothing in it for _checked_messages to find.
+        body["messages"] = [{"role": "user", "content": prompt}]
+        return body
+    elif "messages" not in body:
+        raise SourceError(where, "the row has no prompt or messages")
     body["messages"] = _checked_messages(body["messages"], where, nullable_content)
     return body
 
@@ -156,7 +196,8 @@ def _checked_messages(messages: object, where: str, nullable_content: bool) -> l
             raise SourceError(where, f"messages[{i}] must be an object, got {json_kind(message)}")
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise SourceError(where, f"messages[{i}] has no role")
+            got = "an empty role" if role == "" else "no role"
+            raise SourceError(where, f"messages[{i}] has {got}")
         if "content" not in message:
             # A chat assistant turn that only calls tools may leave content out.
             if nullable_content and "tool_calls" in message:
@@ -177,19 +218,22 @@ def set_default(body: JSONObject, key: str, value: object) -> None:
         body[key] = value
 
 
-def require_int(body: JSONObject, key: str, where: str) -> int:
-    """The integer at `key`; a row whose value has another type cannot be sent."""
+def require_tokens(body: JSONObject, key: str, where: str) -> int:
+    """The token limit at `key`: an integer >= 1 (the APIs refuse less), or SourceError."""
     value = body.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise SourceError(where, f"{key} must be an integer, got {json_kind(value)}")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SourceError(where, f"{key} must be an integer, got {json_kind(value)}")
+    if value < 1:
+        raise SourceError(where, f"{key} must be at least 1, got {value}")
+    return value
 
 
 def require_str(body: JSONObject, key: str, where: str) -> None:
     """Reject a non-string value at `key` (model names, mostly)."""
     value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise SourceError(where, f"{key} must be a non-empty string, got {json_kind(value)}")
+    if type(value) is not str or not value:
+        shown = "an empty string" if value == "" else json_kind(value)
+        raise SourceError(where, f"{key} must be a non-empty string, got {shown}")
 
 
 def set_stream(body: JSONObject, stream: bool, *, include_usage: bool) -> None:
@@ -211,7 +255,7 @@ def estimate_tokens(*parts: object) -> int:
     for part in parts:
         if part is None:
             continue
-        chars += len(part) if isinstance(part, str) else len(json.dumps(part, ensure_ascii=False))
+        chars += len(part) if isinstance(part, str) else len(_TEXT.encode(part))
     return (chars + 3) // 4
 
 

@@ -14,8 +14,8 @@ from batchrunner.protocols.base import (
     invalid_response,
     json_kind,
     load_event,
-    require_int,
     require_str,
+    require_tokens,
     set_default,
     set_stream,
     start_body,
@@ -25,6 +25,7 @@ from batchrunner.protocols.base import (
 from batchrunner.records import Api, Completion, JSONObject, Request, Row
 
 if TYPE_CHECKING:
+    from batchrunner.records import Shape
     from batchrunner.spec import RequestSpec
     from batchrunner.sse import SSEEvent
 
@@ -38,14 +39,24 @@ class ChatProtocol:
     name: Api = "chat"
     path: str = "/chat/completions"
 
-    def build_request(self, row: Row, defaults: RequestSpec, *, stream: bool) -> Request:
-        """The request for `row`; job defaults fill model, max_tokens, system, temperature."""
-        where = row.where
-        body = start_body(row, self.name, nullable_content=True)
+    def build_body(
+        self,
+        source: object,
+        defaults: RequestSpec,
+        *,
+        shape: Shape = "simple",
+        api: Api | None = None,
+        where: str = "",
+    ) -> tuple[JSONObject, int]:
+        """The body for a row and its token limit; job defaults fill model, max_tokens,
+        system (a leading system message) and temperature where the row has none."""
+        body = start_body(
+            source, self.name, shape=shape, row_api=api, where=where, nullable_content=True
+        )
         messages: list[Any] = body["messages"]
         leading_system = messages[0].get("role") in _SYSTEM_ROLES
         # Only a simple row's `system` is ours to translate; a batch body is sent as is.
-        system = body.pop("system", None) if row.shape == "simple" else None
+        system = body.pop("system", None) if shape == "simple" else None
         if system is not None:
             if leading_system:
                 raise SourceError(where, "the row has a system field and a leading system message")
@@ -57,11 +68,18 @@ class ChatProtocol:
         set_default(body, "model", defaults.model)
         set_default(body, "temperature", defaults.temperature)
         if body.get("max_completion_tokens") is not None:
-            max_tokens = require_int(body, "max_completion_tokens", where)
+            max_tokens = require_tokens(body, "max_completion_tokens", where)
         else:
             set_default(body, "max_tokens", defaults.max_tokens)
-            max_tokens = require_int(body, "max_tokens", where)
+            max_tokens = require_tokens(body, "max_tokens", where)
         require_str(body, "model", where)
+        return body, max_tokens
+
+    def build_request(self, row: Row, defaults: RequestSpec, *, stream: bool) -> Request:
+        """The request for `row`: `build_body`, the stream options and a token estimate."""
+        body, max_tokens = self.build_body(
+            row.body, defaults, shape=row.shape, api=row.api, where=row.where
+        )
         set_stream(body, stream, include_usage=True)
         return Request(
             row_index=row.index,
@@ -70,7 +88,7 @@ class ChatProtocol:
             path=self.path,
             body=body,
             stream=stream,
-            est_input_tokens=estimate_tokens(messages, body.get("tools")),
+            est_input_tokens=estimate_tokens(body["messages"], body.get("tools")),
             max_tokens=max_tokens,
         )
 
