@@ -164,7 +164,7 @@ def status(run_dir: Path, as_json: bool) -> None:
 
     Reads only the directory; correct at any moment, also while a run is going.
     """
-    from batchrunner.status import read_status
+    from batchrunner.rundir import read_status
 
     with _user_errors():
         st = read_status(run_dir)

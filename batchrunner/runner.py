@@ -9,24 +9,21 @@ run-level failures raise.
 from __future__ import annotations
 
 import gc
-import json
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
-from batchrunner.checkpoint import RunDir
 from batchrunner.client import Sent, make_client, preflight, send
 from batchrunner.errors import (
     BatchRunnerError,
     DiskError,
     InterruptedRunError,
-    OutputError,
     RunAbortedError,
     SourceError,
 )
@@ -34,12 +31,11 @@ from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.protocols import get_protocol
 from batchrunner.retrying import RetryPolicy
+from batchrunner.rundir import RunDir, StoredSummary, stored_summary
 from batchrunner.sources import SourceOptions, input_identity, read_rows, validate
-from batchrunner.status import read_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     import httpx
     from anyio.abc import TaskGroup
@@ -47,9 +43,6 @@ if TYPE_CHECKING:
 
     from batchrunner.records import Result, Row
     from batchrunner.spec import JobSpec
-
-
-_SUMMARY_KEY = "input_summary"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -97,7 +90,7 @@ class _Run:
         self.rundir = rundir
         self.total = total
         self.policy = policy
-        self.progress = Progress(total=total, done_before=rundir.done.count_done(total))
+        self.progress = Progress(total=total, done_before=rundir.counts().skipped)
         n = spec.limits.concurrency
         # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
         # behind every cool-down when 429s were sporadic (one per few dozen answers); the
@@ -118,7 +111,7 @@ class _Run:
 
     async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
         opts = source_options(self.spec)
-        rows = read_rows(self.spec.input, opts, skip=self.rundir.done.is_done)
+        rows = read_rows(self.spec.input, opts, skip=self.rundir.is_done)
         async with out:
             # Parsing is CPU work; do it in a thread, a batch at a time, so the event loop
             # that serves the workers is never blocked for long.
@@ -309,11 +302,11 @@ async def run_job(
     }
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
-    known = _validated_before(spec.output, fingerprint)
+    known = stored_summary(spec.output, fingerprint)
     if known is None:
         summary = await anyio.to_thread.run_sync(validate, spec.input, source_options(spec))
-        known = {"rows": summary.rows, "extra_columns": summary.extra_columns}
-    rows, extra_columns = int(known["rows"]), dict(known["extra_columns"])
+        known = StoredSummary(rows=summary.rows, extra_columns=summary.extra_columns)
+    rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows
     rundir = RunDir.open(
         spec.output,
@@ -321,9 +314,9 @@ async def run_job(
         total_rows=total,
         retry_errors=spec.retry_errors,
         durability=spec.durability,
+        input_summary=known,
     )
     with rundir:
-        rundir.remember(_SUMMARY_KEY, known)
         for message in rundir.warnings:
             if warn:
                 warn(message)
@@ -415,25 +408,9 @@ async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
     run.pacer.learn(headers)
 
 
-def _validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
-    """The input summary a previous run stored, when input and settings are unchanged."""
-    try:
-        manifest = read_manifest(out)
-    except OutputError:
-        return None  # RunDir.open reports it
-    stored = json.loads(json.dumps(fingerprint, default=str))  # as the manifest holds it
-    if not manifest or manifest.get("fingerprint") != stored:
-        return None
-    known = manifest.get(_SUMMARY_KEY)
-    if not isinstance(known, dict) or not isinstance(known.get("extra_columns"), dict):
-        return None
-    return known if isinstance(known.get("rows"), int) else None
-
-
 async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
-    done = run.rundir.done
-    succeeded, errored = done.count(1, run.total), done.count(2, run.total)
-    pending = run.total - succeeded - errored
+    counts = run.rundir.counts()
+    succeeded, errored, pending = counts.succeeded, counts.errored, counts.pending
     results = None
     if run.abort is None and not run.interrupted and pending == 0:
         results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
