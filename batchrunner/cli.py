@@ -186,7 +186,7 @@ def status(run_dir: Path, as_json: bool) -> None:
 
     Reads only the directory; correct at any moment, also while a run is going.
     """
-    from batchrunner.status import read_status
+    from batchrunner.rundir import read_status
 
     with _user_errors():
         if run_dir.exists() and not run_dir.is_dir():

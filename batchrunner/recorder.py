@@ -18,8 +18,8 @@ from batchrunner.errors import DiskError, write_error
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from batchrunner.checkpoint import RunDir
     from batchrunner.records import Result
+    from batchrunner.rundir import RunDir
 
 
 class Recorder:

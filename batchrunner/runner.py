@@ -18,7 +18,6 @@ import anyio
 from batchrunner.admission import AdmissionClosedError
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
-from batchrunner.checkpoint import RunDir
 from batchrunner.client import Sent, make_client, send
 from batchrunner.errors import (
     DiskError,
@@ -37,7 +36,8 @@ from batchrunner.progress import Progress
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
-from batchrunner.runprep import SUMMARY_KEY, stored_identity, validated_before
+from batchrunner.rundir import RunDir, StoredSummary, stored_summary
+from batchrunner.runprep import stored_identity
 from batchrunner.sources import validate
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class _Run:
         self.total = total
         self.policy = policy
         self.identity = identity  # the input's, when the run began
-        self.progress = Progress(total=total, done_before=rundir.done.count_done(total))
+        self.progress = Progress(total=total, done_before=rundir.counts().skipped)
         n = spec.limits.concurrency
         # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
         # behind every cool-down when 429s were sporadic (one per few dozen answers); the
@@ -121,7 +121,7 @@ class _Run:
             out,
             spec=self.spec,
             total=self.total,
-            skip=self.rundir.done.is_done,
+            skip=self.rundir.is_done,
             identity=self.identity,
             stopping=lambda: self.stopping,
             # Drain: what is on the wire was read before the change was seen, and is paid.
@@ -306,11 +306,11 @@ async def run_job(
     fingerprint: dict[str, object] = {"input": stored, "settings": spec.request_settings()}
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
-    known = validated_before(spec.output, fingerprint)
+    known = stored_summary(spec.output, fingerprint)
     if known is None:
         summary = await anyio.to_thread.run_sync(validate, spec.input, source_options(spec))
-        known = {"rows": summary.rows, "extra_columns": summary.extra_columns}
-    rows, extra_columns = int(known["rows"]), dict(known["extra_columns"])
+        known = StoredSummary(rows=summary.rows, extra_columns=summary.extra_columns)
+    rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows
     rundir = RunDir.open(
         spec.output,
@@ -318,9 +318,9 @@ async def run_job(
         total_rows=total,
         retry_errors=spec.retry_errors,
         durability=spec.durability,
+        input_summary=known,
     )
     with rundir:
-        rundir.remember(SUMMARY_KEY, known)
         for message in rundir.warnings:
             if warn:
                 warn(message)
@@ -393,9 +393,8 @@ async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
 
 
 async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
-    done = run.rundir.done
-    succeeded, errored = done.count(1, run.total), done.count(2, run.total)
-    pending = run.total - succeeded - errored
+    tally = run.rundir.counts()
+    succeeded, errored, pending = tally.succeeded, tally.errored, tally.pending
     results = None
     if run.abort is None and run.interrupted is None and pending == 0:
         results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))

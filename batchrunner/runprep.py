@@ -1,24 +1,21 @@
 """The input's identity around a run: what a resume may reuse, and whether it changed under us.
 
-A run fingerprints its input (size, mtime, head and tail hashes) before the first request.
-A resume of the same fingerprint reuses the stored input summary; an input that changes
+A run fingerprints its input (size, mtime, head and tail hashes) before the first request;
+a `touch` alone keeps the stored identity (inputs.input_identity decides). An input that changes
 while the run reads it (truncated, rewritten, appended to) must stop the run, since rows
 read from then on may not be the rows that were validated. Reads files' metadata only.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import OutputError, SourceError
 from batchrunner.inputs import input_identity
-from batchrunner.status import read_manifest
+from batchrunner.rundir.manifest import read_manifest
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-SUMMARY_KEY = "input_summary"
 
 
 def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str, object]]:
@@ -29,29 +26,14 @@ def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str,
     watch compares sizes and mtimes, so after a `touch` it needs the file's identity now.
     """
     try:
-        manifest = read_manifest(out) or {}
+        manifest = read_manifest(out)
     except (OutputError, OSError):
-        manifest = {}  # RunDir.open reports it
-    stored = manifest.get("fingerprint")
+        manifest = None  # RunDir.open reports it
+    stored = manifest.fingerprint if manifest is not None else None
     identity = input_identity(path, stored.get("input") if isinstance(stored, dict) else None)
     if moved(path, identity) is None:
         return identity, identity
     return identity, input_identity(path)
-
-
-def validated_before(out: Path, fingerprint: dict[str, object]) -> dict[str, Any] | None:
-    """The input summary a previous run stored, when input and settings are unchanged."""
-    try:
-        manifest = read_manifest(out)
-    except OutputError:
-        return None  # RunDir.open reports it
-    stored = json.loads(json.dumps(fingerprint, default=str))  # as the manifest holds it
-    if not manifest or manifest.get("fingerprint") != stored:
-        return None
-    known = manifest.get(SUMMARY_KEY)
-    if not isinstance(known, dict) or not isinstance(known.get("extra_columns"), dict):
-        return None
-    return known if isinstance(known.get("rows"), int) else None
 
 
 def moved(path: Path, identity: dict[str, Any]) -> str | None:

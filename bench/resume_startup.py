@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from batchrunner.checkpoint import RunDir
 from batchrunner.inputs import input_identity
 from batchrunner.records import Result
+from batchrunner.rundir import RunDir
 from batchrunner.sources import SourceOptions, read_rows, validate
 from tests.fakeserver import FakeServer
 

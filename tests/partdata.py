@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchrunner.journal import encode_result
-from batchrunner.lines import parse_lines
 from batchrunner.records import Result
-from batchrunner.sink import write_part
+from batchrunner.rundir.journal import encode_result
+from batchrunner.rundir.lines import parse_lines
+from batchrunner.rundir.parts import write_part
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from batchrunner import sink
+    from batchrunner.rundir import parts as part_files
 
 
 def make_result(i: int, status: str = "succeeded", **kw: object) -> Result:
@@ -23,7 +23,7 @@ def journal_lines(results: list[Result]) -> bytes:
     return b"".join(encode_result(r) for r in results)
 
 
-def make_part(tmp_path: Path, seq: int, results: list[Result]) -> sink.PartOutcomes:
+def make_part(tmp_path: Path, seq: int, results: list[Result]) -> part_files.PartOutcomes:
     parts = tmp_path / "parts"
     parts.mkdir(exist_ok=True)
     table, warnings = parse_lines(journal_lines(results))

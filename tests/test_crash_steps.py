@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner.checkpoint import RunDir
-from batchrunner.journal import encode_result
 from batchrunner.records import Result
+from batchrunner.rundir import RunDir
+from batchrunner.rundir.journal import encode_result
 
 pytestmark = pytest.mark.crash
 
@@ -32,7 +32,7 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from batchrunner.checkpoint import RunDir
+    from batchrunner.rundir import RunDir
     sys.path.insert(0, sys.argv[4])
     from tests.test_crash_steps import result, ROWS, HALF
 

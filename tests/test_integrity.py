@@ -12,12 +12,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner import recovery, sink
-from batchrunner.checkpoint import RunDir
 from batchrunner.errors import IntegrityError
-from batchrunner.journal import encode_result
 from batchrunner.records import Result
-from batchrunner.sink import PART_SCHEMA, PartOutcomes
+from batchrunner.rundir import RunDir, recovery
+from batchrunner.rundir import parts as part_files
+from batchrunner.rundir.journal import encode_result
+from batchrunner.rundir.parts import PART_SCHEMA, PartOutcomes
 from tests.conftest import run_cli, write_jsonl
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def test_a_segment_stays_until_its_part_holds_every_line(
     sealed = rd.seal()
     assert sealed is not None
     with monkeypatch.context() as mp:
-        mp.setattr(recovery, "write_part", _losing_write_part(sink.write_part, 2))
+        mp.setattr(recovery, "write_part", _losing_write_part(part_files.write_part, 2))
         with pytest.raises(IntegrityError, match="part 1 holds 3 of the 4 rows of seg-000001"):
             rd.commit(sealed)
     assert sealed.segment.exists()
@@ -137,7 +137,7 @@ def test_recovery_keeps_the_segment_when_its_part_comes_out_short(
     segment = run / "journal" / "seg-000001.jsonl"
     segment.write_bytes(b"".join(encode_result(_result(i)) for i in range(3)))
     with monkeypatch.context() as mp:
-        mp.setattr(recovery, "write_part", _losing_write_part(sink.write_part, 0))
+        mp.setattr(recovery, "write_part", _losing_write_part(part_files.write_part, 0))
         with pytest.raises(IntegrityError, match="part 1 holds 2 of the 3 rows"):
             _open(run)
     assert segment.exists()

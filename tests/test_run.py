@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.fakeapi import answer_for
-from batchrunner.sink import OUTPUT_SCHEMA
+from batchrunner.rundir.parts import OUTPUT_SCHEMA
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
 

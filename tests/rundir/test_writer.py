@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner import sink
-from batchrunner.checkpoint import RunDir
 from batchrunner.errors import DiskError, IntegrityError, OutputError
-from batchrunner.journal import encode_result
 from batchrunner.records import Result
+from batchrunner.rundir import RunDir
+from batchrunner.rundir.journal import encode_result
+from batchrunner.rundir.parts import PART_SCHEMA
 
 if TYPE_CHECKING:
     from batchrunner.spec import Durability
-from batchrunner.status import fingerprint_diff
 
 FP: dict[str, object] = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
 
@@ -237,15 +236,6 @@ def test_fingerprint_mismatch_names_every_key_and_touches_nothing(tmp_path: Path
         assert rd.done.succeeded == 1
 
 
-def test_fingerprint_diff_compares_as_json() -> None:
-    """Tuples equal lists (they went through JSON); nested keys get dotted paths."""
-    assert fingerprint_diff({"a": [1, 2]}, {"a": (1, 2)}) == []
-    assert fingerprint_diff({"a": {"b": {"c": "x"}}}, {"a": {"b": {}}}) == [
-        "a.b.c: x -> (absent)",
-        "a.b: (absent) -> {}",
-    ]
-
-
 def test_a_directory_that_is_not_a_run_dir_is_refused(tmp_path: Path) -> None:
     """An existing directory with other files and no manifest is never taken over."""
     (tmp_path / "notes.txt").write_text("mine")
@@ -276,7 +266,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from batchrunner.checkpoint import RunDir
+    from batchrunner.rundir import RunDir
     fp = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
     rd = RunDir.open(Path(sys.argv[1]), fingerprint=fp, total_rows=10, retry_errors=False,
                      durability="process")
@@ -424,7 +414,7 @@ _CRASHER = textwrap.dedent(
     """
     import os, random, sys, threading, time
     from pathlib import Path
-    from batchrunner.checkpoint import RunDir
+    from batchrunner.rundir import RunDir
     from batchrunner.records import Result
     fp = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
     rd = RunDir.open(Path(sys.argv[1]), fingerprint=fp, total_rows=10**6, retry_errors=False,
@@ -540,7 +530,7 @@ def test_open_reads_only_the_index_and_status_columns(tmp_path: Path) -> None:
         assert sealed is not None
         rd.commit(sealed)
     part = run / "parts" / "part-000001.parquet"
-    column = pq.ParquetFile(part).metadata.row_group(0).column(sink.PART_SCHEMA.names.index("text"))
+    column = pq.ParquetFile(part).metadata.row_group(0).column(PART_SCHEMA.names.index("text"))
     data = bytearray(part.read_bytes())
     start = column.dictionary_page_offset or column.data_page_offset
     data[start : start + column.total_compressed_size] = b"\xff" * column.total_compressed_size

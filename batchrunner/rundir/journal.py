@@ -5,8 +5,8 @@ before it returns, so a killed process (`kill -9`, OOM) loses nothing that was a
 Durability "process" stops there (a power cut may lose what the page cache held);
 "os" also `fdatasync`s the segment at most 1 s after a line is appended (on the next append
 or `sync_if_due`), so a power cut loses at most about a second. Readers drop a torn
-last line (see `read_chunks`). Also home of the small durable-file helpers
-(directory fsync, disk-error translation) that the sink shares. No pyarrow here.
+last line (`lines.read_chunks`). This module writes segments and encodes lines; reading
+them is lines.py's job. No pyarrow here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import base64
 import contextlib
 import datetime as dt
 import decimal
-import errno
 import json
 import os
 import re
@@ -25,80 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import DiskError, IntegrityError
 from batchrunner.records import Result
+from batchrunner.rundir.files import disk_errors, fsync_dir, segment_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from batchrunner.spec import Durability
 
 SYNC_INTERVAL_S = 1.0
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG}
-_ADVICE = {
-    errno.ENOSPC: "free space",
-    errno.EDQUOT: "free space",
-    errno.EFBIG: "free space",
-}
 _FIELDS = tuple(f.name for f in fields(Result))
 _SPECIAL = {"index", "completed_at_us", "extra"}
 _JSON_TEXT = {"response", "_extra"}  # JSON text: a \uXXXX escape keeps its meaning exactly
 _LONE = re.compile("[\ud800-\udfff]")
-
-
-def to_disk_error(exc: OSError, run_dir: Path) -> DiskError | None:
-    """Translate a "the disk refuses" OSError into DiskError; None for anything else."""
-    if exc.errno not in _DISK_ERRNOS:
-        return None
-    reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
-    advice = _ADVICE.get(exc.errno or 0, "make it writable")
-    return DiskError(
-        f"cannot write to {run_dir}: {reason}; {advice} and run the same command again to resume"
-    )
-
-
-@contextlib.contextmanager
-def disk_errors(run_dir: Path) -> Iterator[None]:
-    """Re-raise disk-refusal OSErrors (ENOSPC, EROFS, EACCES, EDQUOT) as DiskError."""
-    try:
-        yield
-    except OSError as exc:
-        mapped = to_disk_error(exc, run_dir)
-        if mapped is None:
-            raise
-        raise mapped from exc
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames and unlinks inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def list_numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path]]:
-    """`prefix-NNNNNN.suffix` files in `directory`, sorted by number (missing dir: none)."""
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d+){re.escape(suffix)}")
-    found: list[tuple[int, Path]] = []
-    try:
-        names = [p.name for p in directory.iterdir()]
-    except FileNotFoundError:
-        return found
-    for name in names:
-        m = pattern.fullmatch(name)
-        if m:
-            found.append((int(m.group(1)), directory / name))
-    found.sort()
-    return found
-
-
-def segment_path(journal_dir: Path, seq: int) -> Path:
-    return journal_dir / f"seg-{seq:06d}.jsonl"
-
-
-def list_segments(journal_dir: Path) -> list[tuple[int, Path]]:
-    return list_numbered(journal_dir, "seg", ".jsonl")
 
 
 def _json_default(value: object) -> object:
@@ -170,31 +107,6 @@ def _fit_surrogates(obj: dict[str, Any]) -> dict[str, Any]:
     if notes:
         fixed["error_message"] = "; ".join([*filter(None, [fixed.get("error_message")]), *notes])
     return fixed
-
-
-def read_chunks(
-    path: Path, chunk_bytes: int = 64 << 20, *, torn: list[str] | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, whole lines) pieces of a segment, about `chunk_bytes` each.
-
-    The bytes after the last newline are a torn append (a kill during `append`, which
-    therefore never returned, or a power cut): they are dropped, and said in `torn` when
-    given. A complete line is never dropped here. FileNotFoundError if the segment is gone.
-    """
-    offset = 0
-    with path.open("rb") as fh:
-        while block := fh.read(chunk_bytes):
-            if not block.endswith(b"\n"):
-                block += fh.readline()  # finish the line the block cut through
-            cut = block.rfind(b"\n") + 1
-            if cut:
-                yield offset, block if cut == len(block) else block[:cut]
-                offset += cut
-            if cut < len(block) and torn is not None:  # only at the end of the file
-                torn.append(
-                    f"{path.name}: dropped an incomplete last line ({len(block) - cut} bytes "
-                    f"at byte {offset}), a write cut short by a crash; its row counts as pending"
-                )
 
 
 class JournalWriter:

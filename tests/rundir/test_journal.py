@@ -10,17 +10,10 @@ from pathlib import Path
 import pytest
 
 from batchrunner.errors import DiskError, IntegrityError
-from batchrunner.journal import (
-    JournalWriter,
-    disk_errors,
-    encode_result,
-    list_numbered,
-    list_segments,
-    read_chunks,
-    segment_path,
-    to_disk_error,
-)
 from batchrunner.records import Result
+from batchrunner.rundir.files import list_segments, segment_path
+from batchrunner.rundir.journal import JournalWriter, encode_result
+from batchrunner.rundir.lines import read_chunks
 
 
 def _result(i: int, **kw: object) -> Result:
@@ -114,17 +107,6 @@ def test_append_on_a_full_device_raises_disk_error(tmp_path: Path) -> None:
     w.close()
 
 
-def test_to_disk_error_maps_only_disk_refusals(tmp_path: Path) -> None:
-    """EROFS/EACCES/ENOSPC/EDQUOT map to DiskError; other errors pass through."""
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-        mapped = to_disk_error(OSError(code, os.strerror(code)), tmp_path)
-        assert isinstance(mapped, DiskError) and str(tmp_path) in str(mapped)
-    assert "make it writable" in str(to_disk_error(OSError(errno.EROFS, "x"), tmp_path))
-    assert to_disk_error(OSError(errno.ENOENT, "x"), tmp_path) is None
-    with pytest.raises(FileNotFoundError), disk_errors(tmp_path):
-        raise FileNotFoundError(errno.ENOENT, "gone")
-
-
 def test_encode_result_never_replaces_a_character_silently() -> None:
     """Split pairs are joined; lone surrogates stay exact in JSON text, else are said."""
     body = '{"content":[{"text":"a\ud800b"}]}'  # a streamed body as json.dumps leaves it
@@ -204,17 +186,3 @@ def test_durability_os_syncs_at_most_once_a_second(
     p.sync_if_due(10**9)
     p.close()
     assert len(calls) == before + 1
-
-
-def test_list_numbered_ignores_other_names(tmp_path: Path) -> None:
-    """Only `prefix-N.suffix` names count, sorted numerically; a missing dir lists nothing."""
-    for name in [
-        "seg-000010.jsonl",
-        "seg-2.jsonl",
-        "seg-000003.jsonl.tmp",
-        "x.jsonl",
-        "seg-a.jsonl",
-    ]:
-        (tmp_path / name).touch()
-    assert [n for n, _ in list_numbered(tmp_path, "seg", ".jsonl")] == [2, 10]
-    assert list_numbered(tmp_path / "missing", "seg", ".jsonl") == []

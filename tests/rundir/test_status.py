@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from batchrunner import lines
-from batchrunner import status as status_module
-from batchrunner.checkpoint import RunDir
 from batchrunner.errors import OutputError
-from batchrunner.journal import encode_result
 from batchrunner.records import Result
-from batchrunner.status import DoneSet, read_status
+from batchrunner.rundir import RunDir, lines, read_status, replay
+from batchrunner.rundir import status as status_module
+from batchrunner.rundir.journal import encode_result
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,7 +94,7 @@ def test_status_relists_when_a_segment_is_committed_while_reading(
             rd.commit(sealed)  # the writer wins the race: the listed segment is gone
         return real(path, torn=torn)
 
-    monkeypatch.setattr(status_module, "segment_outcomes", racing)
+    monkeypatch.setattr(replay, "segment_outcomes", racing)
     assert _counts(run) == (3, 0, 7)
     assert len(calls) == 1 and (run / "parts" / "part-000001.parquet").exists()
     rd.close()
@@ -173,21 +171,3 @@ def test_to_json_has_the_counts() -> None:
         "running": True,
         "warnings": [],
     }
-
-
-def test_done_set_counts_only_rows_below_the_total() -> None:
-    """Rows past the total are remembered but not counted; last mark wins."""
-    done = DoneSet(3, retry_errors=True)
-    done.mark(1, succeeded=False)
-    done.mark(7, succeeded=True)
-    assert (done.succeeded, done.errored, done.pending, done.remaining) == (0, 1, 2, 3)
-    assert not done.is_done(1) and done.is_done(7) and not done.is_done(100)
-    done.mark(1, succeeded=True)
-    assert (done.succeeded, done.errored) == (1, 0)
-    assert (done.count(1), done.count(2), done.count(0), done.count_done()) == (1, 0, 2, 1)
-    assert (done.count(1, 8), done.count(0, 20), done.count_done(8)) == (2, 18, 2)
-    done.set_total(8)
-    assert (done.succeeded, done.pending) == (2, 6)
-    strict = DoneSet(3)
-    strict.mark(0, succeeded=False)
-    assert strict.count_done() == 1 and strict.is_done(0)

@@ -6,7 +6,7 @@ block (a value too big for its column, a blank line, bytes that are not UTF-8), 
 is read line by line with `json` and fitted to the schema: a value that does not fit its
 column becomes null (or its JSON text), said in that row's error_message. A complete line
 that is not an outcome raises IntegrityError: only a torn last line (`read_chunks`) is
-ever dropped. Writes nothing; parts are sink's, segments journal's.
+ever dropped. Reads segments, writes nothing: writing segments is journal.py's job.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from batchrunner.errors import IntegrityError
-from batchrunner.journal import read_chunks
-from batchrunner.sink import PART_SCHEMA
+from batchrunner.rundir.parts import PART_SCHEMA
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 # A journal line parses with this schema (completed_at as integer microseconds).
@@ -38,6 +38,31 @@ _OUTCOMES = pj.ParseOptions(explicit_schema=_OUTCOME_SCHEMA, unexpected_field_be
 _MAX_BLOCK = (1 << 31) - 1  # Arrow's block size is an int32; bigger data goes line by line
 _LONE = re.compile("[\ud800-\udfff]")  # from a "\\ud800" escape: no UTF-8 form
 _SHOW = 40  # characters of a misfit value quoted in a note
+
+
+def read_chunks(
+    path: Path, chunk_bytes: int = 64 << 20, *, torn: list[str] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, whole lines) pieces of a segment, about `chunk_bytes` each.
+
+    The bytes after the last newline are a torn append (a kill during `append`, which
+    therefore never returned, or a power cut): they are dropped, and said in `torn` when
+    given. A complete line is never dropped here. FileNotFoundError if the segment is gone.
+    """
+    offset = 0
+    with path.open("rb") as fh:
+        while block := fh.read(chunk_bytes):
+            if not block.endswith(b"\n"):
+                block += fh.readline()  # finish the line the block cut through
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                yield offset, block if cut == len(block) else block[:cut]
+                offset += cut
+            if cut < len(block) and torn is not None:  # only at the end of the file
+                torn.append(
+                    f"{path.name}: dropped an incomplete last line ({len(block) - cut} bytes "
+                    f"at byte {offset}), a write cut short by a crash; its row counts as pending"
+                )
 
 
 class _BadLine(Exception):

@@ -1,16 +1,14 @@
 """Final assembly of results.parquet: the parts merged in input order, last outcome wins.
 
-Streams bucket by bucket on sink's grid (about one bucket of rows in memory), leaves out
-rows past the current input size, and types carried-through columns (JSON text when they
-do not fit). Writes only results.parquet (tmp, fsync, rename); never writes or removes
-parts, and no journal, lock or done-set logic (that is checkpoint's job).
+Streams bucket by bucket on parts.py's grid (about one bucket of rows in memory), leaves
+out rows past the current input size, and types carried-through columns (JSON text when
+they do not fit). Writes only results.parquet (`files.atomic_write`); never writes or
+removes parts, and no journal, lock or done-set logic (that is writer.py's job).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrunner import sink
+import batchrunner.rundir.parts as part_files
 from batchrunner.errors import IntegrityError
-from batchrunner.journal import disk_errors, fsync_dir
-from batchrunner.sink import (
+from batchrunner.rundir.files import atomic_write
+from batchrunner.rundir.parts import (
     COMPRESSION,
     OUTPUT_SCHEMA,
     PART_SCHEMA,
@@ -35,12 +33,13 @@ from batchrunner.sink import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from io import BufferedWriter
     from pathlib import Path
 
-    from batchrunner.sink import PartInfo
+    from batchrunner.rundir.parts import PartInfo
 
-# The bucket grid is sink's (it wrote the parts on it): read as sink.BUCKET_ROWS at call
-# time so a single value governs both sides.
+# The bucket grid is parts.py's (it wrote the parts on it): read as parts.BUCKET_ROWS at
+# call time so a single value governs both sides.
 
 JSON_TYPE = None  # marker: the column holds each value as JSON text
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
@@ -183,7 +182,7 @@ def _read_bucket(entries: list[tuple[int, int, Path, bool]], bucket: int) -> pa.
             raise
         if not exact:
             idx = t.column("_index")
-            lo, hi = bucket * sink.BUCKET_ROWS, (bucket + 1) * sink.BUCKET_ROWS
+            lo, hi = bucket * part_files.BUCKET_ROWS, (bucket + 1) * part_files.BUCKET_ROWS
             t = t.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
         tables.append(t)
     if len(tables) == 1:
@@ -240,12 +239,13 @@ def assemble_results(
         for f, t in types.items()
         if t is JSON_TYPE and extra_columns[f] != "json"
     ]
-    tmp = out_path.with_name(out_path.name + ".tmp")
     while True:
         schema = _output_schema({out_names[f]: t for f, t in types.items()})
         try:
-            tally = _write_results(tmp, buckets, total_rows, types, schema, run_dir)
-            _check(tally, succeeded=succeeded, errored=errored)
+            # A refused tally leaves the old results.parquet (or none) as it was.
+            with atomic_write(out_path, run_dir=run_dir) as fh:
+                tally = _write_results(fh, buckets, total_rows, types, schema)
+                _check(tally, succeeded=succeeded, errored=errored)
             break
         except _NoFit as exc:
             types[exc.column] = JSON_TYPE
@@ -253,13 +253,6 @@ def assemble_results(
                 f"column {out_names[exc.column]!r}: some values do not fit type "
                 f"{extra_columns[exc.column]!r}; written as JSON text"
             )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-    with disk_errors(run_dir):
-        tmp.replace(out_path)
-        fsync_dir(out_path.parent)
     return warnings
 
 
@@ -294,28 +287,24 @@ def _check(tally: _Tally, *, succeeded: int, errored: int) -> None:
 
 
 def _write_results(
-    tmp: Path,
+    fh: BufferedWriter,
     buckets: dict[int, list[tuple[int, int, Path, bool]]],
     total_rows: int,
     types: dict[str, pa.DataType | None],
     schema: pa.Schema,
-    run_dir: Path,
 ) -> _Tally:
     tally = _Tally()
-    with disk_errors(run_dir), tmp.open("wb") as fh:
-        with pq.ParquetWriter(fh, schema, compression=COMPRESSION) as writer:
-            for bucket in sorted(buckets):
-                if bucket * sink.BUCKET_ROWS >= total_rows:
-                    break
-                table = _read_bucket(buckets[bucket], bucket)
-                window = _window(table, total_rows, types, schema)
-                if window.num_rows:
-                    writer.write_table(window)
-                    tally.rows += window.num_rows
-                    tally.succeeded += pc.sum(pc.equal(window["status"], "succeeded")).as_py()
-                    tally.ids.extend(window.column("id").chunks)
-            if not tally.rows:
-                writer.write_table(schema.empty_table())
-        fh.flush()
-        os.fsync(fh.fileno())
+    with pq.ParquetWriter(fh, schema, compression=COMPRESSION) as writer:
+        for bucket in sorted(buckets):
+            if bucket * part_files.BUCKET_ROWS >= total_rows:
+                break
+            table = _read_bucket(buckets[bucket], bucket)
+            window = _window(table, total_rows, types, schema)
+            if window.num_rows:
+                writer.write_table(window)
+                tally.rows += window.num_rows
+                tally.succeeded += pc.sum(pc.equal(window["status"], "succeeded")).as_py()
+                tally.ids.extend(window.column("id").chunks)
+        if not tally.rows:
+            writer.write_table(schema.empty_table())
     return tally

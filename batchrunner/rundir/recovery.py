@@ -1,10 +1,11 @@
-"""Segments into parts, checked; and the replay of a run dir on open.
+"""Segments into parts, checked; and recovery of a run dir on open (the writer's side).
 
 `to_part` is the one way a journal segment may become a part: it writes part N from the
 segment's lines and then reads the part back from disk; the caller deletes the segment
 only once that part holds every row index of every line (else IntegrityError, segment
-kept). `recover` replays parts and segments in sequence order into the done set, finishing
-what a crash interrupted. No lock, manifest or HTTP logic (checkpoint's job).
+kept). `recover` runs replay.py's replay with a converter that finishes what a crash
+interrupted: each segment becomes a part, unreadable parts go to quarantine/. No lock,
+manifest or HTTP logic (writer.py's job).
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.errors import IntegrityError
-from batchrunner.journal import disk_errors, fsync_dir, list_numbered, list_segments, read_chunks
-from batchrunner.lines import parse_lines, segment_outcomes
-from batchrunner.sink import PartOutcomes, is_unreadable, read_part_outcomes, write_part
+from batchrunner.rundir.files import disk_errors, fsync_dir, list_numbered
+from batchrunner.rundir.lines import parse_lines, read_chunks, segment_outcomes
+from batchrunner.rundir.parts import is_unreadable, read_part_outcomes, write_part
+from batchrunner.rundir.replay import listing, replay
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from pathlib import Path
 
-    from batchrunner.sink import PartInfo
-    from batchrunner.status import DoneSet
+    from batchrunner.rundir.doneset import DoneSet
+    from batchrunner.rundir.parts import PartInfo, PartOutcomes
 
 
 def to_part(
@@ -125,6 +127,26 @@ def _settle(
     return rebuilt
 
 
+class _Recovery:
+    """replay.Converter for the writer: repair while replaying, under the run dir's lock."""
+
+    def __init__(self, run_dir: Path, warnings: list[str]) -> None:
+        self.run_dir = run_dir
+        self.warnings = warnings
+
+    def unreadable(self, part: Path, reason: str) -> None:
+        quarantine(self.run_dir, part, reason, self.warnings)
+
+    def convert(self, seq: int, part: PartOutcomes | None, segment: Path) -> PartOutcomes | None:
+        parts_dir = self.run_dir / "parts"
+        if part is not None:
+            return _settle(parts_dir, part, segment, run_dir=self.run_dir, warnings=self.warnings)
+        tables = _segment_tables(segment, self.warnings)
+        written = to_part(parts_dir, seq, tables, run_dir=self.run_dir, source=segment.name)
+        segment.unlink()
+        return written
+
+
 def recover(path: Path, done: DoneSet, warnings: list[str]) -> tuple[list[PartInfo], int]:
     """Replay parts and segments in sequence order into `done`; turn segments into parts.
 
@@ -135,31 +157,10 @@ def recover(path: Path, done: DoneSet, warnings: list[str]) -> tuple[list[PartIn
     parts_dir.mkdir(exist_ok=True)
     journal_dir.mkdir(exist_ok=True)
     _remove_tmp(path, parts_dir, journal_dir)
-    part_files = dict(list_numbered(parts_dir, "part", ".parquet"))
-    segments = dict(list_segments(journal_dir))
+    found = listing(path)
     quarantined = [n for n, _ in list_numbered(path / "quarantine", "part", ".parquet")]
-    infos: list[PartInfo] = []
-    for seq in sorted(part_files.keys() | segments.keys()):
-        outcomes: PartOutcomes | None = None
-        if seq in part_files:
-            try:
-                outcomes = read_part_outcomes(seq, part_files[seq])
-            except Exception as exc:
-                if not is_unreadable(exc):
-                    raise
-                quarantine(path, part_files[seq], str(exc).splitlines()[0], warnings)
-        segment = segments.get(seq)
-        if outcomes is not None and segment is not None:
-            outcomes = _settle(parts_dir, outcomes, segment, run_dir=path, warnings=warnings)
-        elif segment is not None:
-            tables = _segment_tables(segment, warnings)
-            outcomes = to_part(parts_dir, seq, tables, run_dir=path, source=segment.name)
-            segment.unlink()
-        if outcomes is not None:
-            done.mark_many(outcomes.indices, outcomes.succeeded)
-            infos.append(outcomes.info)
-    if segments:
-        fsync_dir(journal_dir)
-    done.recount()
-    next_seq = max([*part_files, *segments, *quarantined], default=0) + 1
+    infos = replay(found, done, warnings, converter=_Recovery(path, warnings))
+    if any(f.segment is not None for f in found):
+        fsync_dir(journal_dir)  # the segments' unlinks, once for all
+    next_seq = max([*(f.seq for f in found), *quarantined], default=0) + 1
     return infos, next_seq

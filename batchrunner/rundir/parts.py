@@ -1,16 +1,14 @@
-"""Arrow side of the run dir: OUTPUT_SCHEMA/PART_SCHEMA, part files (lines.py parses lines).
+"""Part files: OUTPUT_SCHEMA/PART_SCHEMA, writing a part and reading its outcomes back.
 
-A part is written under a `.tmp` name, fsynced, then renamed, so a reader sees a complete
-Parquet file or none. Parts are sorted by row index, one row per index, with one row group
-per index bucket (`BUCKET_ROWS` positions), so assemble.py can stream the run bucket by
-bucket. Does not build results.parquet (assemble.py) nor any journal, lock or done-set
-logic (checkpoint's job).
+A part is written with `files.atomic_write`, so a reader sees a complete Parquet file or
+none. Parts are sorted by row index, one row per index, with one row group per index
+bucket (`BUCKET_ROWS` positions), so results.py can stream the run bucket by bucket.
+Parsing journal lines is lines.py's job; building results.parquet is results.py's; no
+journal, lock or done-set logic here (writer.py's).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrunner.errors import OutputError
-from batchrunner.journal import disk_errors, fsync_dir
+from batchrunner.rundir.files import Discard, atomic_write, part_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -89,10 +87,6 @@ def is_unreadable(exc: BaseException) -> bool:
     return isinstance(exc, pa.ArrowException) or (isinstance(exc, OSError) and exc.errno is None)
 
 
-def part_path(parts_dir: Path, seq: int) -> Path:
-    return parts_dir / f"part-{seq:06d}.parquet"
-
-
 def last_wins_sorted(table: pa.Table) -> pa.Table:
     """Rows sorted by `_index`, keeping the last row (in table order) of each index."""
     if table.num_rows <= 1:
@@ -132,33 +126,23 @@ def write_part(
     DiskError raised: the caller's journal segment still holds the rows.
     """
     final = part_path(parts_dir, seq)
-    tmp = final.with_name(final.name + ".tmp")
     groups: list[tuple[int, int, int]] = []
     indices: list[int] = []
     succeeded: list[bool] = []
-    try:
-        with disk_errors(run_dir):
-            with tmp.open("wb") as fh:
-                with pq.ParquetWriter(fh, PART_SCHEMA, compression=COMPRESSION) as writer:
-                    for table in tables:
-                        table = last_wins_sorted(table)
-                        chunk_indices = table["_index"].to_pylist()
-                        indices += chunk_indices
-                        succeeded += pc.equal(table["status"], "succeeded").to_pylist()
-                        for bucket, start, stop in _bucket_slices(chunk_indices):
-                            writer.write_table(table.slice(start, stop - start), stop - start)
-                            groups.append((bucket, bucket, len(groups)))
-                fh.flush()
-                os.fsync(fh.fileno())
-            if not groups:
-                tmp.unlink()
-                return None
-            tmp.replace(final)
-            fsync_dir(parts_dir)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_write(final, run_dir=run_dir) as fh:
+        with pq.ParquetWriter(fh, PART_SCHEMA, compression=COMPRESSION) as writer:
+            for table in tables:
+                table = last_wins_sorted(table)
+                chunk_indices = table["_index"].to_pylist()
+                indices += chunk_indices
+                succeeded += pc.equal(table["status"], "succeeded").to_pylist()
+                for bucket, start, stop in _bucket_slices(chunk_indices):
+                    writer.write_table(table.slice(start, stop - start), stop - start)
+                    groups.append((bucket, bucket, len(groups)))
+        if not groups:
+            raise Discard
+    if not groups:
+        return None
     return PartOutcomes(PartInfo(seq, final, tuple(groups)), indices, succeeded)
 
 

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner import sink
-from batchrunner.assemble import JSON_TYPE, assemble_results, convert_column, parse_type
-from batchrunner.sink import OUTPUT_SCHEMA, read_part_outcomes
+from batchrunner.rundir import parts as part_files
+from batchrunner.rundir.parts import OUTPUT_SCHEMA, read_part_outcomes
+from batchrunner.rundir.results import JSON_TYPE, assemble_results, convert_column, parse_type
 from tests.partdata import make_part, make_result
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def test_convert_column_fits_casts_or_refuses() -> None:
 
 
 def _assemble(
-    tmp_path: Path, parts: list[sink.PartOutcomes], total: int, extras: dict[str, str]
+    tmp_path: Path, parts: list[part_files.PartOutcomes], total: int, extras: dict[str, str]
 ) -> tuple[pa.Table, list[str]]:
     out = tmp_path / "results.parquet"
     ok, bad = _recorded(parts, total)
@@ -88,7 +88,7 @@ def _assemble(
     return pq.read_table(out), warnings
 
 
-def _recorded(parts: list[sink.PartOutcomes], total: int) -> tuple[int, int]:
+def _recorded(parts: list[part_files.PartOutcomes], total: int) -> tuple[int, int]:
     """(succeeded, errored) below `total`, last outcome per index (what a done set counts)."""
     last: dict[int, bool] = {}
     for part in sorted(parts, key=lambda p: p.info.seq):
@@ -101,7 +101,7 @@ def test_assemble_is_in_input_order_with_last_outcome_winning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Across parts and buckets, rows come out in index order and later parts win."""
-    monkeypatch.setattr(sink, "BUCKET_ROWS", 4)
+    monkeypatch.setattr(part_files, "BUCKET_ROWS", 4)
     p1 = make_part(tmp_path, 1, [make_result(i, "errored") for i in (0, 1, 2, 5, 6, 17)])
     p2 = make_part(tmp_path, 2, [make_result(i) for i in (3, 4, 7, 8, 9, 10)])
     p3 = make_part(tmp_path, 3, [make_result(i) for i in (1, 17, 11, 12)])  # retries, straddling
@@ -122,7 +122,7 @@ def test_assemble_reads_parts_written_on_another_bucket_grid(
     """Row groups that span several buckets (another version's grid) are split on read."""
     first = make_part(tmp_path, 1, [make_result(i, "errored") for i in range(0, 40, 3)])
     second = make_part(tmp_path, 2, [make_result(i) for i in range(0, 40, 2)])
-    monkeypatch.setattr(sink, "BUCKET_ROWS", 4)
+    monkeypatch.setattr(part_files, "BUCKET_ROWS", 4)
     reread = [read_part_outcomes(p.info.seq, p.info.path) for p in (first, second)]
     assert reread[0].info.groups == ((0, 9, 0),)
     table, _ = _assemble(tmp_path, reread, 40, {})
@@ -143,7 +143,7 @@ def test_assemble_types_extras_and_falls_back_to_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Carried-through columns get their types; a misfit in a later bucket turns JSON."""
-    monkeypatch.setattr(sink, "BUCKET_ROWS", 2)
+    monkeypatch.setattr(part_files, "BUCKET_ROWS", 2)
     rows = [
         make_result(
             i, extra={"n": i, "tags": ["a", str(i)], "score": 1.5, "mixed": i, "status": "x"}
@@ -183,7 +183,7 @@ def test_assemble_reports_a_corrupt_part(tmp_path: Path) -> None:
     """A part that cannot be read back raises CorruptPartError naming it; no output appears."""
     p = make_part(tmp_path, 1, [make_result(0)])
     p.info.path.write_bytes(b"not parquet at all")
-    with pytest.raises(sink.CorruptPartError, match=r"part-000001\.parquet"):
+    with pytest.raises(part_files.CorruptPartError, match=r"part-000001\.parquet"):
         _assemble(tmp_path, [p], 1, {})
     assert not (tmp_path / "results.parquet").exists()
     assert not (tmp_path / "results.parquet.tmp").exists()

@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner import sink
 from batchrunner.errors import IntegrityError
-from batchrunner.journal import encode_result
-from batchrunner.lines import parse_lines
 from batchrunner.records import Result
-from batchrunner.sink import OUTPUT_SCHEMA, PART_SCHEMA, read_part_outcomes, write_part
+from batchrunner.rundir import parts as part_files
+from batchrunner.rundir.journal import encode_result
+from batchrunner.rundir.lines import parse_lines
+from batchrunner.rundir.parts import OUTPUT_SCHEMA, PART_SCHEMA, read_part_outcomes, write_part
 from tests.partdata import journal_lines, make_part, make_result
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def test_write_part_sorts_keeps_last_per_index_and_buckets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A part is sorted by index, one row per index (last wins), one row group per bucket."""
-    monkeypatch.setattr(sink, "BUCKET_ROWS", 8)
+    monkeypatch.setattr(part_files, "BUCKET_ROWS", 8)
     results = [
         make_result(9),
         make_result(3, "errored"),

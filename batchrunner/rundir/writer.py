@@ -1,58 +1,49 @@
-"""The run directory: lock, manifest (run fingerprint), journal + parts, done set.
+"""RunDir, the writer of a run directory: lock, manifest, journal + parts, done set.
 
 Layout: `manifest.json`, `lock` (flock; the holder's pid inside), `journal/seg-N.jsonl`,
 `parts/part-N.parquet` (part N holds exactly segment N's outcomes), `quarantine/`,
 `results.parquet`. The data is the checkpoint: the done set is rebuilt from parts and
-journal on open (recovery.py), never kept in a side file. A crash at any point leaves
-segment N, part N or both (then their union counts). No outcome is dropped on the way:
-a segment goes only once its part is checked on disk, and results.parquet is written only
-when it holds exactly the outcomes the done set counts, each id once. Journal guarantees
-per durability level: see journal.py. Sends nothing and knows nothing of HTTP; the runner
-decides when to seal and commit.
+journal on open (recovery.py, on replay.py's rule), never kept in a side file. A crash at
+any point leaves segment N, part N or both (then their union counts). No outcome is
+dropped on the way: a segment goes only once its part is checked on disk, and
+results.parquet is written only when it holds exactly the outcomes the done set counts,
+each id once. Journal guarantees per durability level: see journal.py. Sends nothing and
+knows nothing of HTTP; the runner decides when to seal and commit.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from batchrunner.assemble import assemble_results
 from batchrunner.errors import OutputError
-from batchrunner.journal import JournalWriter, disk_errors, encode_result, fsync_dir
-from batchrunner.lines import parse_lines
-from batchrunner.recovery import drop_segment, quarantine, recover, to_part
-from batchrunner.sink import CorruptPartError
-from batchrunner.status import ERRORED, SUCCEEDED, DoneSet, fingerprint_diff, read_manifest
+from batchrunner.rundir.doneset import DoneSet, Outcome
+from batchrunner.rundir.files import disk_errors
+from batchrunner.rundir.journal import JournalWriter, encode_result
+from batchrunner.rundir.lines import parse_lines
+from batchrunner.rundir.manifest import NAME as MANIFEST
+from batchrunner.rundir.manifest import Manifest, read_manifest, write_manifest
+from batchrunner.rundir.parts import CorruptPartError
+from batchrunner.rundir.recovery import drop_segment, quarantine, recover, to_part
+from batchrunner.rundir.results import assemble_results
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from pathlib import Path
     from types import TracebackType
 
     from batchrunner.records import Result
-    from batchrunner.sink import PartInfo
+    from batchrunner.rundir.doneset import Counts
+    from batchrunner.rundir.manifest import StoredSummary
+    from batchrunner.rundir.parts import PartInfo
     from batchrunner.spec import Durability
 
-_OWN_NAMES = {"lock", "manifest.json.tmp", "journal", "parts", "quarantine"}
+_OWN_NAMES = {"lock", f"{MANIFEST}.tmp", "journal", "parts", "quarantine"}
 _LOCK_TRIES = 10  # `status` probes the lock for microseconds; don't mistake that for a run
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Replace manifest.json atomically (tmp, fsync, rename, dir fsync)."""
-    final = path / "manifest.json"
-    tmp = path / "manifest.json.tmp"
-    with disk_errors(path):
-        with tmp.open("w") as fh:
-            json.dump({"format": 1, **manifest}, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(final)
-        fsync_dir(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +61,7 @@ def _check_foreign(path: Path) -> None:
         return
     if not path.is_dir():
         raise OutputError(f"{path} exists and is not a directory")
-    if (path / "manifest.json").exists():
+    if (path / MANIFEST).exists():
         return
     names = (p.name for p in path.iterdir())
     foreign = sorted(n for n in names if n not in _OWN_NAMES and not n.startswith("."))
@@ -96,6 +87,35 @@ def _take_lock(path: Path) -> int:
     raise OutputError(f"run dir {path} is in use by pid {holder}")
 
 
+def _claim(
+    path: Path,
+    lock_fd: int,
+    fingerprint: Mapping[str, object],
+    total_rows: int,
+    summary: StoredSummary | None,
+) -> Manifest:
+    """Check (or create) the manifest, note our pid in the lock file; the manifest in force.
+
+    A different fingerprint raises OutputError before anything is changed.
+    """
+    manifest = read_manifest(path)
+    if manifest is None:
+        manifest = Manifest.new(fingerprint, total_rows, summary)
+        write_manifest(path, manifest)
+    elif diff := manifest.differences(fingerprint):
+        raise OutputError(
+            f"run dir {path} holds a different run ({'; '.join(diff)}); "
+            "use a new output directory, or the original input and settings"
+        )
+    with disk_errors(path):
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+    updated = manifest.updated(total_rows=total_rows, summary=summary)
+    if updated != manifest:
+        write_manifest(path, updated)
+    return updated
+
+
 class RunDir:
     """An open, locked run directory. Build with `RunDir.open`; use as a context manager.
 
@@ -109,7 +129,7 @@ class RunDir:
         path: Path,
         *,
         lock_fd: int,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         done: DoneSet,
         parts: list[PartInfo],
         next_seq: int,
@@ -119,7 +139,10 @@ class RunDir:
         warnings: list[str],
     ) -> None:
         self.path = path
-        self.done = done
+        self._done = done
+        # The runner's skip predicate, called once per input row on resume: the DoneSet's
+        # bound method itself, so the check costs no extra call.
+        self.is_done: Callable[[int], bool] = done.is_done
         self.warnings = warnings
         self.flush_rows = flush_rows
         self.flush_s = flush_s
@@ -141,41 +164,29 @@ class RunDir:
         cls,
         path: Path,
         *,
-        fingerprint: dict[str, object],
+        fingerprint: Mapping[str, object],
         total_rows: int,
         retry_errors: bool,
         durability: Durability,
+        input_summary: StoredSummary | None = None,
         flush_rows: int = 2000,
         flush_s: float = 5.0,
     ) -> RunDir:
         """Create or resume `path`: lock it, check the fingerprint, recover, rebuild the done set.
 
-        Raises OutputError when another live process holds the lock, when the directory
-        belongs to a different run (naming every differing fingerprint key; nothing is
-        changed then) or is not a run dir; DiskError when it cannot be written.
+        `input_summary` (what validating the input found) is stored in the manifest for
+        the next resume; None keeps what is stored. Raises OutputError when another live
+        process holds the lock, when the directory belongs to a different run (naming
+        every differing fingerprint key; nothing is changed then) or is not a run dir;
+        DiskError when it cannot be written.
         """
         _check_foreign(path)
         with disk_errors(path):
             path.mkdir(parents=True, exist_ok=True)
             lock_fd = _take_lock(path)
         try:
-            manifest = read_manifest(path)
-            if manifest is None:
-                manifest = {"fingerprint": fingerprint, "total_rows": total_rows}
-                write_manifest(path, manifest)
-            else:
-                diff = fingerprint_diff(manifest.get("fingerprint", {}), fingerprint)
-                if diff:
-                    raise OutputError(
-                        f"run dir {path} holds a different run ({'; '.join(diff)}); "
-                        "use a new output directory, or the original input and settings"
-                    )
+            manifest = _claim(path, lock_fd, fingerprint, total_rows, input_summary)
             with disk_errors(path):
-                os.ftruncate(lock_fd, 0)
-                os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
-                if manifest.get("total_rows") != total_rows:
-                    manifest = {**manifest, "total_rows": total_rows}
-                    write_manifest(path, manifest)
                 done = DoneSet(total_rows, retry_errors=retry_errors)
                 warnings: list[str] = []
                 parts, next_seq = recover(path, done, warnings)
@@ -197,7 +208,16 @@ class RunDir:
 
     @property
     def total_rows(self) -> int:
-        return self.done.total
+        return self._done.total
+
+    @property
+    def done(self) -> DoneSet:
+        """The done set, for inspection; the runner goes through `counts` and `is_done`."""
+        return self._done
+
+    def counts(self) -> Counts:
+        """Rows of the current input by outcome, as a frozen value."""
+        return self._done.counts()
 
     def record(self, result: Result) -> None:
         """Append the outcome to the journal (one write); from then on the row is done."""
@@ -207,7 +227,7 @@ class RunDir:
             self._oldest = time.monotonic()
         self._buffer.append(result)
         self._lines.append(line)
-        self.done.mark(result.index, succeeded=result.status == "succeeded")
+        self._done.mark(result.index, succeeded=result.status == "succeeded")
 
     def should_seal(self, now: float) -> bool:
         """True when flush_rows outcomes wait, or the oldest waited flush_s (time.monotonic)."""
@@ -255,16 +275,11 @@ class RunDir:
                     self._parts.append(written.info)
                 del self._uncommitted[sealed.seq]
 
-    def remember(self, key: str, value: object) -> None:
-        """Keep a fact about the run (e.g. the validated input's summary) in the manifest."""
-        self._manifest = {**self._manifest, key: value}
-        write_manifest(self.path, self._manifest)
-
     def set_total(self, total_rows: int) -> None:
         """Record a new input size (say, a different --limit) in the manifest."""
-        self._manifest = {**self._manifest, "total_rows": total_rows}
+        self._manifest = self._manifest.updated(total_rows=total_rows, summary=None)
         write_manifest(self.path, self._manifest)
-        self.done.set_total(total_rows)
+        self._done.set_total(total_rows)
 
     def finalize(self, extra_columns: dict[str, str]) -> Path:
         """Commit what is left and write results.parquet (input order, last outcome wins).
@@ -293,8 +308,8 @@ class RunDir:
                     total_rows=self.total_rows,
                     extra_columns=extra_columns,
                     run_dir=self.path,
-                    succeeded=self.done.count(SUCCEEDED),
-                    errored=self.done.count(ERRORED),
+                    succeeded=self._done.count(Outcome.SUCCEEDED),
+                    errored=self._done.count(Outcome.ERRORED),
                 )
             )
         except CorruptPartError as exc:
