@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from batchrunner.fakeapi.judge import verdict_pieces
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -135,6 +137,9 @@ def input_tokens(body: dict[str, Any]) -> int:
 
 
 def _answer_pieces(prompt: str) -> tuple[str, ...]:
+    verdict = verdict_pieces(prompt)
+    if verdict is not None:  # a judge prompt: graded by the rule tests predict (judge.py)
+        return verdict
     rng = random.Random(_digest("answer", prompt))
     count = rng.randint(140, 160) if "[long]" in prompt else rng.randint(3, 40)
     words = rng.choices(_WORDS, k=count)
