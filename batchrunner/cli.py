@@ -260,3 +260,73 @@ def _api_key() -> str:
             "check how it was exported"
         )
     return key
+
+
+# report and export: read-only consumers of a run directory (issue 12).
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (keys named after columns).")
+@click.option(
+    "--job",
+    type=click.Path(path_type=Path),
+    help="Job file whose [pricing] prices the tokens. [DIR/run.json's, if any]",
+)
+def report_cmd(run_dir: Path, as_json: bool, job: Path | None) -> None:
+    """Summarise a run directory: rows by status and error type, tokens, latency, cost.
+
+    Reads only the directory, so it is right mid-run and after resumes. Cost needs
+    [pricing]: from --job FILE, else from the job recorded in DIR/run.json.
+
+    \b
+    Example:
+      batchrunner report runs/nightly --job jobs/nightly.toml --json
+    """
+    from batchrunner.report import find_pricing, summarize
+
+    with _user_errors():
+        summary = summarize(run_dir, pricing=find_pricing(run_dir, job))
+    click.echo(summary.to_json() if as_json else summary.to_text())
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["jsonl", "csv", "openai-batch", "anthropic-batch"]),
+    help="jsonl/csv: the result columns; openai-batch/anthropic-batch: their result lines.",
+)
+@click.option("-o", "--output", default="-", help="File (written atomically) or - for stdout. [-]")
+def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
+    """Write the recorded outcomes of a run directory (also of an unfinished run).
+
+    Rows come in input order; an unfinished run gives what is recorded so far.
+
+    \b
+    Example:
+      batchrunner export runs/nightly --format openai-batch -o nightly-output.jsonl
+    """
+    from batchrunner.errors import OutputError
+    from batchrunner.export import export, export_file
+
+    with _user_errors():
+        try:
+            if output == "-":
+                rows, warnings = export(run_dir, sys.stdout.buffer, fmt=fmt)
+                sys.stdout.buffer.flush()
+            else:
+                rows, warnings = export_file(run_dir, Path(output), fmt=fmt)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and point stdout at /dev/null
+            # so the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as exc:  # say, stdout redirected to a full disk
+            raise OutputError(f"cannot write the export: {exc.strerror or exc}") from exc
+    for message in warnings:
+        click.echo(f"warning: {message}", err=True)
+    if output != "-":
+        click.echo(f"{rows} rows written to {output}", err=True)
