@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from batchrunner.errors import ConfigError, OutputError
-from batchrunner.journal import fsync_dir
-from batchrunner.recorded import Recorded
+from batchrunner.rundir.files import fsync_dir
+from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

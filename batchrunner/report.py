@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrunner.errors import ConfigError
-from batchrunner.recorded import Recorded
-from batchrunner.status import read_status
+from batchrunner.rundir import read_status
+from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -19,10 +19,9 @@ from openai.types import BatchError
 from openai.types.chat import ChatCompletion
 from openai.types.shared import ErrorObject
 
-from batchrunner.checkpoint import RunDir
 from batchrunner.cli import main
 from batchrunner.records import Result
-from batchrunner.status import read_status
+from batchrunner.rundir import RunDir, read_status
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from batchrunner.checkpoint import RunDir
 from batchrunner.errors import ConfigError
 from batchrunner.records import Result
 from batchrunner.report import Pricing, find_pricing, summarize
+from batchrunner.rundir import RunDir
 from tests.conftest import run_cli
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import ConfigError
 from batchrunner.evaluate.scorers import expected_text, score
-from batchrunner.sink import OUTPUT_SCHEMA
+from batchrunner.rundir.parts import OUTPUT_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping

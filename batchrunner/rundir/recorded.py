@@ -17,15 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrunner.errors import OutputError
-from batchrunner.journal import list_numbered, list_segments, read_chunks
-from batchrunner.sink import (
-    BUCKET_ROWS,
-    OUTPUT_SCHEMA,
-    is_unreadable,
-    last_wins_sorted,
-    parse_lines,
-)
-from batchrunner.status import read_manifest
+from batchrunner.rundir.files import list_numbered, list_segments
+from batchrunner.rundir.lines import parse_lines, read_chunks
+from batchrunner.rundir.manifest import read_manifest
+from batchrunner.rundir.parts import BUCKET_ROWS, OUTPUT_SCHEMA, is_unreadable, last_wins_sorted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -59,7 +54,7 @@ class Recorded:
         manifest = read_manifest(self.path)
         if manifest is None:
             raise OutputError(f"{self.path} is not a batchrunner run directory (no manifest.json)")
-        total = int(manifest.get("total_rows", 0))
+        total = manifest.total_rows
         if _results_current(self.path):
             yield from _from_results(self.path / "results.parquet", total, self.columns)
         else:

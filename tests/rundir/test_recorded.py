@@ -9,13 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner.checkpoint import RunDir
 from batchrunner.errors import OutputError
-from batchrunner.journal import encode_result
-from batchrunner.recorded import COLUMNS, Recorded, read_recorded
 from batchrunner.records import Result
-from batchrunner.sink import BUCKET_ROWS
-from batchrunner.status import read_status
+from batchrunner.rundir import RunDir, read_status
+from batchrunner.rundir.journal import encode_result
+from batchrunner.rundir.parts import BUCKET_ROWS
+from batchrunner.rundir.recorded import COLUMNS, Recorded, read_recorded
 
 if TYPE_CHECKING:
     from pathlib import Path
