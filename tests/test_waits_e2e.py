@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.fakeserver import FakeServer
 from tests.hostile import Hostile, serve_hostile
 
 if TYPE_CHECKING:
@@ -143,3 +144,25 @@ def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path
     # The 429 was the first answer: every later request waited out the (capped) pause.
     assert all(t - seen[0] >= 0.9 for t in seen[1:]), [round(t - seen[0], 3) for t in seen]
     assert _status(tmp_path / "run")["succeeded"] == ROWS
+
+
+def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
+    """Every row waits out a 503's Retry-After of 30 s: those rows are not in flight, so
+    SIGTERM exits 143 at once instead of after the 30 s grace period."""
+    job = _job(tmp_path)
+    fake = ["--faults", "503", "--fault-rate", "1.0", "--fault-retry-after", "30"]
+    with FakeServer(*fake, api_key=TEST_KEY) as server:
+        with _start(job, server.base_url) as proc:
+            deadline = time.monotonic() + 30
+            while len(server.log()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(server.log()) >= 4, "the first attempts never arrived"
+            time.sleep(0.2)  # their 503s reach the workers, which start their backoffs
+            proc.send_signal(signal.SIGTERM)
+            code, err, elapsed = _finish(proc, timeout=60)
+        attempts = len(server.log())
+    assert code == 143, err
+    assert elapsed < 5, elapsed
+    assert attempts == 4  # one per worker; no retry went out
+    st = _status(tmp_path / "run")
+    assert (st["pending"], st["errored"]) == (ROWS, 0)
