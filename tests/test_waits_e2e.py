@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from batchrunner.config import load_job
+from batchrunner.errors import ConfigError
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
 from tests.hostile import Hostile, serve_hostile
@@ -33,6 +35,7 @@ SPENT_FOR_1000H = {
 }
 RETRY_IN_A_BILLION_S = {"retry-after": "1000000000"}
 ROWS = 20
+NO_FLAGS: dict[str, Any] = {"input_path": None, "output": None, "overrides": {}}
 
 
 def _job(tmp_path: Path, **limits: float) -> Path:
@@ -166,3 +169,12 @@ def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
     assert attempts == 4  # one per worker; no retry went out
     st = _status(tmp_path / "run")
     assert (st["pending"], st["errored"]) == (ROWS, 0)
+
+
+def test_max_wait_is_a_limit_of_the_job_file(tmp_path: Path) -> None:
+    """[limits] max_wait sets the wait cap (60 s by default); it must be a positive number."""
+    default = load_job(None, input_path=tmp_path, output=tmp_path, overrides={})
+    assert default.limits.max_wait_s == 60.0
+    assert load_job(_job(tmp_path, max_wait=5), **NO_FLAGS).limits.max_wait_s == 5.0
+    with pytest.raises(ConfigError, match="max_wait must be a number of seconds > 0"):
+        load_job(_job(tmp_path, max_wait=0), **NO_FLAGS)
