@@ -417,6 +417,9 @@ def test_bad_settings_are_refused() -> None:
         Pacer(concurrency=2, min_limit=3)
     with pytest.raises(ValueError, match="rpm"):
         Pacer(concurrency=2, rpm=-1)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_wait_s"):
+            Pacer(concurrency=2, max_wait_s=bad)
 
 
 class SimServer:

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from batchrunner.config import load_job
+from batchrunner.errors import ConfigError
 from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.fakeserver import FakeServer
 from tests.hostile_headers import Hostile, serve_hostile
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ SPENT_FOR_1000H = {
 }
 RETRY_IN_A_BILLION_S = {"retry-after": "1000000000"}
 ROWS = 20
+NO_FLAGS: dict[str, Any] = {"input_path": None, "output": None, "overrides": {}}
 
 
 def _job(tmp_path: Path, **limits: float) -> Path:
@@ -143,3 +147,34 @@ def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path
     # The 429 was the first answer: every later request waited out the (capped) pause.
     assert all(t - seen[0] >= 0.9 for t in seen[1:]), [round(t - seen[0], 3) for t in seen]
     assert _status(tmp_path / "run")["succeeded"] == ROWS
+
+
+def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
+    """Every row waits out a 503's Retry-After of 30 s: those rows are not in flight, so
+    SIGTERM exits 143 at once instead of after the 30 s grace period."""
+    job = _job(tmp_path)
+    fake = ["--faults", "503", "--fault-rate", "1.0", "--fault-retry-after", "30"]
+    with FakeServer(*fake, api_key=TEST_KEY) as server:
+        with _start(job, server.base_url) as proc:
+            deadline = time.monotonic() + 30
+            while len(server.log()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(server.log()) >= 4, "the first attempts never arrived"
+            time.sleep(0.2)  # their 503s reach the workers, which start their backoffs
+            proc.send_signal(signal.SIGTERM)
+            code, err, elapsed = _finish(proc, timeout=60)
+        attempts = len(server.log())
+    assert code == 143, err
+    assert elapsed < 5, elapsed
+    assert attempts == 4  # one per worker; no retry went out
+    st = _status(tmp_path / "run")
+    assert (st["pending"], st["errored"]) == (ROWS, 0)
+
+
+def test_max_wait_is_a_limit_of_the_job_file(tmp_path: Path) -> None:
+    """[limits] max_wait sets the wait cap (60 s by default); it must be a positive number."""
+    default = load_job(None, input_path=tmp_path, output=tmp_path, overrides={})
+    assert default.limits.max_wait_s == 60.0
+    assert load_job(_job(tmp_path, max_wait=5), **NO_FLAGS).limits.max_wait_s == 5.0
+    with pytest.raises(ConfigError, match="max_wait must be a number of seconds > 0"):
+        load_job(_job(tmp_path, max_wait=0), **NO_FLAGS)
