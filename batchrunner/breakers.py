@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from batchrunner.config import BASE_ENV, KEY_ENV
 from batchrunner.redaction import redact
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def run_failure(err: RequestError) -> str | None:
     label = _label(err)
     if err.http_status == 401 or "authentication_error" in names or "invalid_api_key" in names:
         # The server's text is left out on purpose: OpenAI's quotes part of the key.
-        return f"the API key was refused ({label}): check CAICAINI_API_KEY, {_RESUME}"
+        return f"the API key was refused ({label}): check {KEY_ENV}, {_RESUME}"
     if _is_quota(err):
         return (
             f"the account has no quota or credit left ({label}{_quote(err)}): add credit or "
@@ -92,7 +93,7 @@ def run_failure(err: RequestError) -> str | None:
     if err.http_status == 404:
         return (
             f"the API endpoint was not found ({label}{_quote(err)}): check the base URL "
-            f"(--base-url or CAICAINI_BASE, which ends in /v1), {_RESUME}"
+            f"(--base-url or {BASE_ENV}, which ends in /v1), {_RESUME}"
         )
     return None
 
@@ -101,7 +102,7 @@ def wrong_base_url(url: str, what: str) -> str:
     """The message for a base URL that is not this kind of API: `what` it did instead."""
     return (
         f"{url} does not answer like the Caicaini API: {what}. Check the base URL "
-        f"(--base-url or CAICAINI_BASE: the API's address ending in /v1, http:// or https:// "
+        f"(--base-url or {BASE_ENV}: the API's address ending in /v1, http:// or https:// "
         f"as the server speaks), {_RESUME}"
     )
 

@@ -1,7 +1,9 @@
-"""Command line: the only module that parses argv or writes to the terminal.
+"""Command line: the click group that parses argv, and the exit codes.
 
-Commands parse, call one function and print. Errors from the core arrive as
-`BatchRunnerError`s and leave through `_user_errors()` with their exit code.
+Commands parse, call one function and print its outcome. Errors from the core arrive as
+`BatchRunnerError`s and leave through `_user_errors()` with their exit code. Flags are
+named after the spec fields they fill; the environment is read through click (`envvar=`),
+with the variables' names from `config`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
+from click.core import ParameterSource
 
 from batchrunner import __version__
+from batchrunner.config import BASE_ENV, KEY_ENV, base_url_problems, load_job
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.progress import ProgressPrinter
+from batchrunner.spec import DEFAULT_BASE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-KEY_ENV = "CAICAINI_API_KEY"
+    from batchrunner.spec import JobSpec
 
 
 @contextmanager
@@ -96,14 +101,35 @@ def _request_options(f: Any) -> Any:
     return f
 
 
+# One definition for `run` and `check`. In `run` the job file's base_url ranks between the
+# flag and the variable, so `_load` tells the two apart.
+_base_url_option = click.option(
+    "--base-url", envvar=BASE_ENV, show_envvar=True, help="API base URL, with /v1."
+)
+
+
+def _load(
+    job: Path | None, input_path: Path | None, output: Path | None, flags: dict[str, Any]
+) -> JobSpec:
+    """The spec from the job file and the flags; a --base-url that click read from
+    `BASE_ENV` is no flag: it ranks below the job file's base_url."""
+    from_env = click.get_current_context().get_parameter_source("base_url")
+    env_url = flags.pop("base_url") if from_env is ParameterSource.ENVIRONMENT else None
+    return load_job(
+        job, input_path=input_path, output=output, overrides=flags, base_url_env=env_url
+    )
+
+
 @main.command()
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Run directory.")
 @_request_options
-@click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
+@_base_url_option
 @click.option("--concurrency", type=click.IntRange(1, 10_000), help="Requests in flight. [32]")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts per row. [6]")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Per-attempt s.")
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Per-attempt s."
+)
 @click.option("--rpm", type=click.FloatRange(min=0), help="Requests/minute budget. [learned]")
 @click.option("--tpm", type=click.FloatRange(min=0), help="Tokens/minute budget. [learned]")
 @click.option("--stream/--no-stream", default=None, help="Use SSE streaming. [off]")
@@ -112,7 +138,12 @@ def _request_options(f: Any) -> Any:
 @click.option(
     "--durability", type=click.Choice(["process", "os"]), help="Journal sync level. [process]"
 )
-@click.option("--stall-timeout", type=click.FloatRange(min=0), help="Requeue after S idle s.")
+@click.option(
+    "--stall-timeout",
+    "stall_timeout_s",
+    type=click.FloatRange(min=0),
+    help="Requeue after S idle s.",
+)
 @click.option(
     "--max-response-bytes", type=click.IntRange(min=1), help="Cap on one answer. [64 MiB]"
 )
@@ -139,16 +170,11 @@ def run(
     changed, waits over the cap, disk; fix it and run again to resume), 130 SIGINT,
     143 SIGTERM (run again to resume).
     """
-    from batchrunner.config import load_job
     from batchrunner.runner import run_job
 
     with _user_errors():
         api_key = _api_key()
-        overrides = dict(flags)
-        overrides["timeout_s"] = overrides.pop("timeout")
-        overrides["stall_timeout_s"] = overrides.pop("stall_timeout")
-        overrides["verbose"] = verbose
-        spec = load_job(job, input_path=input_path, output=output, overrides=overrides)
+        spec = _load(job, input_path, output, dict(flags, verbose=verbose))
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
         echo = (lambda line: click.echo(line, err=True)) if verbose else None
         try:
@@ -211,27 +237,23 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
     Stops at the first row that cannot become a request, naming file, line and reason
     (exit 2).
     """
-    from batchrunner.config import load_job
-    from batchrunner.runner import source_options
-    from batchrunner.sources import validate
+    from batchrunner.inputs import validate
 
     with _user_errors():
-        spec = load_job(job, input_path=input_path, output=Path(), overrides=flags)
-        summary = validate(spec.input, source_options(spec))
+        spec = _load(job, input_path, Path(), flags)
+        summary = validate(spec.input, spec.source_options())
     click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid")
 
 
 @main.command()
-@click.option("--base-url", help="API base URL, with /v1. [$CAICAINI_BASE]")
+@_base_url_option
 def check(base_url: str | None) -> None:
     """Preflight: the key and base URL work (GET /models). Sends no generation."""
-    from batchrunner.config import base_url_problems
     from batchrunner.preflight import list_models
-    from batchrunner.spec import DEFAULT_BASE
 
     with _user_errors():
         key = _api_key()
-        url = (base_url or os.environ.get("CAICAINI_BASE") or DEFAULT_BASE).rstrip("/")
+        url = (base_url or DEFAULT_BASE).rstrip("/")
         if problems := base_url_problems(url):
             raise ConfigError("; ".join(problems))
         models = anyio.run(lambda: list_models(base_url=url, api_key=key))

@@ -1,8 +1,9 @@
 """Job file + flags -> one frozen JobSpec, validated up front.
 
 Every problem is collected and raised as a single ConfigError (exit 2) before anything is
-sent. Paths in a job file are relative to the file. Flags win over the file. The key is
-never read here: it lives in the environment only.
+sent. Paths in a job file are relative to the file. Flags win over the file. The names of
+the environment variables live here; the environment itself is read by the CLI (click's
+`envvar=`), never here, and the key lives in the environment only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from batchrunner.spec import (
     RequestSpec,
     Scorer,
 )
+
+KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
+BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
 
 # Keys the job file accepts, per section, with the spec field each one fills.
 _JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name"}
@@ -88,22 +92,20 @@ def load_job(
     input_path: Path | None,
     output: Path | None,
     overrides: dict[str, Any],
+    base_url_env: str | None = None,
 ) -> JobSpec:
-    """Merge the job file (if any) with flags (`overrides`, None meaning "not given")."""
+    """Merge the job file (if any) with flags (`overrides`, None meaning "not given").
+
+    `base_url_env`, the value of `BASE_ENV`, ranks below a flag and the job file.
+    """
     data, problems = read_job_file(job) if job else ({}, [])
-    base = job.parent if job else Path.cwd()
     jsec, rsec, lsec = data.get("job", {}), data.get("request", {}), data.get("limits", {})
     given = {k: v for k, v in overrides.items() if v is not None}
 
     def pick(flag: str, section: dict[str, Any], key: str, default: Any) -> Any:
         return given[flag] if flag in given else section.get(key, default)
 
-    inp = input_path or (_relative(base, jsec["input"]) if "input" in jsec else None)
-    out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
-    if inp is None:
-        problems.append("no input: give INPUT or set [job] input in the job file")
-    problems += _output_problems(out)
-
+    inp, out = _run_paths(job, jsec, input_path, output, problems)
     request_values = {
         name: pick(name, rsec, name, getattr(RequestSpec(), name)) for name in _REQUEST_KEYS
     }
@@ -112,17 +114,12 @@ def load_job(
         for key, attr in _LIMITS_KEYS.items()
     }
     api = pick("api", jsec, "api", "messages")
-    base_url = given.get("base_url") or jsec.get("base_url") or os.environ.get("CAICAINI_BASE")
+    base_url = given.get("base_url") or jsec.get("base_url") or base_url_env
     durability = pick("durability", jsec, "durability", "process")
     problems += _check_request(request_values) + _check_limits(limits_values)
     problems += base_url_problems(base_url or DEFAULT_BASE)
-    if api not in ("messages", "chat"):
-        problems.append(f"api must be 'messages' or 'chat', not {api!r}")
-    if durability not in get_args(Durability):
-        problems.append(f"durability must be one of {', '.join(get_args(Durability))}")
     limit = given.get("limit")
-    if limit is not None and limit < 1:
-        problems.append("--limit must be at least 1")
+    problems += _check_job(api, durability, limit)
     pricing, evals = _optional_sections(data, problems)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -144,6 +141,34 @@ def load_job(
     )
 
 
+def _run_paths(
+    job: Path | None,
+    jsec: dict[str, Any],
+    input_path: Path | None,
+    output: Path | None,
+    problems: list[str],
+) -> tuple[Path | None, Path | None]:
+    """INPUT and the run directory: the flags', else the job file's (relative to it)."""
+    base = job.parent if job else Path.cwd()
+    inp = input_path or (_relative(base, jsec["input"]) if "input" in jsec else None)
+    out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
+    if inp is None:
+        problems.append("no input: give INPUT or set [job] input in the job file")
+    problems += _output_problems(out)
+    return inp, out
+
+
+def _check_job(api: object, durability: object, limit: Any) -> list[str]:
+    problems = []
+    if api not in ("messages", "chat"):
+        problems.append(f"api must be 'messages' or 'chat', not {api!r}")
+    if durability not in get_args(Durability):
+        problems.append(f"durability must be one of {', '.join(get_args(Durability))}")
+    if limit is not None and limit < 1:
+        problems.append("--limit must be at least 1")
+    return problems
+
+
 def _relative(base: Path, value: object) -> Path:
     """A job-file path, relative to the file; `..` folded so messages read cleanly."""
     return Path(os.path.normpath(base / str(value)))
@@ -163,8 +188,7 @@ def base_url_problems(url: object) -> list[str]:
         return ["the base URL is not a valid URL"]
     if "@" in parts.netloc:
         return [
-            "the base URL must not carry credentials (user:password@): "
-            "the key goes in CAICAINI_API_KEY"
+            f"the base URL must not carry credentials (user:password@): the key goes in {KEY_ENV}"
         ]
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ["the base URL must look like https://host/v1 (http or https, with a host)"]

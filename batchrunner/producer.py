@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from batchrunner.errors import SourceError
+from batchrunner.inputs import read_rows
 from batchrunner.runprep import input_changed, moved
-from batchrunner.sources import SourceOptions, read_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 256
 CHECK_EVERY_S = 1.0  # how often the input is stat'ed while rows are read
-
-
-def source_options(spec: JobSpec) -> SourceOptions:
-    return SourceOptions(
-        api=spec.api,
-        template=spec.request.template,
-        id_column=spec.request.id_column,
-        prompt_column=spec.request.prompt_column,
-        request=spec.request,
-    )
 
 
 async def produce(
@@ -77,7 +67,7 @@ async def _send_rows(
 ) -> str:
     """ "ended" when the input was read to its end (or to `total`), "moved" when a stat
     showed it changed, "stopped" when the run is stopping."""
-    rows = read_rows(spec.input, source_options(spec), skip=skip)
+    rows = read_rows(spec.input, spec.source_options(), skip=skip)
     checked = time.monotonic()
     while not stopping():
         batch = await anyio.to_thread.run_sync(_take, rows, BATCH_ROWS, total)

@@ -27,18 +27,18 @@ from batchrunner.errors import (
     TerminatedRunError,
     run_level_error,
 )
+from batchrunner.inputs import validate
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
 from batchrunner.process import fit_concurrency, quiet_gc
-from batchrunner.producer import produce, source_options
+from batchrunner.producer import produce
 from batchrunner.progress import Progress
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
 from batchrunner.rundir import RunDir, StoredSummary, stored_summary
 from batchrunner.runprep import stored_identity
-from batchrunner.sources import validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from batchrunner.records import Result, Row
     from batchrunner.spec import JobSpec
 
-__all__ = ["Progress", "RunStats", "run_job", "source_options"]
+__all__ = ["Progress", "RunStats", "run_job"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,7 +308,7 @@ async def run_job(
     # pass (a few seconds per million rows) and start sending at once.
     known = stored_summary(spec.output, fingerprint)
     if known is None:
-        summary = await anyio.to_thread.run_sync(validate, spec.input, source_options(spec))
+        summary = await anyio.to_thread.run_sync(validate, spec.input, spec.source_options())
         known = StoredSummary(rows=summary.rows, extra_columns=summary.extra_columns)
     rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows

@@ -1,6 +1,7 @@
 """JobSpec: the frozen, validated description of one run (job file + flags, merged).
 
-`config.load_job` builds it; everything downstream only reads it.
+`config.load_job` builds it; everything downstream only reads it. `SourceOptions` is the
+part of it the inputs need (`JobSpec.source_options()`), so they depend on the spec alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ class RequestSpec:
     stream: bool = False
     id_column: str | None = None
     prompt_column: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceOptions:
+    """How rows become requests: the convention, and which columns hold id and prompt.
+
+    `template` builds each prompt from the row's columns (`str.format_map`, `{{ }}` for a
+    literal brace); `prompt_column` / `id_column` name the columns read as prompt / id.
+    `request` holds the job's request defaults: validation builds every body with them,
+    exactly as the run will.
+    """
+
+    api: Api = "messages"
+    template: str | None = None
+    id_column: str | None = None
+    prompt_column: str | None = None
+    request: RequestSpec = field(default_factory=RequestSpec)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +104,16 @@ class JobSpec:
     durability: Durability = "process"
     progress: bool = True
     verbose: bool = False
+
+    def source_options(self) -> SourceOptions:
+        """What reading and validating the input needs of this spec."""
+        return SourceOptions(
+            api=self.api,
+            template=self.request.template,
+            id_column=self.request.id_column,
+            prompt_column=self.request.prompt_column,
+            request=self.request,
+        )
 
     def request_settings(self) -> dict[str, Any]:
         """The settings that shape what is asked: a resume must keep them all.

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from batchrunner.inputs import input_identity
+from batchrunner.inputs import input_identity, read_rows, validate
 from batchrunner.records import Result
 from batchrunner.rundir import RunDir
-from batchrunner.sources import SourceOptions, read_rows, validate
+from batchrunner.spec import SourceOptions
 from tests.fakeserver import FakeServer
 
 RECORDED = 1_000_000

@@ -39,7 +39,8 @@ def _child(way: str, path: Path) -> None:
     """In the child: do one way's work and print {"seconds", "rows"} as JSON."""
     started = time.perf_counter()
     if way == "function":
-        from batchrunner.sources import SourceOptions, validate
+        from batchrunner.inputs import validate
+        from batchrunner.spec import SourceOptions
 
         started = time.perf_counter()  # the imports are the CLI's cost, not the function's
         rows = validate(path, SourceOptions()).rows

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from batchrunner.config import load_job
+from batchrunner.config import BASE_ENV, load_job
 from batchrunner.errors import ConfigError
 from batchrunner.spec import DEFAULT_BASE, EvalSpec, JobSpec, LimitsSpec, PricingSpec, RequestSpec
 
@@ -35,9 +35,12 @@ def load(
     *,
     input_path: Path | None = Path("in.jsonl"),
     output: Path | None = Path("out"),
+    base_url_env: str | None = None,
     **overrides: Any,
 ) -> JobSpec:
-    return load_job(job, input_path=input_path, output=output, overrides=overrides)
+    return load_job(
+        job, input_path=input_path, output=output, overrides=overrides, base_url_env=base_url_env
+    )
 
 
 def problems(job: Path | None = None, **kw: Any) -> str:
@@ -68,18 +71,24 @@ def test_defaults_without_a_job_file() -> None:
 
 
 def test_base_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CAICAINI_BASE sets the base URL (trailing slash dropped); --base-url beats it."""
-    monkeypatch.setenv("CAICAINI_BASE", "http://127.0.0.1:8080/v1/")
-    assert load().base_url == "http://127.0.0.1:8080/v1"
-    assert load(base_url="http://127.0.0.1:9000/v1").base_url == "http://127.0.0.1:9000/v1"
+    """CAICAINI_BASE's value (the CLI reads it) sets the base URL, trailing slash dropped;
+    --base-url beats it; load_job itself never reads the environment."""
+    env = "http://127.0.0.1:8080/v1/"
+    assert load(base_url_env=env).base_url == "http://127.0.0.1:8080/v1"
+    flag = "http://127.0.0.1:9000/v1"
+    assert load(base_url=flag, base_url_env=env).base_url == flag
+    monkeypatch.setenv(BASE_ENV, env)
+    assert load().base_url == DEFAULT_BASE
 
 
-def test_base_url_from_the_job_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_url_from_the_job_file(tmp_path: Path) -> None:
     """A job file's base_url is used over the environment's; a flag still wins over both."""
-    monkeypatch.setenv("CAICAINI_BASE", "http://127.0.0.1:8080/v1")
+    env = "http://127.0.0.1:8080/v1"
     job = job_file(tmp_path, '[job]\nbase_url = "http://127.0.0.1:7000/v1"\n')
-    assert load(job).base_url == "http://127.0.0.1:7000/v1"
-    assert load(job, base_url="http://127.0.0.1:1/v1").base_url == "http://127.0.0.1:1/v1"
+    assert load(job, base_url_env=env).base_url == "http://127.0.0.1:7000/v1"
+    assert load(job, base_url="http://127.0.0.1:1/v1", base_url_env=env).base_url == (
+        "http://127.0.0.1:1/v1"
+    )
 
 
 def test_attempt_timeout_defaults() -> None:

@@ -40,7 +40,7 @@ _UNSENDABLE_LINE_7: dict[str, tuple[str, str]] = {
     "model-number": ('{"id": "r6", "prompt": "hi", "model": 5}', "model must be a non-empty"),
     "max-tokens-text": (
         '{"id": "r6", "prompt": "hi", "max_tokens": "lots"}',
-        "max_tokens must be an integer, got string",
+        "max_tokens must be an integer, got a string",
     ),
     "surrogate-id": ('{"id": "\\ud800", "prompt": "hi"}', "id holds a lone surrogate ('\\ud800'"),
 }

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner import inputs
-from batchrunner.inputs import input_identity
+from batchrunner.inputs import input_identity, readers
 from tests.conftest import run_cli, write_jsonl
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ def test_an_unchanged_file_is_not_read_whole(
     def whole_read(path: Path) -> str:
         raise AssertionError(f"{path} was hashed whole")
 
-    monkeypatch.setattr(inputs, "_content_hash", whole_read)
+    monkeypatch.setattr(readers, "_content_hash", whole_read)
     assert input_identity(path, stored) == stored
 
 

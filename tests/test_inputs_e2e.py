@@ -323,3 +323,69 @@ def test_check_key_accepted_refused_or_missing(shared_api: FakeServer) -> None:
         assert "Traceback" not in result.stderr
         assert TEST_KEY not in result.stdout + result.stderr
         assert wrong_key not in result.stdout + result.stderr
+
+
+_CALL = {"id": "call_7", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+_TOOL_TURNS: dict[str, dict[str, Any]] = {
+    # OpenAI's own shape for a tool-calling turn, then the tool's answer.
+    "openai": {
+        "url": "/v1/chat/completions",
+        "key": "body",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [_CALL]},
+            {"role": "tool", "tool_call_id": "call_7", "content": "18 C and sunny"},
+            {"role": "user", "content": "And in words?"},
+        ],
+    },
+    # Anthropic's: a tool_use block, then a tool_result block in the next user turn.
+    "anthropic": {
+        "url": None,
+        "key": "params",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_7", "name": "weather", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_7", "content": "18 C"},
+                    {"type": "text", "text": "And in words?"},
+                ],
+            },
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_TOOL_TURNS))
+def test_batch_lines_with_tool_turns_validate_and_run(
+    tmp_path: Path, shared_api: FakeServer, kind: str
+) -> None:
+    """Acceptance (issue 10): tool-calling turns (OpenAI `content: null` + `tool_calls`, then
+    a `tool` turn; Anthropic tool_use / tool_result blocks) validate and run, sent intact."""
+    case = _TOOL_TURNS[kind]
+    lines = []
+    for i in range(3):
+        body = {"model": "caicaini/small", "max_tokens": 64, "messages": case["messages"]}
+        line: dict[str, Any] = {"custom_id": f"t-{i}", case["key"]: body}
+        if case["url"]:
+            line |= {"method": "POST", "url": case["url"]}
+        lines.append(line)
+    src = write_jsonl(tmp_path / "tools.jsonl", lines)
+    checked = run_cli(["validate", str(src)])
+    assert checked.exit_code == 0, checked.stderr
+    assert "3 rows" in checked.stdout
+    out = tmp_path / "run"
+    res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
+    assert res.exit_code == 0, res.stderr
+    results = _results(out)
+    assert [r["id"] for r in results] == ["t-0", "t-1", "t-2"]
+    for line, got in zip(lines, results, strict=True):
+        assert got["status"] == "succeeded", got
+        assert got["text"] == answer_for("And in words?", max_tokens=64)[0]
+        # The fake counts every message's text, tool calls and results: all arrived.
+        assert got["input_tokens"] == input_tokens(line[case["key"]])
+    assert len(shared_api.log()) == 3

@@ -250,18 +250,18 @@ def test_input_token_estimate_tracks_size(protocol: Protocol) -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"temperature": 1}, "no prompt or messages"),
-        ({"prompt": 12}, "prompt must be a string, got number"),
+        ({"temperature": 1}, "neither prompt nor messages"),
+        ({"prompt": 12}, "prompt must be a string, got a number"),
         ({"prompt": ""}, "prompt is empty"),
-        ({"prompt": "a", "messages": []}, "both prompt and messages"),
-        ({"messages": "hi"}, "messages must be an array, got string"),
+        ({"prompt": "a", "messages": []}, "both messages and prompt"),
+        ({"messages": "hi"}, "messages must be an array, got a string"),
         ({"messages": []}, "messages is empty"),
         ({"messages": ["hi"]}, r"messages\[0\] must be an object"),
         ({"messages": [{"content": "hi"}]}, r"messages\[0\] has no role"),
         ({"messages": [{"role": "user"}]}, r"messages\[0\] has no content"),
         ({"messages": [{"role": "user", "content": 5}]}, r"messages\[0\].content must be"),
-        ({"prompt": "a", "max_tokens": "10"}, "max_tokens must be an integer, got string"),
-        ({"prompt": "a", "max_tokens": True}, "max_tokens must be an integer, got boolean"),
+        ({"prompt": "a", "max_tokens": "10"}, "max_tokens must be an integer, got a string"),
+        ({"prompt": "a", "max_tokens": True}, "max_tokens must be an integer, got a boolean"),
         ({"prompt": "a", "model": 3}, "model must be a non-empty string"),
     ],
 )
@@ -277,8 +277,8 @@ def test_rows_that_cannot_become_requests(
 @pytest.mark.parametrize(
     ("protocol", "shape", "body", "reason"),
     [
-        (MESSAGES, "anthropic_batch", {"model": "m"}, "body has no messages"),
-        (MESSAGES, "anthropic_batch", ["x"], "must be an object, got array"),
+        (MESSAGES, "anthropic_batch", {"model": "m"}, "params.messages is missing"),
+        (MESSAGES, "anthropic_batch", ["x"], "must be an object, got an array"),
         (CHAT, "openai_batch", {"messages": [{"role": "user", "content": 1.5}]}, "content"),
         (CHAT, "simple", {"prompt": "a", "system": 5}, "system must be a string"),
         (MESSAGES, "simple", {"messages": [{"role": "user", "content": None}]}, "content"),

@@ -50,9 +50,9 @@ UNSENDABLE: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "hi", "metadata": {"deep": _nested(5000)}}, "metadata is nested too deeply"),
     ({"prompt": ""}, "prompt is empty"),
     ({"messages": [{"role": "", "content": "x"}]}, r"messages\[0\] has an empty role"),
-    ({"prompt": "x", "model": 5}, "model must be a non-empty string, got number"),
+    ({"prompt": "x", "model": 5}, "model must be a non-empty string, got a number"),
     ({"prompt": "x", "model": ""}, "model must be a non-empty string, got an empty string"),
-    ({"prompt": "x", "max_tokens": "lots"}, "max_tokens must be an integer, got string"),
+    ({"prompt": "x", "max_tokens": "lots"}, "max_tokens must be an integer, got a string"),
     ({"prompt": "x", "max_tokens": 0}, "max_tokens must be at least 1, got 0"),
     ({"prompt": "x", "max_tokens": -5}, "max_tokens must be at least 1, got -5"),
 ]

@@ -14,8 +14,8 @@ import pytest
 import zstandard
 
 from batchrunner.errors import SourceError
-from batchrunner.inputs import input_identity
-from batchrunner.sources import SourceOptions, read_rows
+from batchrunner.inputs import input_identity, read_rows
+from batchrunner.spec import SourceOptions
 
 if TYPE_CHECKING:
     from pathlib import Path

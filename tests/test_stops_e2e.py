@@ -190,11 +190,10 @@ def test_a_run_that_ends_with_rows_pending_never_exits_0(
                 await out.send(row)
 
     from batchrunner import runner
-    from batchrunner.producer import source_options
-    from batchrunner.sources import read_rows
+    from batchrunner.inputs import read_rows
 
     def real_read(spec: Any) -> Any:
-        return read_rows(spec.input, source_options(spec))
+        return read_rows(spec.input, spec.source_options())
 
     monkeypatch.setattr(runner, "produce", produce_half)
     src = write_jsonl(tmp_path / "in.jsonl", _rows(12))

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import SourceError
-from batchrunner.sources import SourceOptions, validate
+from batchrunner.inputs import validate
+from batchrunner.spec import SourceOptions
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,18 +88,18 @@ SIMPLE_CASES: list[tuple[str, Any, SourceOptions, str]] = [
         "prompt must be a string, got an object",
     ),
     ("not an object", "[1, 2]", SourceOptions(), "not a JSON object, got an array"),
-    ("messages not a list", {"messages": "hi"}, SourceOptions(), "messages must be a list"),
+    ("messages not a list", {"messages": "hi"}, SourceOptions(), "messages must be an array"),
     (
         "message without content",
         {"messages": [{"role": "user"}]},
         SourceOptions(),
-        "messages[0].content",
+        "messages[0] has no content",
     ),
     (
         "message without role",
         {"messages": [{"content": "x"}]},
         SourceOptions(),
-        "messages[0] must be",
+        "messages[0] has no role",
     ),
     ("empty messages", {"messages": []}, SourceOptions(), "messages is empty"),
     ("prompt and messages", {"prompt": "a", "messages": MSG}, SourceOptions(), "has both messages"),
@@ -188,7 +189,7 @@ BATCH_CASES: list[tuple[str, str, Any, str]] = [
         "params without messages",
         "anthropic",
         {"custom_id": "c7", "params": {"max_tokens": 1}},
-        "params.messages must be a list",
+        "params.messages is missing",
     ),
     ("anthropic duplicate", "anthropic", anthropic_line(2), "duplicate id 'c2' (first on line 2)"),
     (

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import typing
-from typing import Any
 
 from batchrunner.errors import RetryableError, SourceError
 from batchrunner.protocols.jsonsafe import check_json
+from batchrunner.protocols.shapes import check_messages, json_kind
 
 if typing.TYPE_CHECKING:
     from batchrunner.records import Api, Completion, JSONObject, Request, Row, Shape
@@ -121,23 +121,6 @@ def _code(value: object) -> str | None:
     return None
 
 
-def json_kind(value: object) -> str:
-    """The JSON name of a value's type, for messages about rows."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def start_body(
     source: object,
     api: Api,
@@ -145,14 +128,14 @@ def start_body(
     shape: Shape,
     row_api: Api | None,
     where: str,
-    nullable_content: bool,
 ) -> JSONObject:
     """A new top-level body dict for a row's body, with a new, validated `messages` list.
 
     Only the top-level dict and the messages list are new; the protocols change nothing
     below them, so the row's own objects are never mutated. In a simple row a null field
     means "not set" (a Parquet column gives every row every field). Every value is checked
-    to be strict JSON (`check_json`): the client could not send it otherwise.
+    to be strict JSON (`check_json`): the client could not send it otherwise; the messages
+    follow the one message-shape rulebook (`shapes.check_messages`).
     """
     if row_api is not None and row_api != api:
         raise SourceError(where, f"the row is a {row_api} request but the job uses --api {api}")
@@ -166,50 +149,27 @@ def start_body(
         if type(value) is not str or not value.isascii():  # ASCII text needs no call
             check_json(value, key if simple else _PREFIXES[shape] + key, where)
         body[key] = value
+    label = _PREFIXES[shape] + "messages"
     if not simple:
         if "messages" not in body:
-            raise SourceError(where, "the request body has no messages")
+            raise SourceError(where, f"{label} is missing")
     elif "prompt" in body:
         prompt = body.pop("prompt")
         if "messages" in body:
-            raise SourceError(where, "the row has both prompt and messages")
+            raise SourceError(where, "the row has both messages and prompt: give one")
         if type(prompt) is not str:
             raise SourceError(where, f"prompt must be a string, got {json_kind(prompt)}")
         if not prompt:
             raise SourceError(where, "prompt is empty")
-        # Built here from a checked string: nothing in it for _checked_messages to find.
+        # Built here from a checked string: nothing in it for check_messages to find.
         body["messages"] = [{"role": "user", "content": prompt}]
         return body
     elif "messages" not in body:
-        raise SourceError(where, "the row has no prompt or messages")
-    body["messages"] = _checked_messages(body["messages"], where, nullable_content)
+        raise SourceError(where, "the row has neither prompt nor messages")
+    messages = body["messages"]
+    check_messages(messages, where, api=api, label=label)
+    body["messages"] = list(messages)
     return body
-
-
-def _checked_messages(messages: object, where: str, nullable_content: bool) -> list[Any]:
-    if not isinstance(messages, list):
-        raise SourceError(where, f"messages must be an array, got {json_kind(messages)}")
-    if not messages:
-        raise SourceError(where, "messages is empty")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise SourceError(where, f"messages[{i}] must be an object, got {json_kind(message)}")
-        role = message.get("role")
-        if not isinstance(role, str) or not role:
-            got = "an empty role" if role == "" else "no role"
-            raise SourceError(where, f"messages[{i}] has {got}")
-        if "content" not in message:
-            # A chat assistant turn that only calls tools may leave content out.
-            if nullable_content and "tool_calls" in message:
-                continue
-            raise SourceError(where, f"messages[{i}] has no content")
-        content = message["content"]
-        if isinstance(content, str | list) or (content is None and nullable_content):
-            continue
-        raise SourceError(
-            where, f"messages[{i}].content must be a string or an array, got {json_kind(content)}"
-        )
-    return list(messages)
 
 
 def set_default(body: JSONObject, key: str, value: object) -> None:

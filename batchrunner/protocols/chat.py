@@ -12,7 +12,6 @@ from batchrunner.errors import SourceError
 from batchrunner.protocols.base import (
     estimate_tokens,
     invalid_response,
-    json_kind,
     load_event,
     require_str,
     require_tokens,
@@ -22,6 +21,7 @@ from batchrunner.protocols.base import (
     stream_error,
     usage_int,
 )
+from batchrunner.protocols.shapes import json_kind
 from batchrunner.records import Api, Completion, JSONObject, Request, Row
 
 if TYPE_CHECKING:
@@ -50,9 +50,7 @@ class ChatProtocol:
     ) -> tuple[JSONObject, int]:
         """The body for a row and its token limit; job defaults fill model, max_tokens,
         system (a leading system message) and temperature where the row has none."""
-        body = start_body(
-            source, self.name, shape=shape, row_api=api, where=where, nullable_content=True
-        )
+        body = start_body(source, self.name, shape=shape, row_api=api, where=where)
         messages: list[Any] = body["messages"]
         leading_system = messages[0].get("role") in _SYSTEM_ROLES
         # Only a simple row's `system` is ours to translate; a batch body is sent as is.

@@ -59,9 +59,7 @@ class MessagesProtocol:
     ) -> tuple[JSONObject, int]:
         """The body for a row and its max_tokens; job defaults fill model, max_tokens,
         system and temperature where the row has none."""
-        body = start_body(
-            source, self.name, shape=shape, row_api=api, where=where, nullable_content=False
-        )
+        body = start_body(source, self.name, shape=shape, row_api=api, where=where)
         # Inline rather than set_default/require_*: the validation pass runs this once per
         # input row, and the calls were a third of its cost.
         get = body.get

@@ -1,7 +1,9 @@
-"""Opening inputs: formats, compression, Parquet directories, and the input's identity.
+"""Reading inputs: formats, compression, Parquet directories, rows, and the input's identity.
 
-Yields decoded records (dicts as they stand in the file) with where they came from; it
-knows nothing of shapes or ids (rowshape does). Memory stays O(one Parquet batch or one
+`iter_records` yields decoded records (dicts as they stand in the file) with where they
+came from, knowing nothing of shapes or ids; `read_rows` turns them into Rows with
+`rows.RowMaker`. The producer end of the pipeline: it never checks ids across rows (the
+validation pass does) and never sends anything. Memory stays O(one Parquet batch or one
 line), whatever the file size.
 """
 
@@ -14,14 +16,22 @@ import json
 import stat
 import zlib
 from collections.abc import Callable, Generator
+from contextlib import closing
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from batchrunner.errors import SourceError
+from batchrunner.inputs.rows import RowMaker
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from batchrunner.records import Row
+    from batchrunner.spec import SourceOptions
 
 Format = Literal["jsonl", "parquet"]
 Records = Generator[tuple[Any, str], None, None]  # (decoded record, "FILE:LINE" / "FILE row N")
@@ -104,6 +114,28 @@ def iter_records(
     if input_format(path) == "jsonl":
         return _jsonl_records(path, skip)
     return _parquet_records(input_files(path), on_file)
+
+
+def read_rows(
+    path: Path, opts: SourceOptions, *, skip: Callable[[int], bool] | None = None
+) -> Iterator[Row]:
+    """Every row of the input, in order; SourceError on the first row that cannot be one.
+
+    A directory is read as one input: its *.parquet files sorted by name, `Row.index`
+    running on across them. Rows whose index `skip` accepts are left out (and, in JSONL,
+    not even parsed).
+    """
+    maker = RowMaker(opts, json_strings=input_format(path) == "parquet")
+
+    def check(file: Path, schema: Any) -> None:
+        maker.check_columns(schema.names, str(file))
+
+    make = maker.make
+    with closing(iter_records(path, on_file=check, skip=skip)) as records:
+        for index, (record, where) in enumerate(records):
+            if record is SKIPPED or (skip is not None and skip(index)):
+                continue
+            yield make(record, index, where)
 
 
 def _jsonl_records(path: Path, skip: Callable[[int], bool] | None = None) -> Records:

@@ -1,7 +1,9 @@
 """Turning one decoded input record into a Row: shapes, ids, templates and column options.
 
-Shared by `sources.read_rows` and `validate.validate`, so both accept and refuse exactly
-the same rows. Pure: no IO and no pyarrow; callers say where each record came from.
+Shared by `readers.read_rows` and `validation.validate`, so both accept and refuse exactly
+the same rows. What a request body may hold (prompt, messages) is not decided here but by
+the protocols, when the body is built. Pure: no IO and no pyarrow; callers say where each
+record came from.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import TYPE_CHECKING, Any, cast
 from batchrunner.errors import SourceError
 from batchrunner.protocols import REQUEST_FIELDS
 from batchrunner.protocols.jsonsafe import check_text
+from batchrunner.protocols.shapes import json_kind
 from batchrunner.records import Api, JSONObject, Row, Shape
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from batchrunner.sources import SourceOptions
+    from batchrunner.spec import SourceOptions
 
 ANTHROPIC_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 URL_APIS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/messages": "messages"}
@@ -37,23 +40,6 @@ _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _ANTHROPIC_KEYS = frozenset({"custom_id", "params"})
 _MISSING: Any = object()
 Parsed = tuple[str, JSONObject, JSONObject, Api | None]  # id, body, extra, api
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a value's type, for messages ("got a number")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def template_fields(template: str) -> tuple[str, ...]:
@@ -76,31 +62,11 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def check_messages(messages: object, where: str, label: str = "messages") -> None:
-    """Refuse anything but a non-empty list of {role, content} objects."""
-    if type(messages) is not list:
-        raise SourceError(where, f"{label} must be a list of objects, got {json_type(messages)}")
-    if not messages:
-        raise SourceError(where, f"{label} is empty")
-    for i, message in enumerate(messages):
-        if type(message) is not dict or type(message.get("role")) is not str:
-            raise SourceError(where, f"{label}[{i}] must be an object with a string role")
-        content = message.get("content", _MISSING)
-        if type(content) is str:
-            continue
-        if type(content) is not list or any(type(block) is not dict for block in content):
-            raise SourceError(
-                where,
-                f"{label}[{i}].content must be a string or a list of objects, "
-                f"got {'nothing' if content is _MISSING else json_type(content)}",
-            )
-
-
 def _not_object(record: object) -> str:
     hint = (
         " (a JSON array: the input must hold one object per line)" if type(record) is list else ""
     )
-    return f"not a JSON object, got {json_type(record)}{hint}"
+    return f"not a JSON object, got {json_kind(record)}{hint}"
 
 
 class RowMaker:
@@ -221,8 +187,9 @@ class RowMaker:
         if self._template is not None:
             body["prompt"] = self._render(record, where)
         elif prompt_key is not None:
-            if prompt is _MISSING:
-                raise SourceError(where, f"prompt column {prompt_key!r} does not exist")
+            if prompt is _MISSING or prompt is None:
+                state = "does not exist" if prompt is _MISSING else "is null in this row"
+                raise SourceError(where, f"prompt column {prompt_key!r} {state}")
             body["prompt"] = prompt
         if type(body.get("prompt")) is not str or "messages" in body:
             self._check_prompt(body, extra, where)
@@ -237,25 +204,19 @@ class RowMaker:
             return str(index)
         if type(value) is int:
             return str(value)
-        raise SourceError(where, f"id must be a string or an integer, got {json_type(value)}")
+        raise SourceError(where, f"id must be a string or an integer, got {json_kind(value)}")
 
     def _check_prompt(self, body: JSONObject, extra: JSONObject, where: str) -> None:
-        prompt = body.get("prompt", _MISSING)
-        messages = body.get("messages", _MISSING)
-        if prompt is _MISSING:
-            if messages is _MISSING:
-                raise SourceError(where, self._no_prompt(extra))
-            check_messages(messages, where)
-        elif messages is not _MISSING:
-            source = "the template" if self._template is not None else "prompt"
-            raise SourceError(where, f"has both messages and {source}: give one")
-        elif type(prompt) is not str:
-            raise SourceError(where, f"prompt must be a string, got {json_type(prompt)}")
-
-    def _no_prompt(self, extra: JSONObject) -> str:
-        if "custom_id" in extra:
-            return "a batch line needs body (OpenAI) or params (Anthropic) next to custom_id"
-        return "has neither prompt nor messages"
+        """What only the row's shape knows about its prompt; the rest (a string prompt or
+        well-formed messages, never both) is the protocol's, checked as the body is built."""
+        if self._template is not None or self._prompt_column is not None:
+            if body.get("messages") is not None:
+                source = "the template" if self._template is not None else "prompt"
+                raise SourceError(where, f"has both messages and {source}: give one")
+        elif "custom_id" in extra and body.get("prompt") is None and body.get("messages") is None:
+            raise SourceError(
+                where, "a batch line needs body (OpenAI) or params (Anthropic) next to custom_id"
+            )
 
     def _render(self, record: JSONObject, where: str) -> str:
         for name in self._needs:
@@ -276,15 +237,14 @@ class RowMaker:
             except ValueError as exc:
                 raise SourceError(where, f"{name} holds invalid JSON: {exc}") from None
         if type(value) is not dict:
-            raise SourceError(where, f"{name} must be an object, got {json_type(value)}")
-        check_messages(value.get("messages"), where, f"{name}.messages")
+            raise SourceError(where, f"{name} must be an object, got {json_kind(value)}")
         return value
 
     def _openai(self, record: JSONObject, index: int, where: str) -> Parsed:
         custom_id = record["custom_id"]
         if type(custom_id) is not str or not custom_id:
             raise SourceError(
-                where, f"custom_id must be a non-empty string, got {json_type(custom_id)}"
+                where, f"custom_id must be a non-empty string, got {json_kind(custom_id)}"
             )
         if not custom_id.isascii():
             check_text(custom_id, "custom_id", where)
@@ -303,7 +263,7 @@ class RowMaker:
     def _anthropic(self, record: JSONObject, index: int, where: str) -> Parsed:
         custom_id = record["custom_id"]
         if type(custom_id) is not str or ANTHROPIC_ID.fullmatch(custom_id) is None:
-            shown = repr(custom_id) if type(custom_id) is str else json_type(custom_id)
+            shown = repr(custom_id) if type(custom_id) is str else json_kind(custom_id)
             raise SourceError(where, f"custom_id {shown} must match ^[a-zA-Z0-9_-]{{1,64}}$")
         body = self._object(record["params"], "params", where)
         extra = {key: value for key, value in record.items() if key not in _ANTHROPIC_KEYS}

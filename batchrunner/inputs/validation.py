@@ -19,15 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrunner.errors import SourceError
-from batchrunner.inputs import OnFile, input_files, input_format, iter_records
+from batchrunner.inputs.readers import OnFile, input_files, input_format, iter_records
+from batchrunner.inputs.rows import RowMaker
 from batchrunner.protocols import PROTOCOLS
-from batchrunner.rowshape import RowMaker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from batchrunner.records import Shape
-    from batchrunner.sources import SourceOptions
+    from batchrunner.spec import SourceOptions
 
 Digest = Callable[[str], int]  # an id -> 64 bits (unsigned)
 
