@@ -28,6 +28,12 @@ def _zero_backoff() -> Iterator[None]:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio only (anyio would also try trio where it is installed)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def fake_api() -> Iterator[FakeServer]:
     """A plain fake API (no faults, no latency) on a free loopback port."""
     with FakeServer(api_key=TEST_KEY) as server:

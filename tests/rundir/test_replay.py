@@ -8,7 +8,7 @@ from pathlib import Path
 import batchrunner
 from batchrunner.rundir import RunDir, read_status
 from batchrunner.rundir.files import segment_path
-from tests.partdata import journal_lines, make_part, make_result
+from tests.helpers import journal_lines, make_part, make_result
 
 FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
 TOTAL = 10
