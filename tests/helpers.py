@@ -111,10 +111,11 @@ def wait_for_traffic(out: Path, proc: subprocess.Popen[str], timeout: float = 60
     log = out / "calls.log"
     before = log.stat().st_size if log.exists() else 0
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and log.stat().st_size > before:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None or (log.exists() and log.stat().st_size > before):
             return
         time.sleep(0.02)
+    raise AssertionError("the runner sent nothing within the timeout")
 
 
 # -- requests to the fake API ----------------------------------------------------------
