@@ -1,7 +1,7 @@
-"""Helpers the tests share: results and run directories, CLI runs, fake-API request bodies.
+"""Helpers the tests share: the CLI in-process, run directories, child runs, fake-API bodies.
 
-Fixtures live in conftest.py; anything a test module imports lives here, once (pytest
-advises against importing conftest). Helpers that only one test module needs stay there.
+Fixtures live in conftest.py; what a test module imports lives here, once (pytest advises
+against importing conftest). A helper only one test module needs stays in that module.
 """
 
 from __future__ import annotations
@@ -14,23 +14,45 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
+from click.testing import CliRunner
+from click.testing import Result as CliResult
 
+from batchrunner.cli import main
 from batchrunner.records import Result
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.lines import parse_lines
 from batchrunner.rundir.parts import write_part
 from batchrunner.rundir.writer import RunDir
-from tests.conftest import TEST_KEY, run_cli
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from batchrunner.records import Status
     from batchrunner.rundir import parts as part_files
 
+# The API key of every test run; tests check it never appears in any output.
+TEST_KEY = "sk-test-0123456789-SECRET"
 # The fingerprint of a test run directory, when the test does not care what it holds.
 FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
+
+# -- the CLI in-process, and its input files ---------------------------------------------
+
+
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write `rows` as UTF-8 JSON Lines, one object a line."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run_cli(
+    args: Sequence[str], *, key: str | None = TEST_KEY, env: dict[str, str] | None = None
+) -> CliResult:
+    """Invoke `batchrunner ARGS` in-process with stdout and stderr kept apart."""
+    full_env = {"CAICAINI_API_KEY": key or "", "CAICAINI_BASE": "http://127.0.0.1:9/v1"}
+    full_env.update(env or {})
+    return CliRunner().invoke(main, list(args), env=full_env, catch_exceptions=False)
+
 
 # -- results and run directories -------------------------------------------------------
 

@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import RunAbortedError
-from tests.conftest import run_cli, write_jsonl
-from tests.helpers import status_json
+from tests.helpers import run_cli, status_json, write_jsonl
 from tests.hostile import HostileState, hostile_api
 
 if TYPE_CHECKING:

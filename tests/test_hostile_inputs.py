@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
-from tests.helpers import file_with_line_7
+from tests.helpers import TEST_KEY, file_with_line_7, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from batchrunner import inputs
 from batchrunner.inputs import input_identity
-from tests.conftest import run_cli, write_jsonl
+from tests.helpers import run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,9 +17,8 @@ import pytest
 from batchrunner.config import load_job
 from batchrunner.fakeapi import answer_for
 from batchrunner.fakeapi.answers import input_tokens
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
-from tests.helpers import file_with_line_7, read_results
+from tests.helpers import TEST_KEY, file_with_line_7, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

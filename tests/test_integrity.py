@@ -17,8 +17,7 @@ from batchrunner.rundir import RunDir, recovery
 from batchrunner.rundir import parts as part_files
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.parts import PART_SCHEMA, PartOutcomes
-from tests.conftest import run_cli, write_jsonl
-from tests.helpers import commit_all, make_result, open_run
+from tests.helpers import commit_all, make_result, open_run, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

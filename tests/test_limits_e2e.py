@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
-from tests.helpers import status_json
+from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

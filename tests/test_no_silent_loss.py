@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
-from tests.helpers import wait_for_traffic
+from tests.helpers import TEST_KEY, run_cli, wait_for_traffic, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from batchrunner.errors import RunAbortedError
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
-from tests.helpers import status_json
+from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 from tests.hostile import not_http_server, web_server
 
 if TYPE_CHECKING:

@@ -10,8 +10,7 @@ import pytest
 from batchrunner.errors import ConfigError
 from batchrunner.records import Result
 from batchrunner.report import Pricing, find_pricing, summarize
-from tests.conftest import run_cli
-from tests.helpers import open_run
+from tests.helpers import open_run, run_cli
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -21,8 +21,7 @@ import pytest
 
 from batchrunner.bodies import BodyDecoder, BodyTooLarge, too_large_by_length
 from batchrunner.errors import RetryableError
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
-from tests.helpers import read_results
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 from tests.hostile import HostileState, gzip_bomb, hostile_api
 
 MB = 1_000_000

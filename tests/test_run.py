@@ -13,9 +13,8 @@ import pytest
 
 from batchrunner.fakeapi import answer_for
 from batchrunner.rundir.parts import OUTPUT_SCHEMA
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
-from tests.helpers import read_results
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

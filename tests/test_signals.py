@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
-from tests.helpers import start_run
+from tests.helpers import TEST_KEY, run_cli, start_run, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

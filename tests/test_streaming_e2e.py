@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from batchrunner.fakeapi import answer_for
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
-from tests.helpers import read_results
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

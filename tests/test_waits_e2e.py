@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import TEST_KEY, write_jsonl
-from tests.helpers import status_json
+from tests.helpers import TEST_KEY, status_json, write_jsonl
 from tests.hostile_headers import Hostile, serve_hostile
 
 if TYPE_CHECKING:
