@@ -2,7 +2,8 @@
 
 FakeServer runs the real command (`python -m batchrunner.fakeapi --port 0 ...`) and talks
 to `/_fake/*` with urllib only, so it adds no client library to what is under test.
-serve_in_thread runs the same aiohttp app on its own event loop for fast in-process tests.
+serve_in_thread runs the same aiohttp app on its own event loop for fast in-process tests;
+serve_on_thread is that loop-in-a-thread for any server (tests/hostile*.py use it too).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import tempfile
 import threading
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchrunner.fakeapi import FakeOptions, FakeState, RunningServer, start_server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
     from types import TracebackType
+
+    Stop = Callable[[], Awaitable[None]]  # stops a server that serve_on_thread started
+
+T = TypeVar("T")
 
 _PREFIX = "listening on "
 
@@ -143,8 +148,8 @@ class ThreadServer:
         return _root(self.base_url)
 
 
-def _shutdown(loop: asyncio.AbstractEventLoop, server: RunningServer) -> None:
-    loop.run_until_complete(server.runner.cleanup())
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what the stopped server left running, so the loop closes without warnings."""
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
@@ -153,9 +158,13 @@ def _shutdown(loop: asyncio.AbstractEventLoop, server: RunningServer) -> None:
 
 
 @contextlib.contextmanager
-def serve_in_thread(**options: Any) -> Iterator[ThreadServer]:
-    """Serve FakeOptions(port=0, **options) on a thread with its own event loop."""
-    fake_options = FakeOptions(**{"port": 0, **options})
+def serve_on_thread(start: Callable[[], Awaitable[tuple[T, Stop]]], *, name: str) -> Iterator[T]:
+    """Run `start()` on a fresh event loop in a daemon thread; yield the handle it returns.
+
+    `start` binds a server and returns (its handle, a coroutine function that stops it).
+    When the block ends the loop stops, the server is stopped and leftover tasks are
+    cancelled. A server that fails to start raises RuntimeError here, naming the cause.
+    """
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict[str, Any] = {}
@@ -164,26 +173,40 @@ def serve_in_thread(**options: Any) -> Iterator[ThreadServer]:
         asyncio.set_event_loop(loop)
         try:
             try:
-                box["server"] = loop.run_until_complete(start_server(fake_options))
+                box["handle"], box["stop"] = loop.run_until_complete(start())
             except BaseException as exc:
                 box["error"] = exc
                 return
             finally:
                 started.set()
             loop.run_forever()
-            _shutdown(loop, box["server"])
+            loop.run_until_complete(box["stop"]())
+            _cancel_leftovers(loop)
         finally:
             loop.close()
 
-    thread = threading.Thread(target=run, name="fakeapi", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     started.wait(20)
-    if "server" not in box:
+    if "handle" not in box:
         thread.join(20)
-        raise RuntimeError(f"fake API did not start: {box.get('error')!r}")
-    server: RunningServer = box["server"]
+        raise RuntimeError(f"{name} did not start: {box.get('error')!r}")
+    handle: T = box["handle"]
     try:
-        yield ThreadServer(server.base_url, server.state, fake_options)
+        yield handle
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(20)
+
+
+@contextlib.contextmanager
+def serve_in_thread(**options: Any) -> Iterator[ThreadServer]:
+    """Serve FakeOptions(port=0, **options) on a thread with its own event loop."""
+    fake_options = FakeOptions(**{"port": 0, **options})
+
+    async def start() -> tuple[RunningServer, Stop]:
+        server = await start_server(fake_options)
+        return server, server.runner.cleanup
+
+    with serve_on_thread(start, name="fakeapi") as server:
+        yield ThreadServer(server.base_url, server.state, fake_options)

@@ -13,15 +13,18 @@ import asyncio
 import contextlib
 import gzip
 import json
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tests.fakeserver import serve_on_thread
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+
+    from tests.fakeserver import Stop
 
 _CHUNK = b"a" * 65536
 
@@ -259,37 +262,8 @@ def _web_app(kind: str, state: HostileState) -> web.Application:
     return app
 
 
-@contextlib.contextmanager
-def _serve(
-    start: Callable[[], Awaitable[tuple[int, Callable[[], Awaitable[None]]]]],
-) -> Iterator[int]:
-    """Run `start` on a fresh event loop in a thread; yield the port it bound."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            box["port"], box["stop"] = loop.run_until_complete(start())
-        finally:
-            ready.set()
-        loop.run_forever()
-        loop.run_until_complete(box["stop"]())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="hostile", daemon=True)
-    thread.start()
-    ready.wait(20)
-    try:
-        yield int(box["port"])
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(20)
-
-
-def _app_starter(app: web.Application) -> Callable[[], Awaitable[tuple[int, Any]]]:
-    async def start() -> tuple[int, Any]:
+def _app_starter(app: web.Application) -> Callable[[], Awaitable[tuple[int, Stop]]]:
+    async def start() -> tuple[int, Stop]:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -307,7 +281,7 @@ def hostile_api(state: HostileState | None = None) -> Iterator[Served]:
     app = web.Application(client_max_size=1 << 20)
     app.router.add_get("/v1/models", api.models)
     app.router.add_post("/v1/messages", api.messages)
-    with _serve(_app_starter(app)) as port:
+    with serve_on_thread(_app_starter(app), name="hostile") as port:
         yield Served(f"http://127.0.0.1:{port}/v1", state, port)
 
 
@@ -315,7 +289,7 @@ def hostile_api(state: HostileState | None = None) -> Iterator[Served]:
 def web_server(kind: str = "404") -> Iterator[Served]:
     """A web server that is no API: `404` for everything, or `html`: a 200 page."""
     state = HostileState()
-    with _serve(_app_starter(_web_app(kind, state))) as port:
+    with serve_on_thread(_app_starter(_web_app(kind, state)), name="hostile") as port:
         yield Served(f"http://127.0.0.1:{port}/v1", state, port)
 
 
@@ -336,7 +310,7 @@ def not_http_server(banner: bytes = b"SSH-2.0-OpenSSH_9.6") -> Iterator[Served]:
             await writer.drain()
         writer.close()
 
-    async def start() -> tuple[int, Any]:
+    async def start() -> tuple[int, Stop]:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
 
         async def stop() -> None:
@@ -345,5 +319,5 @@ def not_http_server(banner: bytes = b"SSH-2.0-OpenSSH_9.6") -> Iterator[Served]:
 
         return server.sockets[0].getsockname()[1], stop
 
-    with _serve(start) as port:
+    with serve_on_thread(start, name="hostile") as port:
         yield Served(f"http://127.0.0.1:{port}/v1", state, port)

@@ -4,17 +4,19 @@ told to send. It speaks just enough of the messages convention for a run."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tests.fakeserver import serve_on_thread
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+
+    from tests.fakeserver import Stop
 
 MESSAGE = {
     "id": "msg_hostile",
@@ -66,37 +68,15 @@ def _app(spec: Hostile) -> web.Application:
 @contextlib.contextmanager
 def serve_hostile(spec: Hostile) -> Iterator[Hostile]:
     """Serve `spec` on a free loopback port until the block ends; sets `spec.base_url`."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
 
-    async def start() -> web.AppRunner:
+    async def start() -> tuple[Hostile, Stop]:
         runner = web.AppRunner(_app(spec), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
         spec.base_url = f"http://127.0.0.1:{port}/v1"
-        return runner
+        return spec, runner.cleanup
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            box["runner"] = loop.run_until_complete(start())
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(box["runner"].cleanup())
-        finally:
-            started.set()
-            loop.close()
-
-    thread = threading.Thread(target=run, name="hostile-api", daemon=True)
-    thread.start()
-    started.wait(20)
-    if "runner" not in box:
-        raise RuntimeError("the hostile server did not start")
-    try:
-        yield spec
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(20)
+    with serve_on_thread(start, name="hostile-api") as served:
+        yield served

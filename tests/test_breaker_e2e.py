@@ -8,14 +8,13 @@ interrupts, or that end the input, are ordinary outcomes and are recorded.
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import RunAbortedError
-from tests.conftest import run_cli, write_jsonl
+from tests.helpers import run_cli, status_json, write_jsonl
 from tests.hostile import HostileState, hostile_api
 
 if TYPE_CHECKING:
@@ -35,13 +34,6 @@ def _job(tmp_path: Path, rows: list[dict[str, str]], *, window: int, concurrency
     return job
 
 
-def _status(out: Path) -> dict[str, Any]:
-    res = run_cli(["status", str(out), "--json"])
-    assert res.exit_code == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
-
-
 @pytest.mark.parametrize("status", [500, 400])
 def test_a_tripped_breaker_leaves_its_rows_pending_and_a_plain_resume_finishes(
     tmp_path: Path, status: int
@@ -59,13 +51,13 @@ def test_a_tripped_breaker_leaves_its_rows_pending_and_a_plain_resume_finishes(
         assert tripped.exit_code == RunAbortedError.exit_code, tripped.output
         assert "last 10 rows all failed" in tripped.stderr and "left pending" in tripped.stderr
         assert f"HTTP {status}" in tripped.stderr  # the last error is quoted
-        st = _status(out)
+        st = status_json(out)
         assert (st["total"], st["pending"], st["errored"], st["succeeded"]) == (ROWS, ROWS, 0, 0)
         assert sent_before < ROWS  # it stopped early: most rows were never sent
         server.state.fail_status = None
         fixed = run_cli(args)
     assert fixed.exit_code == 0, fixed.output
-    st = _status(out)
+    st = status_json(out)
     assert (st["succeeded"], st["errored"], st["pending"], st["complete"]) == (ROWS, 0, 0, True)
     results = pq.read_table(out / "results.parquet").to_pylist()
     assert [r["text"] for r in results] == [f"answer to question {i}" for i in range(ROWS)]

@@ -18,8 +18,8 @@ import pytest
 from batchrunner.cli import main, run, validate_cmd
 from batchrunner.config import BASE_ENV, KEY_ENV
 from batchrunner.spec import JobSpec, LimitsSpec, RequestSpec
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from click.testing import Result

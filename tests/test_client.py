@@ -65,11 +65,6 @@ HTML_502 = (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def make_request(api: Api = "messages", *, stream: bool = False) -> Request:
     row = Row(index=0, id="row-0", body={"prompt": "Say hi"}, where="in.jsonl:1")
     return get_protocol(api).build_request(row, RequestSpec(), stream=stream)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -14,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.fakeapi import answer_for
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, start_run, wait_for_traffic, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,27 +21,6 @@ pytestmark = pytest.mark.crash
 
 ROWS = 6000
 CONCURRENCY = 64
-
-
-def _start(src: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "CAICAINI_API_KEY": TEST_KEY}
-    cmd = [sys.executable, "-m", "batchrunner", "run", str(src), "-o", str(out)]
-    cmd += ["--base-url", base_url, "--concurrency", str(CONCURRENCY), "-q", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_traffic(out: Path, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
-    """Block until this runner has logged new attempts (so a kill lands mid-run)."""
-    log = out / "calls.log"
-    before = log.stat().st_size if log.exists() else 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return
-        if log.exists() and log.stat().st_size > before:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the runner sent nothing within the timeout")
 
 
 def test_sigkill_six_times_then_sigint_then_resume_loses_nothing(tmp_path: Path) -> None:
@@ -56,15 +32,15 @@ def test_sigkill_six_times_then_sigint_then_resume_loses_nothing(tmp_path: Path)
     kills = 0
     with FakeServer(*["--latency", "0.025-0.055"], api_key=TEST_KEY) as server:
         for _ in range(6):
-            proc = _start(src, out, server.base_url)
-            _wait_for_traffic(out, proc)
+            proc = start_run(src, out, server.base_url, "--concurrency", str(CONCURRENCY))
+            wait_for_traffic(out, proc)
             time.sleep(rng.uniform(0.0, 0.6))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
             proc.communicate(timeout=30)
-        proc = _start(src, out, server.base_url)
-        _wait_for_traffic(out, proc)
+        proc = start_run(src, out, server.base_url, "--concurrency", str(CONCURRENCY))
+        wait_for_traffic(out, proc)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -72,7 +48,7 @@ def test_sigkill_six_times_then_sigint_then_resume_loses_nothing(tmp_path: Path)
             assert "run the same command again" in err
         else:  # it finished before the signal landed: fine, but it must have succeeded
             assert proc.returncode == 0, err
-        final = _start(src, out, server.base_url)
+        final = start_run(src, out, server.base_url, "--concurrency", str(CONCURRENCY))
         _, err = final.communicate(timeout=300)
         assert final.returncode == 0, err
         answers = server.stats()["answers_total"]
@@ -109,9 +85,9 @@ def test_second_runner_on_the_same_dir_is_refused(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(400)])
     out = tmp_path / "run"
     with FakeServer(*["--latency", "0.5"], api_key=TEST_KEY) as server:
-        first = _start(src, out, server.base_url, "--concurrency", "4")
+        first = start_run(src, out, server.base_url, "--concurrency", "4")
         try:
-            _wait_for_traffic(out, first)
+            wait_for_traffic(out, first)
             res = run_cli(["run", str(src), "-o", str(out), "--base-url", server.base_url, "-q"])
             assert res.exit_code == 2
             assert "in use" in res.stderr

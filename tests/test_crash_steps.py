@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.records import Result
-from batchrunner.rundir import RunDir
 from batchrunner.rundir.journal import encode_result
+from tests.helpers import open_run
 
 pytestmark = pytest.mark.crash
 
@@ -88,12 +88,6 @@ def result(i: int) -> Result:
     return Result(index=i, id=f"id-{i}", status="succeeded", text=text, completed_at_us=i)
 
 
-def _open(run: Path) -> RunDir:
-    return RunDir.open(
-        run, fingerprint={}, total_rows=ROWS, retry_errors=False, durability="process"
-    )
-
-
 def _child(run: Path, kill_at: int, mode: str) -> tuple[int, int, list[str]]:
     """Run the child; returns (exit code, rows it recorded, steps it logged when it finished)."""
     repo = str(Path(__file__).resolve().parent.parent)
@@ -117,14 +111,14 @@ def _child(run: Path, kill_at: int, mode: str) -> tuple[int, int, list[str]]:
 
 def _leave_two_segments(run: Path) -> None:
     """The state a kill leaves after two flushes' worth of journal and no part yet."""
-    _open(run).close()
+    open_run(run, ROWS, fingerprint={}).close()
     for seq, rows in ((1, range(HALF)), (2, range(HALF, ROWS))):
         path = run / "journal" / f"seg-{seq:06d}.jsonl"
         path.write_bytes(b"".join(encode_result(result(i)) for i in rows))
 
 
 def _finish_and_check(run: Path, recorded: int) -> None:
-    with _open(run) as rd:
+    with open_run(run, ROWS, fingerprint={}) as rd:
         codes = [rd.done.code(i) for i in range(ROWS)]
         assert codes == [1] * recorded + [0] * (ROWS - recorded), "a recorded outcome was lost"
         for i in range(recorded, ROWS):  # what a resumed run would send and record

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.fakeapi import answer_for
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

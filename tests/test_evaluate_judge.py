@@ -23,7 +23,7 @@ from batchrunner.evaluate import (
 )
 from batchrunner.fakeapi import answer_for
 from batchrunner.fakeapi import judge as fake_judge
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.helpers import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

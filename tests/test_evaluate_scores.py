@@ -24,7 +24,7 @@ from batchrunner.evaluate import (
     should_fail,
 )
 from batchrunner.fakeapi import answer_for
-from tests.conftest import run_cli, write_jsonl
+from tests.helpers import run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -17,7 +17,7 @@ import pytest
 
 from batchrunner.cli import main, run
 from batchrunner.config import load_job
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 if TYPE_CHECKING:
     from tests.fakeserver import FakeServer

@@ -22,8 +22,8 @@ from openai.types.shared import ErrorObject
 from batchrunner.cli import main
 from batchrunner.records import Result
 from batchrunner.rundir import RunDir, read_status
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

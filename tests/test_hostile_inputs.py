@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.helpers import TEST_KEY, file_with_line_7, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,14 +46,6 @@ _UNSENDABLE_LINE_7: dict[str, tuple[str, str]] = {
 }
 
 
-def _file_with_line_7(tmp_path: Path, line: str) -> Path:
-    lines = [json.dumps({"id": f"r{i}", "prompt": f"valid prompt {i}"}) for i in range(21)]
-    lines[6] = line
-    src = tmp_path / "in.jsonl"
-    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return src
-
-
 def _refused(result: Result, *fragments: str) -> None:
     """Exit 2, one line on stderr holding every fragment, no traceback."""
     assert result.exit_code == 2, (result.exit_code, result.stderr)
@@ -69,7 +61,7 @@ def test_unsendable_line_7_is_refused_by_validate_and_run_sends_nothing(
 ) -> None:
     """validate and run both exit 2 naming in.jsonl:7 and the field; the API sees 0 requests."""
     line, reason = _UNSENDABLE_LINE_7[case]
-    src = _file_with_line_7(tmp_path, line)
+    src = file_with_line_7(tmp_path, line)
     _refused(run_cli(["validate", str(src)]), "in.jsonl:7: ", reason)
     for api in ("messages", "chat"):
         out = tmp_path / f"run-{api}"

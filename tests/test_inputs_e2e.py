@@ -17,8 +17,8 @@ import pytest
 from batchrunner.config import load_job
 from batchrunner.fakeapi import answer_for
 from batchrunner.fakeapi.answers import input_tokens
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, file_with_line_7, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,11 +28,6 @@ _FINISH = {
     "chat": {"end": "stop", "max": "length"},
     "messages": {"end": "end_turn", "max": "max_tokens"},
 }
-
-
-def _results(out: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(out / "results.parquet").to_pylist()
-    return rows
 
 
 def _shuffled_id(i: int, prefix: str) -> str:
@@ -66,7 +61,7 @@ def test_openai_batch_lines_run_unchanged(tmp_path: Path, shared_api: FakeServer
     res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
     assert res.exit_code == 0, res.stderr
     log = shared_api.log()
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == [line["custom_id"] for line in lines]
     for line, got in zip(lines, results, strict=True):
         body = line["body"]
@@ -112,7 +107,7 @@ def test_anthropic_batch_requests_gzipped_run_unchanged(
     res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
     assert res.exit_code == 0, res.stderr
     log = shared_api.log()
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == [r["custom_id"] for r in requests]
     prompts = []
     for request, got in zip(requests, results, strict=True):
@@ -219,7 +214,7 @@ def test_job_file_alone_runs_with_paths_relative_to_it(
     out = tmp_path / "proj" / "runs" / "nightly"
     assert (out / "results.parquet").is_file()
     assert not (tmp_path / "elsewhere" / "runs").exists()
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == [f"q{i}" for i in range(len(_QUESTIONS))]
     for i, (question, got) in enumerate(zip(_QUESTIONS, results, strict=True)):
         prompt = f"Question: {question}"
@@ -239,7 +234,7 @@ def test_job_file_base_url_and_flag_override(tmp_path: Path, shared_api: FakeSer
     res = run_cli(["run", "--job", str(job), "-o", str(out), "--max-tokens", "2", "-q"])
     assert res.exit_code == 0, res.stderr
     assert len(shared_api.log()) == len(_QUESTIONS)
-    for question, got in zip(_QUESTIONS, _results(out), strict=True):
+    for question, got in zip(_QUESTIONS, read_results(out), strict=True):
         assert got["text"] == answer_for(f"Question: {question}", max_tokens=2)[0]
         assert got["stop_reason"] == "max_tokens"
         assert got["output_tokens"] == 2
@@ -267,21 +262,13 @@ _BAD_LINE_7 = {
 }
 
 
-def _file_with_line_7(tmp_path: Path, line: str) -> Path:
-    lines = [json.dumps({"id": f"r{i}", "prompt": f"valid prompt {i}"}) for i in range(21)]
-    lines[6] = line
-    src = tmp_path / "in.jsonl"
-    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return src
-
-
 @pytest.mark.parametrize("case", sorted(_BAD_LINE_7))
 def test_bad_line_7_stops_run_and_validate_before_any_request(
     tmp_path: Path, shared_api: FakeServer, case: str
 ) -> None:
     """A bad line 7 of 21: run and validate exit 2 naming in.jsonl:7; the server sees nothing."""
     line, reason = _BAD_LINE_7[case]
-    src = _file_with_line_7(tmp_path, line)
+    src = file_with_line_7(tmp_path, line)
     out = tmp_path / "run"
     res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
     checked = run_cli(["validate", str(src)])
@@ -296,7 +283,7 @@ def test_bad_line_7_stops_run_and_validate_before_any_request(
 
 def test_validate_accepts_a_valid_file_and_counts_rows(tmp_path: Path) -> None:
     """`validate` on 21 good lines exits 0 and prints the row count."""
-    src = _file_with_line_7(tmp_path, json.dumps({"id": "r6", "prompt": "fine"}))
+    src = file_with_line_7(tmp_path, json.dumps({"id": "r6", "prompt": "fine"}))
     res = run_cli(["validate", str(src)])
     assert res.exit_code == 0, res.stderr
     assert "21 rows" in res.stdout
@@ -381,7 +368,7 @@ def test_batch_lines_with_tool_turns_validate_and_run(
     out = tmp_path / "run"
     res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
     assert res.exit_code == 0, res.stderr
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == ["t-0", "t-1", "t-2"]
     for line, got in zip(lines, results, strict=True):
         assert got["status"] == "succeeded", got

@@ -13,30 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import IntegrityError
-from batchrunner.records import Result
 from batchrunner.rundir import RunDir, recovery
 from batchrunner.rundir import parts as part_files
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.parts import PART_SCHEMA, PartOutcomes
-from tests.conftest import run_cli, write_jsonl
+from tests.helpers import commit_all, make_result, open_run, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from batchrunner.records import Status
     from tests.fakeserver import FakeServer
-
-FP: dict[str, object] = {"input": {"path": "in.jsonl"}, "settings": {}}
-
-
-def _open(path: Path, total: int = 6) -> RunDir:
-    return RunDir.open(
-        path, fingerprint=FP, total_rows=total, retry_errors=False, durability="process"
-    )
-
-
-def _result(i: int, status: Status = "succeeded", **kw: Any) -> Result:
-    return Result(index=i, id=kw.pop("id", f"r{i}"), status=status, **kw)
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -51,19 +37,13 @@ def _drop_row(part: Path, index: int) -> None:
     pq.write_table(table.filter(pc.not_equal(table["_index"], index)), part)
 
 
-def _commit_all(rd: RunDir) -> None:
-    sealed = rd.seal()
-    assert sealed is not None
-    rd.commit(sealed)
-
-
 def test_a_row_lost_from_a_part_before_assembly_fails_loudly(tmp_path: Path) -> None:
     """Parts one row short of the done set: IntegrityError, no results, nothing deleted."""
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         for i in range(3):
-            rd.record(_result(i))
-        _commit_all(rd)
+            rd.record(make_result(i))
+        commit_all(rd)
         _drop_row(run / "parts" / "part-000001.parquet", 1)
         before = _files(run)
         with pytest.raises(IntegrityError) as caught:
@@ -73,19 +53,19 @@ def test_a_row_lost_from_a_part_before_assembly_fails_loudly(tmp_path: Path) -> 
             caught.value
         )
         assert _files(run) == before and not (run / "results.parquet").exists()
-    with _open(run, total=3) as rd:  # as the message says: the lost row is pending again
+    with open_run(run, total=3) as rd:  # as the message says: the lost row is pending again
         assert [rd.done.code(i) for i in range(3)] == [1, 0, 1]
 
 
 def test_duplicate_ids_at_finalize_fail_loudly(tmp_path: Path) -> None:
     """Two rows with one id: IntegrityError naming it; results.parquet is not written."""
     run = tmp_path / "run"
-    with _open(run, total=4) as rd:
-        rd.record(_result(0))
-        rd.record(_result(1, id="twin"))
-        _commit_all(rd)
-        rd.record(_result(2, "errored", id="twin"))
-        rd.record(_result(3))
+    with open_run(run, total=4) as rd:
+        rd.record(make_result(0))
+        rd.record(make_result(1, id="twin"))
+        commit_all(rd)
+        rd.record(make_result(2, "errored", id="twin"))
+        rd.record(make_result(3))
         before_parts = _files(run / "parts")
         with pytest.raises(
             IntegrityError, match=r"1 id\(s\) belong to more than one row \('twin'\)"
@@ -109,9 +89,9 @@ def test_a_segment_stays_until_its_part_holds_every_line(
 ) -> None:
     """A part that lost a row: commit raises and keeps the segment; resume repairs the part."""
     run = tmp_path / "run"
-    rd = _open(run)
+    rd = open_run(run, 6)
     for i in range(4):
-        rd.record(_result(i, text=f"t{i}"))
+        rd.record(make_result(i, text=f"t{i}"))
     sealed = rd.seal()
     assert sealed is not None
     with monkeypatch.context() as mp:
@@ -120,7 +100,7 @@ def test_a_segment_stays_until_its_part_holds_every_line(
             rd.commit(sealed)
     assert sealed.segment.exists()
     rd.close()
-    with _open(run) as rd:  # part and segment both there: their union is kept
+    with open_run(run, 6) as rd:  # part and segment both there: their union is kept
         assert [rd.done.code(i) for i in range(6)] == [1, 1, 1, 1, 0, 0]
         assert list((run / "journal").iterdir()) == []
         rd.set_total(4)
@@ -133,30 +113,30 @@ def test_recovery_keeps_the_segment_when_its_part_comes_out_short(
 ) -> None:
     """The same check on open: the crash-left segment is not deleted for a short part."""
     run = tmp_path / "run"
-    _open(run).close()
+    open_run(run, 6).close()
     segment = run / "journal" / "seg-000001.jsonl"
-    segment.write_bytes(b"".join(encode_result(_result(i)) for i in range(3)))
+    segment.write_bytes(b"".join(encode_result(make_result(i)) for i in range(3)))
     with monkeypatch.context() as mp:
         mp.setattr(recovery, "write_part", _losing_write_part(part_files.write_part, 0))
         with pytest.raises(IntegrityError, match="part 1 holds 2 of the 3 rows"):
-            _open(run)
+            open_run(run, 6)
     assert segment.exists()
-    with _open(run) as rd:
+    with open_run(run, 6) as rd:
         assert [rd.done.code(i) for i in range(4)] == [1, 1, 1, 0]
 
 
 def test_a_crash_left_segment_with_huge_values_converts_whole(tmp_path: Path) -> None:
     """On open, a segment with a 6 MB line and a 10^30 token count becomes a full part."""
     run = tmp_path / "run"
-    _open(run).close()
+    open_run(run, 6).close()
     big = "€" * (2 << 20)
     lines = [
-        encode_result(_result(0, text=big, response=big)),
-        encode_result(_result(1, input_tokens=10**30, output_tokens=3)),
-        encode_result(_result(2, extra={"blob": big})),
+        encode_result(make_result(0, text=big, response=big)),
+        encode_result(make_result(1, input_tokens=10**30, output_tokens=3)),
+        encode_result(make_result(2, extra={"blob": big})),
     ]
     (run / "journal" / "seg-000001.jsonl").write_bytes(b"".join(lines))
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         assert rd.done.succeeded == 3 and rd.warnings == [
             "seg-000001.jsonl: 1 row(s) held values their columns cannot; kept, with a note in "
             "error_message (first: row 'r1' (index 1): input_tokens "

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,13 +49,6 @@ def _subprocess_run(
         check=False,
     )
     return done, time.monotonic() - started
-
-
-def _status(out: Path) -> dict[str, Any]:
-    res = run_cli(["status", str(out), "--json"])
-    assert res.exit_code == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
 
 
 def _by_prompt(log: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -116,12 +109,12 @@ def test_a_refused_key_stops_at_once_and_the_fixed_key_resumes(tmp_path: Path) -
         assert "key was refused" in refused.stderr and "CAICAINI_API_KEY" in refused.stderr
         assert wrong not in refused.output and TEST_KEY not in refused.output
         assert not (out / "results.parquet").exists()
-        st = _status(out)
+        st = status_json(out)
         assert (st["total"], st["pending"], st["succeeded"], st["errored"]) == (5000, 5000, 0, 0)
         fixed = run_cli(args)
     assert fixed.exit_code == 0, fixed.stderr[-2000:]
     assert "5000 rows: 5000 succeeded, 0 errored" in fixed.stdout
-    st = _status(out)
+    st = status_json(out)
     assert (st["succeeded"], st["pending"], st["complete"]) == (5000, 0, True)
 
 
@@ -142,7 +135,7 @@ def test_an_unknown_model_stops_the_run_and_names_the_model(tmp_path: Path) -> N
     assert elapsed < 20, elapsed
     assert "nope/none" in res.stderr and "model" in res.stderr
     assert generation <= 16, generation
-    st = _status(out)
+    st = status_json(out)
     assert (st["pending"], st["succeeded"], st["errored"]) == (500, 0, 0)
     assert not (out / "results.parquet").exists()
 
@@ -164,7 +157,7 @@ def test_an_exhausted_quota_stops_the_run_and_records_nothing(tmp_path: Path, ap
     assert "quota" in res.stderr.lower() or "billing" in res.stderr.lower(), res.stderr
     # A quota refusal is not retried: no prompt reaches the server twice.
     assert len(log) <= 8 and all(len(e) == 1 for e in _by_prompt(log).values()), len(log)
-    st = _status(out)
+    st = status_json(out)
     assert (st["errored"], st["succeeded"], st["pending"]) == (0, 0, 300)
 
 
@@ -184,7 +177,7 @@ def test_consecutive_failures_trip_the_breaker_and_leave_the_rest_pending(tmp_pa
         log = server.log()
     assert res.exit_code == 3, res.output
     assert "last 10 rows all failed" in res.stderr, res.stderr
-    st = _status(out)
+    st = status_json(out)
     # The rows whose failures tripped the breaker are left pending with the rest.
     assert (st["succeeded"], st["errored"], st["pending"]) == (0, 0, 200), st
     assert all(e["status"] == 400 for e in log if e["status"] is not None)

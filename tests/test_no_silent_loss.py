@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.helpers import TEST_KEY, run_cli, wait_for_traffic, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -147,16 +147,6 @@ def test_a_2_mb_carried_field_and_a_3_mb_tool_input_survive(tmp_path: Path, host
     assert tool["type"] == "tool_use" and tool["input"] == TOOL_INPUT
 
 
-def _wait_for_traffic(out: Path, proc: subprocess.Popen[str]) -> None:
-    log = out / "calls.log"
-    before = log.stat().st_size if log.exists() else 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and log.stat().st_size > before:
-            return
-        time.sleep(0.02)
-
-
 @pytest.mark.crash
 def test_kill_9_five_times_with_big_answers_keeps_every_id_once(
     tmp_path: Path, hostile: str
@@ -174,7 +164,7 @@ def test_kill_9_five_times_with_big_answers_keeps_every_id_once(
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        _wait_for_traffic(out, proc)
+        wait_for_traffic(out, proc)
         # At most 4 / 0.03 s = 133 rows/s: 5 runs of under 0.4 s cannot finish 250 rows.
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:

@@ -8,13 +8,12 @@ one GET /models, every row pending, with a message naming the URL; `check` says 
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from batchrunner.errors import RunAbortedError
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 from tests.hostile import not_http_server, web_server
 
 if TYPE_CHECKING:
@@ -36,18 +35,11 @@ def _run(tmp_path: Path, base_url: str, key: str = TEST_KEY) -> tuple[Result, Pa
     return run_cli(args, key=key), out
 
 
-def _status(out: Path) -> dict[str, Any]:
-    res = run_cli(["status", str(out), "--json"])
-    assert res.exit_code == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
-
-
 def _assert_stopped(res: Result, out: Path, url: str) -> None:
     assert res.exit_code == RunAbortedError.exit_code, res.output
     assert url in res.stderr and "does not answer like the Caicaini API" in res.stderr
     assert "--base-url" in res.stderr and "Traceback" not in res.output
-    st = _status(out)
+    st = status_json(out)
     assert (st["total"], st["pending"], st["errored"], st["succeeded"]) == (ROWS, ROWS, 0, 0)
     assert not (out / "results.parquet").exists()
 
@@ -106,5 +98,5 @@ def test_a_refused_connection_is_left_to_the_retries(tmp_path: Path) -> None:
     res = run_cli(["run", "--job", str(job), "--base-url", "http://127.0.0.1:9/v1", "-q"])
     assert res.exit_code == RunAbortedError.exit_code, res.output
     assert "last 4 rows all failed" in res.stderr and "connection" in res.stderr
-    st = _status(tmp_path / "run")
+    st = status_json(tmp_path / "run")
     assert (st["pending"], st["errored"]) == (ROWS, 0)

@@ -17,7 +17,7 @@ import pytest
 
 from batchrunner.errors import PermanentError
 from batchrunner.redaction import REDACTED, Redactor, redact
-from tests.conftest import run_cli, write_jsonl
+from tests.helpers import run_cli, write_jsonl
 from tests.hostile import hostile_api
 
 if TYPE_CHECKING:

@@ -10,21 +10,13 @@ import pytest
 from batchrunner.errors import ConfigError
 from batchrunner.records import Result
 from batchrunner.report import Pricing, find_pricing, summarize
-from batchrunner.rundir import RunDir
-from tests.conftest import run_cli
+from tests.helpers import open_run, run_cli
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
 T0 = 1_760_000_000_000_000  # microseconds since the epoch
 DAY_US = 86_400 * 10**6
-
-
-def _open(path: Path, total: int) -> RunDir:
-    return RunDir.open(
-        path, fingerprint=FP, total_rows=total, retry_errors=False, durability="process"
-    )
 
 
 def _ok(i: int, *, response: dict[str, Any] | None = None, **kw: Any) -> Result:
@@ -68,7 +60,7 @@ def test_cache_tokens_are_read_from_both_conventions_and_not_from_a_tool_input(
         "usage": {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 5}},
     }
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         rd.record(_ok(0, response=messages))
         rd.record(_ok(1, response=chat))
         rd.record(_ok(2))  # a response without cache fields
@@ -82,7 +74,7 @@ def test_cache_tokens_are_read_from_both_conventions_and_not_from_a_tool_input(
 def test_counts_latency_percentiles_and_attempts_histogram(tmp_path: Path) -> None:
     """Status and error-type counts, pending, p50/p90/p99 within 1%, attempts histogram."""
     run = tmp_path / "run"
-    with _open(run, total=110) as rd:
+    with open_run(run, total=110) as rd:
         for i in range(100):
             rd.record(_ok(i, latency_ms=float(i + 1), attempts=1 + (i % 10 == 0)))
         rd.record(_err(100, "invalid_request_error", latency_ms=50.5))
@@ -103,7 +95,7 @@ def test_counts_latency_percentiles_and_attempts_histogram(tmp_path: Path) -> No
 def test_busy_time_leaves_out_the_pause_between_two_invocations(tmp_path: Path) -> None:
     """Two 2 s stretches a day apart: about 4 s busy (not a day), rates from that."""
     run = tmp_path / "run"
-    with _open(run, total=40) as rd:
+    with open_run(run, total=40) as rd:
         for i in range(20):  # rows busy over [T0, T0 + 2 s]
             rd.record(_ok(i, latency_ms=1000.0, completed_at_us=T0 + 10**6 + i * 50_000))
         for i in range(20, 40):  # the resume, a day later
@@ -119,7 +111,7 @@ def test_busy_time_leaves_out_the_pause_between_two_invocations(tmp_path: Path) 
 def test_a_single_stretch_is_timed_exactly(tmp_path: Path) -> None:
     """One invocation: wall time is first send to last outcome, to the millisecond."""
     run = tmp_path / "run"
-    with _open(run, total=2) as rd:
+    with open_run(run, total=2) as rd:
         rd.record(_ok(0, latency_ms=200.0, completed_at_us=T0 + 300_000))
         rd.record(_ok(1, latency_ms=100.0, completed_at_us=T0 + 500_000))
     rep = summarize(run)
@@ -130,7 +122,7 @@ def test_a_single_stretch_is_timed_exactly(tmp_path: Path) -> None:
 def test_pricing_from_the_job_file_or_run_json_gives_the_cost(tmp_path: Path) -> None:
     """--job's [pricing] wins; else run.json's job.pricing; else no cost."""
     run = tmp_path / "run"
-    with _open(run, total=2) as rd:
+    with open_run(run, total=2) as rd:
         rd.record(_ok(0, input_tokens=1_000_000, output_tokens=200_000))
         rd.record(_ok(1, input_tokens=1_000_000, output_tokens=0))
     assert find_pricing(run, None) is None
@@ -160,7 +152,7 @@ def test_pricing_from_the_job_file_or_run_json_gives_the_cost(tmp_path: Path) ->
 def test_bad_pricing_is_refused_with_exit_2(tmp_path: Path) -> None:
     """A negative price, a typo in [pricing] or a missing job file: exit 2, named."""
     run = tmp_path / "run"
-    with _open(run, total=1):
+    with open_run(run, total=1):
         pass
     job = tmp_path / "job.toml"
     job.write_text("[pricing]\ninput_per_mtok = -1\n")
@@ -176,7 +168,7 @@ def test_bad_pricing_is_refused_with_exit_2(tmp_path: Path) -> None:
 def test_text_report_for_people_and_an_empty_run(tmp_path: Path) -> None:
     """The text names rows, errors, tokens, latency, attempts and how to get a cost."""
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         res = run_cli(["report", str(run)])
         assert res.exit_code == 0
         assert "3 pending" in res.stdout and "(running)" in res.stdout

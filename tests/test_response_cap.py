@@ -17,12 +17,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.bodies import BodyDecoder, BodyTooLarge, too_large_by_length
 from batchrunner.errors import RetryableError
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 from tests.hostile import HostileState, gzip_bomb, hostile_api
 
 MB = 1_000_000
@@ -98,7 +97,7 @@ def test_content_length_over_the_cap_is_refused_before_reading() -> None:
 
 
 def _results(out: Path) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    return {r["id"]: r for r in read_results(out)}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -25,11 +25,6 @@ SAMPLES = 300
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def live_backoff() -> Iterator[None]:
     """The real backoff for this test; the conftest's zeroing is restored afterwards."""
     retrying.set_testing(False)

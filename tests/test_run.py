@@ -13,18 +13,13 @@ import pytest
 
 from batchrunner.fakeapi import answer_for
 from batchrunner.rundir.parts import OUTPUT_SCHEMA
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 ALL_FAULTS = "429,429-ms,429-date,500,502,503,504,529,reset,truncate,badjson"
-
-
-def _results(out: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = pq.read_table(out / "results.parquet").to_pylist()
-    return rows
 
 
 def test_faults_of_every_kind_are_recovered_and_bad_rows_fail_once(tmp_path: Path) -> None:
@@ -55,7 +50,7 @@ def test_faults_of_every_kind_are_recovered_and_bad_rows_fail_once(tmp_path: Pat
         )
         log = server.log()
     assert res.exit_code == 1, res.stderr
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == [r["id"] for r in rows]
     by_id = {r["id"]: r for r in results}
     for row in rows:

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, start_run, write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.crash
-
-
-def _start(src: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "CAICAINI_API_KEY": TEST_KEY}
-    cmd = [sys.executable, "-m", "batchrunner", "run", str(src), "-o", str(out)]
-    cmd += ["--base-url", base_url, "-q", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_in_flight(server: FakeServer, n: int, timeout: float = 30.0) -> None:
@@ -45,7 +35,7 @@ def test_signal_lets_requests_in_flight_finish_and_records_them(
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(64)])
     out = tmp_path / "run"
     with FakeServer("--latency", "1.0", api_key=TEST_KEY) as server:
-        proc = _start(src, out, server.base_url, "--concurrency", "8")
+        proc = start_run(src, out, server.base_url, "--concurrency", "8")
         _wait_in_flight(server, 8)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
@@ -64,7 +54,7 @@ def test_second_ctrl_c_skips_the_grace_period(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(8)])
     out = tmp_path / "run"
     with FakeServer("--latency", "30", api_key=TEST_KEY) as server:
-        proc = _start(src, out, server.base_url, "--concurrency", "4")
+        proc = start_run(src, out, server.base_url, "--concurrency", "4")
         _wait_in_flight(server, 4)
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)

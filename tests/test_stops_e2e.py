@@ -5,7 +5,6 @@ that ends with rows pending. Each must exit with its code (never 0 with rows pen
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import subprocess
@@ -17,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from batchrunner.rundir import RunDir
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,13 +42,6 @@ def _popen(
         text=True,
         preexec_fn=preexec_fn,
     )
-
-
-def _status(out: Path) -> dict[str, Any]:
-    res = run_cli(["status", str(out), "--json"])
-    assert res.exit_code == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
 
 
 def _wait_for_answers(calls_log: Path, proc: subprocess.Popen[str], n: int) -> None:
@@ -77,7 +69,7 @@ def test_an_input_truncated_mid_run_stops_with_exit_3(tmp_path: Path, cut: str) 
     assert proc.returncode == 3, err
     assert "the input changed under the run" in err, err
     assert "Traceback" not in err
-    st = _status(out)
+    st = status_json(out)
     assert st["succeeded"] >= 4 and st["errored"] == 0
     assert st["pending"] == 400 - st["succeeded"] > 0
     assert not (out / "results.parquet").exists()
@@ -107,7 +99,7 @@ def test_concurrency_2000_under_ulimit_256_runs_with_a_lower_concurrency(tmp_pat
     assert "400 rows: 400 succeeded, 0 errored" in stdout
     assert stats["answers_total"] == 400  # nothing was received and then lost or re-sent
     assert 100 <= stats["max_in_flight"] < 256 - 64
-    assert _status(out)["complete"]
+    assert status_json(out)["complete"]
 
 
 def test_a_low_soft_limit_is_raised_toward_the_hard_one(tmp_path: Path) -> None:
@@ -174,7 +166,7 @@ def test_out_of_file_descriptors_in_the_run_dir_keeps_what_was_received(
         log = server.log()
     assert resumed.exit_code == 0, resumed.output
     assert sum(1 for entry in log if entry["prompt"] == "question number 50") == 1
-    assert _status(out)["succeeded"] == 200
+    assert status_json(out)["succeeded"] == 200
 
 
 def test_a_run_that_ends_with_rows_pending_never_exits_0(

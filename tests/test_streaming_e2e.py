@@ -11,12 +11,11 @@ import json
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.fakeapi import answer_for
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -46,11 +45,6 @@ def _run(src: Path, out: Path, server: FakeServer, api: str, *extra: str, stream
     return run_cli(args)
 
 
-def _results(out: Path) -> list[Json]:
-    rows: list[Json] = pq.read_table(out / "results.parquet").to_pylist()
-    return rows
-
-
 def _calls(out: Path) -> list[Json]:
     return [json.loads(line) for line in (out / "calls.log").read_text().splitlines()]
 
@@ -65,7 +59,7 @@ def _plain_and_streamed(
         out = tmp_path / ("streamed" if stream else "plain")
         res = _run(src, out, server, api, "--concurrency", "8", stream=stream)
         assert res.exit_code == 0, res.stderr
-        results = _results(out)
+        results = read_results(out)
         assert [r["id"] for r in results] == [r["id"] for r in rows]
         assert all(r["status"] == "succeeded" for r in results), results
         got.append(results)
@@ -187,7 +181,7 @@ def test_broken_streams_are_retried_and_never_recorded_partially(tmp_path: Path,
         res = _run(src, out, server, api, "--max-attempts", "5", "--concurrency", "32", stream=True)
         log = server.log()
     assert res.exit_code == 0, res.stderr
-    results = _results(out)
+    results = read_results(out)
     assert [r["id"] for r in results] == [r["id"] for r in rows]
     for row, got in zip(rows, results, strict=True):
         assert got["status"] == "succeeded", got
@@ -210,7 +204,7 @@ def test_status_errors_before_a_stream_starts_are_retried(tmp_path: Path, api: s
         res = _run(src, out, server, api, "--max-attempts", "5", "--concurrency", "16", stream=True)
         log = server.log()
     assert res.exit_code == 0, res.stderr
-    results = _results(out)
+    results = read_results(out)
     for row, got in zip(rows, results, strict=True):
         assert got["status"] == "succeeded" and got["http_status"] == 200, got
         assert got["text"] == answer_for(row["prompt"])[0]
@@ -317,7 +311,7 @@ def test_attempts_that_outlast_the_timeout_fail_as_timeouts(tmp_path: Path, stre
         res = _run(src, out, server, "messages", *extra, stream=stream)
         log = server.log()
     assert res.exit_code == 1, res.stderr
-    for got in _results(out):
+    for got in read_results(out):
         assert got["status"] == "errored", got
         assert (got["error_type"], got["attempts"]) == ("timeout", 2)
         assert got["response_id"] is None and got["text"] is None and got["error_message"]

@@ -8,7 +8,6 @@ stops the cap decides happen in about a second instead of a minute.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,8 +20,8 @@ import pytest
 
 from batchrunner.config import load_job
 from batchrunner.errors import ConfigError
-from tests.conftest import TEST_KEY, run_cli, write_jsonl
 from tests.fakeserver import FakeServer
+from tests.helpers import TEST_KEY, status_json, write_jsonl
 from tests.hostile_headers import Hostile, serve_hostile
 
 if TYPE_CHECKING:
@@ -63,13 +62,6 @@ def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, floa
     return proc.returncode, err, time.monotonic() - started
 
 
-def _status(out: Path) -> dict[str, Any]:
-    res = run_cli(["status", str(out), "--json"])
-    assert res.exit_code == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
-
-
 def test_a_budget_spent_for_1000h_stops_the_run_within_the_cap(tmp_path: Path) -> None:
     """limit 1, remaining 0, reset 1000h on every answer: exit 3 after one capped wait,
     naming the headers; what was answered is recorded, the rest pending."""
@@ -81,7 +73,7 @@ def test_a_budget_spent_for_1000h_stops_the_run_within_the_cap(tmp_path: Path) -
     assert "x-ratelimit-reset-requests: 1000h" in err and "1 s cap" in err, err
     assert "Traceback" not in err
     assert elapsed < 30, elapsed  # without the cap: a minute per row (the floor rate)
-    st = _status(tmp_path / "run")
+    st = status_json(tmp_path / "run")
     assert (st["succeeded"], st["errored"]) == (posts, 0)
     assert st["pending"] == ROWS - posts >= ROWS - 4
     assert not (tmp_path / "run" / "results.parquet").exists()
@@ -115,7 +107,7 @@ def test_a_signal_during_a_pacer_wait_exits_at_once(
     assert proc.returncode == code
     assert elapsed < 5, elapsed
     assert posts == 0
-    assert _status(tmp_path / "run")["pending"] == ROWS
+    assert status_json(tmp_path / "run")["pending"] == ROWS
 
 
 def test_a_retry_after_of_a_billion_seconds_stops_the_run_with_rows_pending(
@@ -131,7 +123,7 @@ def test_a_retry_after_of_a_billion_seconds_stops_the_run_with_rows_pending(
     assert "retry-after: 1000000000" in err and "31.7 years" in err, err
     assert elapsed < 60, elapsed
     assert posts <= 2 * 4, posts  # two waves at the most
-    st = _status(tmp_path / "run")
+    st = status_json(tmp_path / "run")
     assert (st["succeeded"], st["errored"], st["pending"]) == (0, 0, ROWS)
 
 
@@ -146,7 +138,7 @@ def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path
     assert len(seen) == ROWS + 1
     # The 429 was the first answer: every later request waited out the (capped) pause.
     assert all(t - seen[0] >= 0.9 for t in seen[1:]), [round(t - seen[0], 3) for t in seen]
-    assert _status(tmp_path / "run")["succeeded"] == ROWS
+    assert status_json(tmp_path / "run")["succeeded"] == ROWS
 
 
 def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
@@ -167,7 +159,7 @@ def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
     assert code == 143, err
     assert elapsed < 5, elapsed
     assert attempts == 4  # one per worker; no retry went out
-    st = _status(tmp_path / "run")
+    st = status_json(tmp_path / "run")
     assert (st["pending"], st["errored"]) == (ROWS, 0)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from batchrunner.fakeapi.answers import ToolSpec, input_tokens, prompt_text
+from batchrunner.fakeapi.ask import Ask
 from batchrunner.fakeapi.shapes import ApiError
-from batchrunner.fakeapi.validation import Ask
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"

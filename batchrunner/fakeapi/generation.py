@@ -22,12 +22,16 @@ from batchrunner.fakeapi.answers import compose, pick_tool
 from batchrunner.fakeapi.chat_validation import parse_chat
 from batchrunner.fakeapi.ids import derived_id
 from batchrunner.fakeapi.limits import go_duration
+from batchrunner.fakeapi.messages_validation import parse_messages
 from batchrunner.fakeapi.options import STREAM_FAULTS
 from batchrunner.fakeapi.shapes import ApiError, Convention, chat_body, dumps, message_body
-from batchrunner.fakeapi.validation import Ask, parse_messages
 
 if TYPE_CHECKING:
-    from batchrunner.fakeapi.app import FakeApi
+    from collections.abc import Iterator
+
+    from batchrunner.fakeapi.answers import Answer
+    from batchrunner.fakeapi.ask import Ask
+    from batchrunner.fakeapi.service import FakeApi
 
 _JSON = "application/json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -203,25 +207,8 @@ class Generation:
             request[keys.DROPPED] = True
             return faults.reset_connection(request)
         entry["status"] = 200
-        created = int(time.time())
-        output_tokens = answer.output_tokens * ask.n
         if ask.stream and fault not in ("truncate", "badjson"):
-            events = (
-                streams.message_events(
-                    answer, response_id=response_id, model=ask.model, input_tokens=ask.input_tokens
-                )
-                if conv == "anthropic"
-                else streams.chat_chunks(
-                    answer,
-                    response_id=response_id,
-                    created=created,
-                    model=ask.model,
-                    fingerprint=self._fingerprint,
-                    input_tokens=ask.input_tokens,
-                    n=ask.n,
-                    include_usage=ask.include_usage,
-                )
-            )
+            events = self._events(conv, ask, answer, response_id)
             response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
             complete = await streams.write_stream(
                 request,
@@ -231,32 +218,53 @@ class Generation:
                 fault=fault if fault in STREAM_FAULTS else None,
                 fault_after=max(1, streams.count_deltas(answer, ask.n) // 2),
             )
-            if complete:
-                self._answered(ask.input_tokens + output_tokens)
-            return response
+        else:
+            data = dumps(self._body(conv, ask, answer, response_id))
+            if fault == "truncate":
+                return await faults.truncated_response(request, data)
+            if fault == "badjson":
+                broken = web.Response(body=faults.bad_json_body(data), content_type=_JSON)
+                return await self.api.send(request, broken)
+            response = await self.api.send(request, web.Response(body=data, content_type=_JSON))
+            complete = True
+        if complete:
+            self._answered(ask.input_tokens + answer.output_tokens * ask.n)
+        return response
+
+    def _events(
+        self, conv: Convention, ask: Ask, answer: Answer, response_id: str
+    ) -> Iterator[streams.Event]:
+        """The SSE events of `answer` in the convention's dialect."""
         if conv == "anthropic":
-            payload = message_body(
+            return streams.message_events(
                 answer, response_id=response_id, model=ask.model, input_tokens=ask.input_tokens
             )
-        else:
-            payload = chat_body(
-                answer,
-                response_id=response_id,
-                created=created,
-                model=ask.model,
-                fingerprint=self._fingerprint,
-                input_tokens=ask.input_tokens,
-                n=ask.n,
+        return streams.chat_chunks(
+            answer,
+            response_id=response_id,
+            created=int(time.time()),
+            model=ask.model,
+            fingerprint=self._fingerprint,
+            input_tokens=ask.input_tokens,
+            n=ask.n,
+            include_usage=ask.include_usage,
+        )
+
+    def _body(self, conv: Convention, ask: Ask, answer: Answer, response_id: str) -> dict[str, Any]:
+        """The plain JSON body of `answer` in the convention's shape."""
+        if conv == "anthropic":
+            return message_body(
+                answer, response_id=response_id, model=ask.model, input_tokens=ask.input_tokens
             )
-        data = dumps(payload)
-        if fault == "truncate":
-            return await faults.truncated_response(request, data)
-        if fault == "badjson":
-            broken = web.Response(body=faults.bad_json_body(data), content_type=_JSON)
-            return await self.api.send(request, broken)
-        response = await self.api.send(request, web.Response(body=data, content_type=_JSON))
-        self._answered(ask.input_tokens + output_tokens)
-        return response
+        return chat_body(
+            answer,
+            response_id=response_id,
+            created=int(time.time()),
+            model=ask.model,
+            fingerprint=self._fingerprint,
+            input_tokens=ask.input_tokens,
+            n=ask.n,
+        )
 
     def _answered(self, tokens: int) -> None:
         self.api.state.answers_total += 1

@@ -129,37 +129,10 @@ def chat_chunks(
     open_tail = ',"logprobs":null,"finish_reason":null}]' + usage_tail + "}\n\n"
     finish = FINISH_REASONS[answer.stop]
     close_tail = f',"logprobs":null,"finish_reason":"{finish}"}}]' + usage_tail + "}\n\n"
-    tools = [block for block in answer.blocks if block.kind == "tool_use"]
     for choice in range(n):
         lead = f'{head}{choice},"delta":'
-        if tools:
-            yield (
-                (lead + '{"role":"assistant","content":null,"refusal":null}' + open_tail).encode(),
-                False,
-            )
-        else:
-            yield (
-                (lead + '{"role":"assistant","content":"","refusal":null}' + open_tail).encode(),
-                False,
-            )
-        ordinal = 0  # a tool call's `index` counts tool calls, not content blocks
-        for index, block in enumerate(answer.blocks):
-            if block.kind == "text" and not tools:
-                for piece in block.pieces:
-                    yield (lead + '{"content":' + _text(piece) + "}" + open_tail).encode(), True
-            elif block.kind == "tool_use":
-                call = {
-                    "index": ordinal,
-                    "id": tool_call_id("openai", response_id, index),
-                    "type": "function",
-                    "function": {"name": block.name, "arguments": ""},
-                }
-                first = dumps({"tool_calls": [call]}).decode()
-                yield (lead + first + open_tail).encode(), False
-                for piece in block.pieces:
-                    fragment = f'{{"tool_calls":[{{"index":{ordinal},"function":{{"arguments":'
-                    yield (lead + fragment + _text(piece) + "}}]}" + open_tail).encode(), True
-                ordinal += 1
+        for data, is_delta in _choice_deltas(answer, response_id):
+            yield (lead + data + open_tail).encode(), is_delta
         yield (lead + "{}" + close_tail).encode(), False
     if include_usage:
         final = {
@@ -173,6 +146,34 @@ def chat_chunks(
         }
         yield b"data: " + dumps(final) + b"\n\n", False
     yield _DONE, False
+
+
+def _choice_deltas(answer: Answer, response_id: str) -> Iterator[tuple[str, bool]]:
+    """One choice's `delta` objects as JSON text (with whether each is a content delta).
+
+    As in the plain body (shapes.chat_body), a tool-calling answer carries `content: null`
+    and only its tool calls; thinking blocks have no chat form.
+    """
+    tools = [block for block in answer.blocks if block.kind == "tool_use"]
+    content = "null" if tools else '""'
+    yield '{"role":"assistant","content":' + content + ',"refusal":null}', False
+    ordinal = 0  # a tool call's `index` counts tool calls, not content blocks
+    for index, block in enumerate(answer.blocks):
+        if block.kind == "text" and not tools:
+            for piece in block.pieces:
+                yield '{"content":' + _text(piece) + "}", True
+        elif block.kind == "tool_use":
+            call = {
+                "index": ordinal,
+                "id": tool_call_id("openai", response_id, index),
+                "type": "function",
+                "function": {"name": block.name, "arguments": ""},
+            }
+            yield dumps({"tool_calls": [call]}).decode(), False
+            for piece in block.pieces:
+                fragment = f'{{"tool_calls":[{{"index":{ordinal},"function":{{"arguments":'
+                yield fragment + _text(piece) + "}}]}", True
+            ordinal += 1
 
 
 def count_deltas(answer: Answer, n: int = 1) -> int:

@@ -14,16 +14,13 @@ from batchrunner.records import Result
 from batchrunner.rundir.files import list_segments, segment_path
 from batchrunner.rundir.journal import JournalWriter, encode_result
 from batchrunner.rundir.lines import read_chunks
-
-
-def _result(i: int, **kw: object) -> Result:
-    return Result(index=i, id=f"r{i}", status="succeeded", **kw)  # type: ignore[arg-type]
+from tests.helpers import make_result
 
 
 def test_encode_result_is_one_utf8_line_keyed_like_a_part() -> None:
     """A result becomes one newline-terminated UTF-8 JSON line with part column names."""
     line = encode_result(
-        _result(3, text="héllo\nworld", completed_at_us=7, extra={"q": [1, 2]}, attempts=2)
+        make_result(3, text="héllo\nworld", completed_at_us=7, extra={"q": [1, 2]}, attempts=2)
     )
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert "héllo" in line.decode("utf-8")
@@ -46,7 +43,7 @@ def test_encode_result_keeps_non_json_extras_readable() -> None:
         "tags": {"a"},
         "id": uuid.UUID(int=1),
     }
-    obj = json.loads(json.loads(encode_result(_result(0, extra=extra)))["_extra"])
+    obj = json.loads(json.loads(encode_result(make_result(0, extra=extra)))["_extra"])
     assert obj == {
         "when": "2024-01-02T03:04:05+00:00",
         "raw": "AAE=",
@@ -60,19 +57,19 @@ def test_writer_appends_lines_and_rotates_lazily(tmp_path: Path) -> None:
     """Segments are created on first append; rotate moves on to the next number."""
     w = JournalWriter(tmp_path, first_seq=5, durability="process", run_dir=tmp_path)
     assert w.rotate() is None and w.seq == 5 and list_segments(tmp_path) == []
-    w.append(encode_result(_result(0)))
-    w.append(encode_result(_result(1)))
+    w.append(encode_result(make_result(0)))
+    w.append(encode_result(make_result(1)))
     closed = w.rotate()
     assert closed == segment_path(tmp_path, 5) and w.seq == 6
-    w.append(encode_result(_result(2)))
+    w.append(encode_result(make_result(2)))
     w.close()
     assert [n for n, _ in list_segments(tmp_path)] == [5, 6]
-    assert closed.read_bytes() == encode_result(_result(0)) + encode_result(_result(1))
+    assert closed.read_bytes() == encode_result(make_result(0)) + encode_result(make_result(1))
 
 
 def test_read_chunks_drops_the_torn_tail_and_keeps_offsets(tmp_path: Path) -> None:
     """Only newline-terminated lines come back, in pieces whose offsets add up."""
-    lines = [encode_result(_result(i, text="x" * (i * 7))) for i in range(40)]
+    lines = [encode_result(make_result(i, text="x" * (i * 7))) for i in range(40)]
     seg = tmp_path / "seg-000001.jsonl"
     seg.write_bytes(b"".join(lines) + b'{"_index":99,"id":"torn')
     torn: list[str] = []
@@ -103,7 +100,7 @@ def test_append_on_a_full_device_raises_disk_error(tmp_path: Path) -> None:
     segment_path(tmp_path, 1).symlink_to("/dev/full")
     w = JournalWriter(tmp_path, first_seq=1, durability="process", run_dir=tmp_path)
     with pytest.raises(DiskError, match="No space left on device; free space and run the same"):
-        w.append(encode_result(_result(0)))
+        w.append(encode_result(make_result(0)))
     w.close()
 
 
@@ -111,14 +108,14 @@ def test_encode_result_never_replaces_a_character_silently() -> None:
     """Split pairs are joined; lone surrogates stay exact in JSON text, else are said."""
     body = '{"content":[{"text":"a\ud800b"}]}'  # a streamed body as json.dumps leaves it
     line = encode_result(
-        _result(0, text="\ud83d\ude00 a\ud800b", response=body, extra={"k": "\udfff"})
+        make_result(0, text="\ud83d\ude00 a\ud800b", response=body, extra={"k": "\udfff"})
     )
     obj = json.loads(line)
     assert obj["text"] == "\U0001f600 a\ufffdb"  # the emoji joined, the lone one replaced
     assert obj["error_message"] == "text: 1 unpaired UTF-16 surrogate(s) replaced by U+FFFD"
     assert json.loads(obj["response"]) == json.loads(body)  # escaped: the same JSON value
     assert json.loads(obj["_extra"]) == {"k": "\udfff"}
-    joined = json.loads(encode_result(_result(1, text="\ud83d\ude00", error_message="e")))
+    joined = json.loads(encode_result(make_result(1, text="\ud83d\ude00", error_message="e")))
     assert joined["text"] == "\U0001f600" and joined["error_message"] == "e"
 
 
@@ -132,7 +129,7 @@ def test_a_half_line_that_cannot_be_undone_ends_the_segment(tmp_path: Path) -> N
     """When write() and its undo both fail, nothing more is appended after the half line."""
     real_write = os.write
     w = JournalWriter(tmp_path, first_seq=1, durability="process", run_dir=tmp_path)
-    w.append(encode_result(_result(0)))
+    w.append(encode_result(make_result(0)))
 
     def half_then_full(fd: int, data: bytes) -> int:
         real_write(fd, data[:10])
@@ -145,17 +142,17 @@ def test_a_half_line_that_cannot_be_undone_ends_the_segment(tmp_path: Path) -> N
         mp.setattr(os, "write", half_then_full)
         mp.setattr(os, "ftruncate", refuse)
         with pytest.raises(DiskError):
-            w.append(encode_result(_result(1)))
+            w.append(encode_result(make_result(1)))
     with pytest.raises(DiskError, match="could not be undone"):
-        w.append(encode_result(_result(2)))
+        w.append(encode_result(make_result(2)))
     torn: list[str] = []
     chunks = list(read_chunks(segment_path(tmp_path, 1), torn=torn))
-    assert [c for _, c in chunks] == [encode_result(_result(0))]
+    assert [c for _, c in chunks] == [encode_result(make_result(0))]
     assert len(torn) == 1 and "10 bytes" in torn[0]
     w.rotate()
-    w.append(encode_result(_result(2)))  # the next segment starts clean
+    w.append(encode_result(make_result(2)))  # the next segment starts clean
     w.close()
-    assert segment_path(tmp_path, 2).read_bytes() == encode_result(_result(2))
+    assert segment_path(tmp_path, 2).read_bytes() == encode_result(make_result(2))
 
 
 def test_durability_os_syncs_at_most_once_a_second(
@@ -171,8 +168,8 @@ def test_durability_os_syncs_at_most_once_a_second(
 
     monkeypatch.setattr(os, "fdatasync", counting)
     w = JournalWriter(tmp_path, first_seq=1, durability="os", run_dir=tmp_path)
-    w.append(encode_result(_result(0)))
-    w.append(encode_result(_result(1)))
+    w.append(encode_result(make_result(0)))
+    w.append(encode_result(make_result(1)))
     assert len(calls) <= 1  # both appends fall inside the same second
     before = len(calls)
     w.sync_if_due(10**9)
@@ -182,7 +179,7 @@ def test_durability_os_syncs_at_most_once_a_second(
     w.close()
     p = JournalWriter(tmp_path / "p", first_seq=1, durability="process", run_dir=tmp_path)
     (tmp_path / "p").mkdir()
-    p.append(encode_result(_result(0)))
+    p.append(encode_result(make_result(0)))
     p.sync_if_due(10**9)
     p.close()
     assert len(calls) == before + 1

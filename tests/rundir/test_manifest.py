@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from batchrunner.errors import OutputError
-from batchrunner.rundir import Manifest, RunDir, StoredSummary, stored_summary
+from batchrunner.rundir import Manifest, StoredSummary, stored_summary
 from batchrunner.rundir.manifest import fingerprint_diff, read_manifest, write_manifest
+from tests.helpers import open_run
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,20 +44,9 @@ OLD_MANIFEST = """{
 """
 
 
-def _open(path: Path, total: int = 6, summary: StoredSummary | None = None) -> RunDir:
-    return RunDir.open(
-        path,
-        fingerprint=FP,
-        total_rows=total,
-        retry_errors=False,
-        durability="process",
-        input_summary=summary,
-    )
-
-
 def test_a_new_run_dir_writes_the_format_byte_for_byte(tmp_path: Path) -> None:
     """The manifest a fresh run writes is exactly the one earlier versions wrote."""
-    _open(tmp_path / "run", summary=SUMMARY).close()
+    open_run(tmp_path / "run", 6, input_summary=SUMMARY, fingerprint=FP).close()
     assert (tmp_path / "run" / "manifest.json").read_text() == OLD_MANIFEST
 
 
@@ -67,8 +57,8 @@ def test_an_existing_run_dir_resumes_without_rewriting_its_manifest(tmp_path: Pa
     (run / "manifest.json").write_text(OLD_MANIFEST)
     before = (run / "manifest.json").stat().st_mtime_ns
     assert stored_summary(run, FP) == SUMMARY
-    _open(run, summary=SUMMARY).close()
-    _open(run).close()  # no summary given: the stored one stays
+    open_run(run, 6, input_summary=SUMMARY, fingerprint=FP).close()
+    open_run(run, 6, fingerprint=FP).close()  # no summary given: the stored one stays
     assert (run / "manifest.json").read_text() == OLD_MANIFEST
     assert (run / "manifest.json").stat().st_mtime_ns == before
 
@@ -79,7 +69,7 @@ def test_a_new_size_or_summary_is_stored_and_unknown_keys_are_kept(tmp_path: Pat
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({**json.loads(OLD_MANIFEST), "later": [1]}))
     newer = StoredSummary(rows=9, extra_columns={})
-    _open(run, total=4, summary=newer).close()
+    open_run(run, total=4, input_summary=newer, fingerprint=FP).close()
     stored = json.loads((run / "manifest.json").read_text())
     assert stored["later"] == [1] and stored["format"] == 1
     assert (stored["total_rows"], stored["input_summary"]) == (4, newer.to_json())

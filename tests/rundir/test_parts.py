@@ -15,7 +15,7 @@ from batchrunner.rundir import parts as part_files
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.lines import parse_lines
 from batchrunner.rundir.parts import OUTPUT_SCHEMA, PART_SCHEMA, read_part_outcomes, write_part
-from tests.partdata import journal_lines, make_part, make_result
+from tests.helpers import journal_lines, make_part, make_result
 
 if TYPE_CHECKING:
     from pathlib import Path

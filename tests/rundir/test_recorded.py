@@ -11,21 +11,14 @@ import pytest
 
 from batchrunner.errors import OutputError
 from batchrunner.records import Result
-from batchrunner.rundir import RunDir, read_status
+from batchrunner.rundir import read_status
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.parts import BUCKET_ROWS
 from batchrunner.rundir.recorded import COLUMNS, Recorded, read_recorded
+from tests.helpers import commit_all, open_run
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
-
-
-def _open(path: Path, total: int) -> RunDir:
-    return RunDir.open(
-        path, fingerprint=FP, total_rows=total, retry_errors=False, durability="process"
-    )
 
 
 def _result(i: int, status: str = "succeeded", text: str = "") -> Result:
@@ -46,20 +39,14 @@ def _rows(
     return pa.concat_tables(tables).to_pylist() if tables else []
 
 
-def _commit(rd: RunDir) -> None:
-    sealed = rd.seal()
-    assert sealed is not None
-    rd.commit(sealed)
-
-
 def test_parts_and_segments_merge_in_input_order_last_outcome_wins(tmp_path: Path) -> None:
     """Part 1 + segment 2 (torn tail, a row recorded twice) + a stale copy of segment 1."""
     run = tmp_path / "run"
-    rd = _open(run, total=10)
+    rd = open_run(run, total=10)
     for i in (4, 0, 2):
         rd.record(_result(i))
     rd.record(_result(1, "errored"))
-    _commit(rd)  # part 1: rows 0, 1, 2, 4
+    commit_all(rd)  # part 1: rows 0, 1, 2, 4
     rd.record(_result(1, "succeeded", "retried"))  # segment 2: a later outcome of row 1
     rd.record(_result(3, "errored"))
     rd.record(_result(3, "succeeded", "second"))  # twice in one segment: the last one wins
@@ -83,9 +70,9 @@ def test_parts_and_segments_merge_in_input_order_last_outcome_wins(tmp_path: Pat
 def test_every_result_column_comes_with_its_results_type(tmp_path: Path) -> None:
     """By default every results.parquet column, typed as there, from parts and segments."""
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         rd.record(_result(0))
-        _commit(rd)
+        commit_all(rd)
         rd.record(_result(1, "errored"))
         recorded = Recorded(run)
         table = pa.concat_tables(list(recorded.tables()))
@@ -99,13 +86,13 @@ def test_many_windows_stream_in_order_and_later_parts_win(tmp_path: Path) -> Non
     """Rows over three index windows: part 2 overrides some of part 1; order is input order."""
     total = 2 * BUCKET_ROWS + 500
     run = tmp_path / "run"
-    with _open(run, total=total) as rd:
+    with open_run(run, total=total) as rd:
         for i in reversed(range(total)):
             rd.record(_result(i))
-        _commit(rd)
+        commit_all(rd)
         for i in range(0, total, 999):
             rd.record(_result(i, "errored"))
-        _commit(rd)
+        commit_all(rd)
         for i in range(7, total, 4001):
             rd.record(_result(i, "errored"))  # segment 3 stays in the journal
         tables = list(read_recorded(run, ("id", "status")))
@@ -121,7 +108,7 @@ def test_results_parquet_is_used_when_current_and_not_when_a_resume_added_outcom
 ) -> None:
     """Complete: read from results.parquet; a resume's new outcomes win over the stale file."""
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         for i in range(3):
             rd.record(_result(i, "errored" if i == 1 else "succeeded"))
         rd.finalize({})
@@ -129,10 +116,10 @@ def test_results_parquet_is_used_when_current_and_not_when_a_resume_added_outcom
         part.unlink()  # only results.parquet can give the rows now
     assert [r["status"] for r in _rows(run)] == ["succeeded", "errored", "succeeded"]
     # A resume with --retry-errors records a new outcome for row 1 and is killed.
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         rd.record(_result(1, "succeeded", "now fine"))
         assert [r["text"] for r in _rows(run)] == ["now fine"]  # results.parquet is stale
-        _commit(rd)
+        commit_all(rd)
         results = run / "results.parquet"
         part = next((run / "parts").iterdir())
         os.utime(results, ns=(part.stat().st_mtime_ns - 10**9,) * 2)
@@ -142,11 +129,11 @@ def test_results_parquet_is_used_when_current_and_not_when_a_resume_added_outcom
 def test_a_smaller_total_leaves_out_rows_past_it(tmp_path: Path) -> None:
     """After a resume with a smaller --limit, rows past the new total are not recorded rows."""
     run = tmp_path / "run"
-    with _open(run, total=5) as rd:
+    with open_run(run, total=5) as rd:
         for i in range(5):
             rd.record(_result(i))
         rd.finalize({})
-    with _open(run, total=2) as rd:
+    with open_run(run, total=2) as rd:
         assert [r["id"] for r in _rows(run)] == ["r0", "r1"]  # from results.parquet
         rd.record(_result(0, "errored"))
         assert [r["id"] for r in _rows(run)] == ["r0", "r1"]  # from parts + segment
@@ -155,7 +142,7 @@ def test_a_smaller_total_leaves_out_rows_past_it(tmp_path: Path) -> None:
 def test_an_unreadable_part_is_skipped_with_a_warning_and_nothing_changes(tmp_path: Path) -> None:
     """A broken part (say, quarantined on the next open) is left out, named in warnings."""
     run = tmp_path / "run"
-    with _open(run, total=4) as rd:
+    with open_run(run, total=4) as rd:
         rd.record(_result(0))
         rd.record(_result(1))
     (run / "parts" / "part-000009.parquet").write_bytes(b"broken")
@@ -169,9 +156,9 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_nothing_changes(tmp_pa
 def test_a_part_of_an_older_layout_gives_nulls_for_columns_it_lacks(tmp_path: Path) -> None:
     """A part without a column the results now have reads that column as nulls."""
     run = tmp_path / "run"
-    with _open(run, total=2) as rd:
+    with open_run(run, total=2) as rd:
         rd.record(_result(0))
-        _commit(rd)
+        commit_all(rd)
     part = run / "parts" / "part-000001.parquet"
     pq.write_table(pq.read_table(part).drop_columns(["stop_reason"]), part)
     rows = _rows(run, ("id", "stop_reason"))

@@ -6,23 +6,16 @@ import ast
 from pathlib import Path
 
 import batchrunner
-from batchrunner.rundir import RunDir, read_status
+from batchrunner.rundir import read_status
 from batchrunner.rundir.files import segment_path
-from tests.partdata import journal_lines, make_part, make_result
+from tests.helpers import journal_lines, make_part, make_result, open_run
 
-FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
 TOTAL = 10
-
-
-def _open(run: Path) -> RunDir:
-    return RunDir.open(
-        run, fingerprint=FP, total_rows=TOTAL, retry_errors=False, durability="process"
-    )
 
 
 def _crash_left(run: Path) -> None:
     """Every state a kill can leave, one sequence number each."""
-    _open(run).close()
+    open_run(run, TOTAL).close()
     journal = run / "journal"
     # 1: commit killed between the part's rename and the segment's unlink.
     make_part(run, 1, [make_result(i) for i in range(3)])
@@ -47,7 +40,7 @@ def test_status_counts_what_recovery_then_keeps(tmp_path: Path) -> None:
     assert (before.succeeded, before.errored, before.pending) == (6, 1, 3)
     assert any("incomplete last line" in w for w in before.warnings)
     assert any("part-000004.parquet is unreadable" in w for w in before.warnings)
-    with _open(run) as rd:
+    with open_run(run, TOTAL) as rd:
         counts = rd.counts()
         assert (counts.succeeded, counts.errored, counts.pending) == (6, 1, 3)
         assert [rd.is_done(i) for i in range(TOTAL)] == [True] * 6 + [False, True] + [False] * 2

@@ -11,7 +11,7 @@ import pytest
 from batchrunner.rundir import parts as part_files
 from batchrunner.rundir.parts import OUTPUT_SCHEMA, read_part_outcomes
 from batchrunner.rundir.results import JSON_TYPE, assemble_results, convert_column, parse_type
-from tests.partdata import make_part, make_result
+from tests.helpers import make_part, make_result
 
 if TYPE_CHECKING:
     from pathlib import Path

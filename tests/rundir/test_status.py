@@ -9,25 +9,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from batchrunner.errors import OutputError
-from batchrunner.records import Result
-from batchrunner.rundir import RunDir, lines, read_status, replay
+from batchrunner.rundir import lines, read_status, replay
 from batchrunner.rundir import status as status_module
 from batchrunner.rundir.journal import encode_result
+from tests.helpers import commit_all, make_result, open_run
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
-
-
-def _open(path: Path, total: int = 10) -> RunDir:
-    return RunDir.open(
-        path, fingerprint=FP, total_rows=total, retry_errors=False, durability="process"
-    )
-
-
-def _result(i: int, status: str = "succeeded") -> Result:
-    return Result(index=i, id=f"r{i}", status=status)  # type: ignore[arg-type]
 
 
 def _counts(path: Path) -> tuple[int, int, int]:
@@ -38,11 +26,11 @@ def _counts(path: Path) -> tuple[int, int, int]:
 def test_status_follows_every_step_of_a_writing_run(tmp_path: Path) -> None:
     """Records, seals and commits show up at once; running is true while the lock is held."""
     run = tmp_path / "run"
-    rd = _open(run, total=5)
+    rd = open_run(run, total=5)
     st = read_status(run)
     assert (st.total, st.pending, st.complete, st.running) == (5, 5, False, True)
-    rd.record(_result(0))
-    rd.record(_result(1, "errored"))
+    rd.record(make_result(0))
+    rd.record(make_result(1, "errored"))
     assert _counts(run) == (1, 1, 3)
     sealed = rd.seal()
     assert sealed is not None
@@ -50,7 +38,7 @@ def test_status_follows_every_step_of_a_writing_run(tmp_path: Path) -> None:
     rd.commit(sealed)
     assert _counts(run) == (1, 1, 3)
     for i in (2, 3, 4):
-        rd.record(_result(i))
+        rd.record(make_result(i))
     st = read_status(run)
     assert (st.succeeded, st.errored, st.pending, st.complete) == (4, 1, 0, True)
     rd.close()
@@ -60,14 +48,12 @@ def test_status_follows_every_step_of_a_writing_run(tmp_path: Path) -> None:
 def test_status_skips_a_torn_line_and_counts_part_plus_segment_once(tmp_path: Path) -> None:
     """A torn tail is not counted; a part and its leftover segment count once."""
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
-    (run / "journal" / "seg-000001.jsonl").write_bytes(encode_result(_result(0)))
+    with open_run(run) as rd:
+        rd.record(make_result(0))
+        commit_all(rd)
+    (run / "journal" / "seg-000001.jsonl").write_bytes(encode_result(make_result(0)))
     (run / "journal" / "seg-000002.jsonl").write_bytes(
-        encode_result(_result(1, "errored")) + b"garbage\n" + b'{"_index":2,"id":"r2"'
+        encode_result(make_result(1, "errored")) + b"garbage\n" + b'{"_index":2,"id":"r2"'
     )
     st = read_status(run)
     assert (st.succeeded, st.errored, st.pending) == (1, 1, 8)
@@ -80,9 +66,9 @@ def test_status_relists_when_a_segment_is_committed_while_reading(
 ) -> None:
     """A segment that becomes a part between listing and reading is counted exactly once."""
     run = tmp_path / "run"
-    rd = _open(run)
+    rd = open_run(run)
     for i in range(3):
-        rd.record(_result(i))
+        rd.record(make_result(i))
     sealed = rd.seal()
     assert sealed is not None
     real = lines.segment_outcomes
@@ -104,19 +90,17 @@ def test_status_during_a_concurrent_writer_never_over_or_under_counts(tmp_path: 
     """While another thread records, seals and commits, each count lies between before/after."""
     run = tmp_path / "run"
     total = 3000
-    rd = _open(run, total=total)
+    rd = open_run(run, total=total)
     recorded = 0
     stop = threading.Event()
 
     def write() -> None:
         nonlocal recorded
         for i in range(total):
-            rd.record(_result(i))
+            rd.record(make_result(i))
             recorded += 1
             if i % 97 == 96:
-                sealed = rd.seal()
-                assert sealed is not None
-                rd.commit(sealed)
+                commit_all(rd)
         stop.set()
 
     writer = threading.Thread(target=write)
@@ -140,8 +124,8 @@ def test_status_during_a_concurrent_writer_never_over_or_under_counts(tmp_path: 
 def test_status_changes_nothing_in_the_run_dir(tmp_path: Path) -> None:
     """Reading status writes, repairs and removes nothing (not even the torn tail or .tmp)."""
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
+    with open_run(run) as rd:
+        rd.record(make_result(0))
     (run / "parts" / "part-000009.parquet.tmp").write_bytes(b"half")
     (run / "parts" / "part-000008.parquet").write_bytes(b"broken")
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}

@@ -12,33 +12,19 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import DiskError, IntegrityError, OutputError
-from batchrunner.records import Result
-from batchrunner.rundir import RunDir
 from batchrunner.rundir.journal import encode_result
 from batchrunner.rundir.parts import PART_SCHEMA
+from tests.helpers import commit_all, make_result, open_run
 
 if TYPE_CHECKING:
-    from batchrunner.spec import Durability
-
-FP: dict[str, object] = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
-
-
-def _open(path: Path, *, total: int = 10, retry: bool = False, **kw: Any) -> RunDir:
-    durability: Durability = kw.pop("durability", "process")
-    fp = kw.pop("fingerprint", FP)
-    return RunDir.open(
-        path, fingerprint=fp, total_rows=total, retry_errors=retry, durability=durability, **kw
-    )
-
-
-def _result(i: int, status: str = "succeeded", **kw: object) -> Result:
-    return Result(index=i, id=f"r{i}", status=status, **kw)  # type: ignore[arg-type]
+    from batchrunner.records import Result
+    from batchrunner.rundir import RunDir
 
 
 def _ids(path: Path) -> list[str]:
@@ -63,15 +49,15 @@ def _write_segment(run: Path, seq: int, results: list[Result], tail: bytes = b""
 def test_record_seal_commit_finalize_round_trip(tmp_path: Path) -> None:
     """Recorded outcomes become parts, then results.parquet in input order."""
     run = tmp_path / "run"
-    with _open(run, total=6) as rd:
+    with open_run(run, total=6) as rd:
         for i in (2, 0, 1):
-            rd.record(_result(i, text=f"t{i}"))
+            rd.record(make_result(i, text=f"t{i}"))
         sealed = rd.seal()
         assert sealed is not None and [r.index for r in sealed.results] == [2, 0, 1]
         assert rd.seal() is None
         rd.commit(sealed)
         assert not sealed.segment.exists() and (run / "parts" / "part-000001.parquet").exists()
-        rd.record(_result(3, "errored", error_type="timeout"))
+        rd.record(make_result(3, "errored", error_type="timeout"))
         assert rd.done.succeeded == 3 and rd.done.errored == 1 and rd.done.pending == 2
         assert rd.done.is_done(3) and not rd.done.is_done(4)
         out = rd.finalize({})
@@ -88,23 +74,23 @@ def test_record_seal_commit_finalize_round_trip(tmp_path: Path) -> None:
 
 def test_should_seal_on_rows_or_age(tmp_path: Path) -> None:
     """A seal is due after flush_rows outcomes, or once the oldest waited flush_s."""
-    with _open(tmp_path / "run", flush_rows=3, flush_s=5.0) as rd:
+    with open_run(tmp_path / "run", flush_rows=3, flush_s=5.0) as rd:
         now = time.monotonic()
         assert not rd.should_seal(now + 100)  # nothing buffered
-        rd.record(_result(0))
+        rd.record(make_result(0))
         assert not rd.should_seal(now) and rd.should_seal(now + 100)
-        rd.record(_result(1))
-        rd.record(_result(2))
+        rd.record(make_result(1))
+        rd.record(make_result(2))
         assert rd.should_seal(time.monotonic())
 
 
 def test_reopen_after_a_kill_replays_segments_and_drops_the_torn_line(tmp_path: Path) -> None:
     """Segments left by a kill (torn last line included) become parts; the done set is right."""
     run = tmp_path / "run"
-    _open(run).close()
-    _write_segment(run, 1, [_result(0), _result(1, "errored")])
-    _write_segment(run, 2, [_result(2), _result(1)], tail=b'{"_index":3,"id":"r3","sta')
-    with _open(run) as rd:
+    open_run(run).close()
+    _write_segment(run, 1, [make_result(0), make_result(1, "errored")])
+    _write_segment(run, 2, [make_result(2), make_result(1)], tail=b'{"_index":3,"id":"r3","sta')
+    with open_run(run) as rd:
         assert [rd.done.code(i) for i in range(5)] == [1, 1, 1, 0, 0]
         assert len(rd.warnings) == 1  # the torn line is said, for the CLI to print
         assert rd.warnings[0].startswith("seg-000002.jsonl: dropped an incomplete last line")
@@ -113,7 +99,7 @@ def test_reopen_after_a_kill_replays_segments_and_drops_the_torn_line(tmp_path: 
             "part-000002.parquet",
         ]
         assert list((run / "journal").iterdir()) == []
-        rd.record(_result(3))
+        rd.record(make_result(3))
         sealed = rd.seal()
         assert sealed is not None and sealed.seq == 3  # numbering continues after the parts
 
@@ -121,31 +107,31 @@ def test_reopen_after_a_kill_replays_segments_and_drops_the_torn_line(tmp_path: 
 def test_garbled_middle_line_stops_the_open_and_keeps_everything(tmp_path: Path) -> None:
     """A complete line that is no outcome is not skipped: IntegrityError, nothing deleted."""
     run = tmp_path / "run"
-    _open(run).close()
-    _write_segment(run, 1, [_result(0)], tail=b"\x00\x00garbage\n" + encode_result(_result(2)))
+    open_run(run).close()
+    _write_segment(
+        run, 1, [make_result(0)], tail=b"\x00\x00garbage\n" + encode_result(make_result(2))
+    )
     before = _snapshot(run / "journal")
     with pytest.raises(IntegrityError) as caught:
-        _open(run)
+        open_run(run)
     assert "seg-000001.jsonl: the line at byte" in str(caught.value)
     assert caught.value.exit_code == 1
     assert _snapshot(run / "journal") == before and list((run / "parts").iterdir()) == []
     seg = run / "journal" / "seg-000001.jsonl"  # the user deletes the line, as told
     seg.write_bytes(seg.read_bytes().replace(b"\x00\x00garbage\n", b""))
-    with _open(run) as rd:  # and the lock was released by the failed open
+    with open_run(run) as rd:  # and the lock was released by the failed open
         assert [rd.done.code(i) for i in range(3)] == [1, 0, 1]
 
 
 def test_part_and_its_segment_both_present_count_once(tmp_path: Path) -> None:
     """A crash between rename and unlink leaves both; the part wins, no double count."""
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
-        rd.record(_result(1, "errored"))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
-    _write_segment(run, 1, [_result(0), _result(1, "errored")])
-    with _open(run) as rd:
+    with open_run(run) as rd:
+        rd.record(make_result(0))
+        rd.record(make_result(1, "errored"))
+        commit_all(rd)
+    _write_segment(run, 1, [make_result(0), make_result(1, "errored")])
+    with open_run(run) as rd:
         assert rd.done.succeeded == 1 and rd.done.errored == 1
         assert list((run / "journal").iterdir()) == []
         out = rd.finalize({})
@@ -155,10 +141,10 @@ def test_part_and_its_segment_both_present_count_once(tmp_path: Path) -> None:
 def test_tmp_leftovers_are_removed(tmp_path: Path) -> None:
     """Half-written `*.tmp` files from a crash are ignored and deleted on open."""
     run = tmp_path / "run"
-    _open(run).close()
+    open_run(run).close()
     for name in ("parts/part-000001.parquet.tmp", "results.parquet.tmp", "manifest.json.tmp"):
         (run / name).write_bytes(b"PAR1 half a file")
-    with _open(run) as rd:
+    with open_run(run) as rd:
         assert rd.done.pending == 10 and rd.warnings == []
     assert list(run.rglob("*.tmp")) == []
 
@@ -166,23 +152,19 @@ def test_tmp_leftovers_are_removed(tmp_path: Path) -> None:
 def test_corrupt_part_is_quarantined_and_its_rows_become_pending(tmp_path: Path) -> None:
     """An unreadable part moves to quarantine/ with a warning; its rows are pending again."""
     run = tmp_path / "run"
-    with _open(run) as rd:
+    with open_run(run) as rd:
         for i in range(3):
-            rd.record(_result(i))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
-        rd.record(_result(5))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
+            rd.record(make_result(i))
+        commit_all(rd)
+        rd.record(make_result(5))
+        commit_all(rd)
     part = run / "parts" / "part-000001.parquet"
     part.write_bytes(part.read_bytes()[:-20])  # lose the footer
-    with _open(run) as rd:
+    with open_run(run) as rd:
         assert [rd.done.code(i) for i in range(6)] == [0, 0, 0, 0, 0, 1]
         assert len(rd.warnings) == 1 and "part-000001.parquet" in rd.warnings[0]
         assert "quarantine" in rd.warnings[0]
-        rd.record(_result(0))
+        rd.record(make_result(0))
         sealed = rd.seal()
         assert sealed is not None and sealed.seq == 3
         rd.commit(sealed)
@@ -193,10 +175,10 @@ def test_corrupt_part_is_quarantined_and_its_rows_become_pending(tmp_path: Path)
 def test_corrupt_part_with_its_segment_still_there_uses_the_segment(tmp_path: Path) -> None:
     """If part N is unreadable but segment N survived, the segment's rows are kept."""
     run = tmp_path / "run"
-    _open(run).close()
+    open_run(run).close()
     (run / "parts" / "part-000004.parquet").write_bytes(b"garbage")
-    _write_segment(run, 4, [_result(7)])
-    with _open(run) as rd:
+    _write_segment(run, 4, [make_result(7)])
+    with open_run(run) as rd:
         assert rd.done.code(7) == 1 and len(rd.warnings) == 1
         assert (run / "parts" / "part-000004.parquet").exists()
 
@@ -204,35 +186,34 @@ def test_corrupt_part_with_its_segment_still_there_uses_the_segment(tmp_path: Pa
 def test_corruption_found_at_finalize_quarantines_and_asks_for_a_rerun(tmp_path: Path) -> None:
     """A part that breaks during finalize is quarantined and the error says to run again."""
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
+    with open_run(run) as rd:
+        rd.record(make_result(0))
+        commit_all(rd)
         (run / "parts" / "part-000001.parquet").write_bytes(b"broken")
         with pytest.raises(OutputError, match="run the same command again"):
             rd.finalize({})
     assert (run / "quarantine" / "part-000001.parquet").exists()
-    with _open(run) as rd:
+    with open_run(run) as rd:
         assert rd.done.pending == 10
 
 
 def test_fingerprint_mismatch_names_every_key_and_touches_nothing(tmp_path: Path) -> None:
     """A different run is refused with each differing key path, and the dir is unchanged."""
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
+    mine = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
+    with open_run(run, fingerprint=mine) as rd:
+        rd.record(make_result(0))
     before = _snapshot(run)
     other = {"input": {"path": "in.jsonl", "size": 456}, "settings": {"max_tokens": 2, "x": 1}}
     with pytest.raises(OutputError) as info:
-        _open(run, fingerprint=other, total=99)
+        open_run(run, fingerprint=other, total=99)
     message = str(info.value)
     assert "input.size: 123 -> 456" in message
     assert "settings.max_tokens: 1 -> 2" in message
     assert "settings.x: (absent) -> 1" in message
     assert "input.path" not in message
     assert _snapshot(run) == before
-    with _open(run) as rd:  # the lock was released
+    with open_run(run, fingerprint=mine) as rd:  # the lock was released
         assert rd.done.succeeded == 1
 
 
@@ -240,26 +221,26 @@ def test_a_directory_that_is_not_a_run_dir_is_refused(tmp_path: Path) -> None:
     """An existing directory with other files and no manifest is never taken over."""
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not a batchrunner run directory"):
-        _open(tmp_path)
+        open_run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    _open(empty).close()
+    open_run(empty).close()
 
 
 def test_a_file_or_a_broken_manifest_is_refused(tmp_path: Path) -> None:
     """A path that is a file, or a run dir whose manifest is not JSON, raises OutputError."""
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="not a directory"):
-        _open(tmp_path / "file")
+        open_run(tmp_path / "file")
     run = tmp_path / "run"
-    _open(run).close()
+    open_run(run).close()
     (run / "manifest.json").write_text("{not json")
     with pytest.raises(OutputError, match=r"manifest\.json is unreadable"):
-        _open(run)
+        open_run(run)
     (run / "manifest.json").write_text("[1, 2]")
     with pytest.raises(OutputError, match="not a batchrunner manifest"):
-        _open(run)
+        open_run(run)
 
 
 _HOLDER = textwrap.dedent(
@@ -267,7 +248,7 @@ _HOLDER = textwrap.dedent(
     import sys
     from pathlib import Path
     from batchrunner.rundir import RunDir
-    fp = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
+    fp = {"input": {"size": 1}, "settings": {}}  # tests.helpers.FP, as the parent opens it
     rd = RunDir.open(Path(sys.argv[1]), fingerprint=fp, total_rows=10, retry_errors=False,
                      durability="process")
     print("open", flush=True)
@@ -294,13 +275,13 @@ def test_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
     proc = _holder(run)
     try:
         with pytest.raises(OutputError, match=f"run dir {run} is in use by pid {proc.pid}"):
-            _open(run)
+            open_run(run)
     finally:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
         proc.wait(timeout=30)
         proc.stdout.close()
-    _open(run).close()
+    open_run(run).close()
 
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
@@ -313,42 +294,42 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     proc.stdin.close()
     proc.stdout.close()
     assert (run / "lock").read_text().strip() == str(proc.pid)
-    with _open(run):
+    with open_run(run):
         assert (run / "lock").read_text().strip() == str(os.getpid())
 
 
 def test_retry_errors_last_outcome_wins(tmp_path: Path) -> None:
     """With retry_errors, errored rows are not done; a later success wins everywhere."""
     run = tmp_path / "run"
-    with _open(run, total=3) as rd:
-        rd.record(_result(0))
-        rd.record(_result(1, "errored"))
-        rd.record(_result(2, "errored"))
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
+        rd.record(make_result(0))
+        rd.record(make_result(1, "errored"))
+        rd.record(make_result(2, "errored"))
+    with open_run(run, total=3) as rd:
         assert rd.done.is_done(1) and rd.done.remaining == 0
-    with _open(run, total=3, retry=True) as rd:
+    with open_run(run, total=3, retry_errors=True) as rd:
         assert not rd.done.is_done(1) and not rd.done.is_done(2) and rd.done.is_done(0)
         assert rd.done.remaining == 2
-        rd.record(_result(1, text="second try"))
+        rd.record(make_result(1, text="second try"))
         assert rd.done.succeeded == 2 and rd.done.errored == 1
         out = rd.finalize({})
     table = pq.read_table(out)
     assert table.column("status").to_pylist() == ["succeeded", "succeeded", "errored"]
     assert table.column("text").to_pylist()[1] == "second try"
-    with _open(run, total=3) as rd:
+    with open_run(run, total=3) as rd:
         assert rd.done.succeeded == 2 and rd.done.errored == 1
 
 
 def test_set_total_updates_manifest_and_counts(tmp_path: Path) -> None:
     """A new input size is stored in the manifest and changes the pending count."""
     run = tmp_path / "run"
-    with _open(run, total=2) as rd:
-        rd.record(_result(5))
+    with open_run(run, total=2) as rd:
+        rd.record(make_result(5))
         assert rd.done.pending == 2 and rd.done.succeeded == 0
         rd.set_total(10)
         assert rd.done.pending == 9 and rd.done.succeeded == 1
     assert json.loads((run / "manifest.json").read_text())["total_rows"] == 10
-    with _open(run, total=4) as rd:
+    with open_run(run, total=4) as rd:
         assert rd.total_rows == 4 and rd.done.pending == 4
     assert json.loads((run / "manifest.json").read_text())["total_rows"] == 4
 
@@ -356,10 +337,10 @@ def test_set_total_updates_manifest_and_counts(tmp_path: Path) -> None:
 def test_finalize_commits_what_was_sealed_but_never_committed(tmp_path: Path) -> None:
     """Sealed segments whose commit never ran, and the open buffer, reach results.parquet."""
     run = tmp_path / "run"
-    with _open(run, total=3, durability="os") as rd:
-        rd.record(_result(0))
+    with open_run(run, total=3, durability="os") as rd:
+        rd.record(make_result(0))
         assert rd.seal() is not None
-        rd.record(_result(2))
+        rd.record(make_result(2))
         assert _ids(rd.finalize({})) == ["r0", "r2"]
     assert list((run / "journal").iterdir()) == []
 
@@ -369,13 +350,13 @@ def test_double_commit_is_harmless_and_finalize_waits_for_a_running_commit(
 ) -> None:
     """Committing a Sealed twice is a no-op; finalize waits for a commit in another thread."""
     run = tmp_path / "run"
-    with _open(run, total=2) as rd:
-        rd.record(_result(0))
+    with open_run(run, total=2) as rd:
+        rd.record(make_result(0))
         first = rd.seal()
         assert first is not None
         rd.commit(first)
         rd.commit(first)
-        rd.record(_result(1))
+        rd.record(make_result(1))
         second = rd.seal()
         assert second is not None
         worker = threading.Thread(target=rd.commit, args=(second,))
@@ -394,9 +375,9 @@ def test_failed_part_write_keeps_the_segment_and_resume_recovers(tmp_path: Path)
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
     run = tmp_path / "run"
-    with _open(run) as rd:
-        rd.record(_result(0))
-        rd.record(_result(1))
+    with open_run(run) as rd:
+        rd.record(make_result(0))
+        rd.record(make_result(1))
         sealed = rd.seal()
         assert sealed is not None
         tmp = run / "parts" / "part-000001.parquet.tmp"
@@ -405,7 +386,7 @@ def test_failed_part_write_keeps_the_segment_and_resume_recovers(tmp_path: Path)
             rd.commit(sealed)
         assert not tmp.exists() and not tmp.is_symlink()
         assert list((run / "parts").iterdir()) == [] and sealed.segment.exists()
-    with _open(run) as rd:
+    with open_run(run) as rd:
         assert rd.done.succeeded == 2
         assert _ids(rd.finalize({})) == ["r0", "r1"]
 
@@ -416,7 +397,7 @@ _CRASHER = textwrap.dedent(
     from pathlib import Path
     from batchrunner.rundir import RunDir
     from batchrunner.records import Result
-    fp = {"input": {"path": "in.jsonl", "size": 123}, "settings": {"max_tokens": 1}}
+    fp = {"input": {"size": 1}, "settings": {}}  # tests.helpers.FP, as the parent opens it
     rd = RunDir.open(Path(sys.argv[1]), fingerprint=fp, total_rows=10**6, retry_errors=False,
                      durability="process", flush_rows=40, flush_s=0.05)
     rng = random.Random(int(sys.argv[2]))
@@ -463,7 +444,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path: Path) -> 
         assert lines, "the child recorded nothing"
         reported += [int(x) for x in lines if x.endswith("\n")]
     assert len(reported) == len(set(reported)), "a recorded row was recorded again"
-    with _open(run, total=max(reported) + 1) as rd:
+    with open_run(run, total=max(reported) + 1) as rd:
         ids = _ids(rd.finalize({}))
     assert len(ids) == len(set(ids))
     assert {f"r{i}" for i in reported} <= set(ids)
@@ -494,11 +475,11 @@ def test_full_disk_raises_disk_error_and_resume_works_after_freeing_space(
         filler = mnt / "filler"
         filler.write_bytes(b"\0" * 256 * 1024)
         run = mnt / "run"
-        rd = _open(run, total=1000)
+        rd = open_run(run, total=1000)
         recorded = 0
         with pytest.raises(DiskError, match="No space left on device; free space"):
             for i in range(1000):
-                rd.record(_result(i, text=os.urandom(10_000).hex()))
+                rd.record(make_result(i, text=os.urandom(10_000).hex()))
                 recorded += 1
         assert recorded > 0
         segment = run / "journal" / "seg-000001.jsonl"
@@ -511,7 +492,7 @@ def test_full_disk_raises_disk_error_and_resume_works_after_freeing_space(
         assert list((run / "parts").iterdir()) == [] and segment.exists()
         rd.close()
         filler.unlink()
-        rd = _open(run, total=1000)
+        rd = open_run(run, total=1000)
         assert rd.done.succeeded == recorded
         assert len(_ids(rd.finalize({}))) == recorded
     finally:
@@ -523,19 +504,17 @@ def test_full_disk_raises_disk_error_and_resume_works_after_freeing_space(
 def test_open_reads_only_the_index_and_status_columns(tmp_path: Path) -> None:
     """Damage in a part's other columns does not slow or trouble open; finalize finds it."""
     run = tmp_path / "run"
-    with _open(run) as rd:
+    with open_run(run) as rd:
         for i in range(3):
-            rd.record(_result(i, text=os.urandom(500).hex()))
-        sealed = rd.seal()
-        assert sealed is not None
-        rd.commit(sealed)
+            rd.record(make_result(i, text=os.urandom(500).hex()))
+        commit_all(rd)
     part = run / "parts" / "part-000001.parquet"
     column = pq.ParquetFile(part).metadata.row_group(0).column(PART_SCHEMA.names.index("text"))
     data = bytearray(part.read_bytes())
     start = column.dictionary_page_offset or column.data_page_offset
     data[start : start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
     part.write_bytes(bytes(data))
-    with _open(run) as rd:
+    with open_run(run) as rd:
         assert rd.done.succeeded == 3 and rd.warnings == []
         with pytest.raises(OutputError, match=r"part-000001\.parquet is unreadable"):
             rd.finalize({})

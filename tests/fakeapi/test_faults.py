@@ -14,29 +14,12 @@ import pytest
 from batchrunner.fakeapi import FakeOptions
 from batchrunner.fakeapi.limits import RateLimits, go_duration, rfc3339
 from tests.fakeserver import serve_in_thread
+from tests.helpers import ANTHROPIC, OPENAI, ask, chat
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tests.fakeserver import ThreadServer
-
-ANTHROPIC = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-OPENAI = {"Authorization": "Bearer k"}
-
-
-def ask(prompt: str, **fields: Any) -> dict[str, Any]:
-    """A messages body for one user prompt."""
-    return {
-        "model": "caicaini/auto",
-        "max_tokens": 256,
-        "messages": [{"role": "user", "content": prompt}],
-        **fields,
-    }
-
-
-def chat(prompt: str, **fields: Any) -> dict[str, Any]:
-    """A chat body for one user prompt."""
-    return {"model": "caicaini/auto", "messages": [{"role": "user", "content": prompt}], **fields}
 
 
 def always(kind: str, **options: Any) -> Any:

@@ -1,35 +1,19 @@
-"""Request validation for both conventions, turning a JSON body into an `Ask`.
+"""Validation of `POST /v1/messages` and `/v1/messages/count_tokens` bodies (Anthropic).
 
-Raises ApiError (400 / 404) with messages worded like the real services, so a job that the
-real API would reject is rejected here too. Pure: no IO, no state, no timing.
+Turns a JSON body into an `Ask` or raises ApiError (400 / 404) with messages worded like
+the real service, so a job that the real API would reject is rejected here too. Pure: no
+IO, no state, no timing. chat_validation holds the OpenAI convention's rules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from batchrunner.fakeapi.answers import ToolSpec, input_tokens, prompt_text
+from batchrunner.fakeapi.ask import Ask
 from batchrunner.fakeapi.shapes import ApiError
 
 _ANTHROPIC_ROLES = ("user", "assistant")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ask:
-    """What a valid generation request asks for, in convention-neutral terms."""
-
-    model: str
-    prompt: str
-    input_tokens: int
-    max_tokens: int | None = None
-    stream: bool = False
-    include_usage: bool = False
-    thinking: bool = False
-    tools: tuple[ToolSpec, ...] = ()
-    tool_mode: str = "auto"
-    stop_sequences: tuple[str, ...] = ()
-    n: int = 1
 
 
 def _bad(message: str) -> ApiError:

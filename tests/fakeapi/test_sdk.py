@@ -32,12 +32,6 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ThreadServer]:
-    with serve_in_thread() as running:
-        yield running
-
-
 @pytest.fixture
 def claude(server: ThreadServer) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=server.root, api_key="test-key", max_retries=0) as client:
