@@ -565,7 +565,7 @@ async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end
     events: list[str] = []
 
     async def on_the_wire() -> None:
-        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope, "row"):
             await pacer.acquire(0)
             await answered.wait()
             events.append("answered")
@@ -574,7 +574,7 @@ async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end
         events.append("wire row stopped" if scope.cancelled_caught else "wire row slept")
 
     async def waiting() -> None:
-        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope, "row"):
             await pacer.acquire(0)  # the only slot is taken
         events.append("waiting row cancelled" if scope.cancelled_caught else "admitted")
 

@@ -10,8 +10,9 @@ import json
 import typing
 from typing import Any
 
-from batchrunner.errors import RetryableError, SourceError
+from batchrunner.errors import ResponseFormatError, RetryableError, SourceError
 from batchrunner.protocols.jsonsafe import check_json
+from batchrunner.records import json_kind
 
 if typing.TYPE_CHECKING:
     from batchrunner.records import Api, Completion, JSONObject, Request, Row, Shape
@@ -34,11 +35,12 @@ class StreamAssembler(typing.Protocol):
         ...
 
     def feed(self, event: SSEEvent) -> None:
-        """Take one event; raises RetryableError on an error event or malformed data."""
+        """Take one event; raises RetryableError on an error event, ResponseFormatError
+        on malformed data."""
         ...
 
     def finish(self) -> JSONObject:
-        """The assembled body; raises RetryableError if the stream ended early."""
+        """The assembled body; raises ResponseFormatError if the stream ended early."""
         ...
 
 
@@ -79,7 +81,8 @@ class Protocol(typing.Protocol):
         ...
 
     def parse_response(self, body: JSONObject) -> Completion:
-        """The fields the results keep; raises RetryableError for a body that does not fit."""
+        """The fields the results keep; raises ResponseFormatError for a body that does not
+        fit."""
         ...
 
     def new_assembler(self) -> StreamAssembler:
@@ -119,23 +122,6 @@ def _code(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # a numeric code from a proxy is still a code
     return None
-
-
-def json_kind(value: object) -> str:
-    """The JSON name of a value's type, for messages about rows."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def start_body(
@@ -259,9 +245,10 @@ def estimate_tokens(*parts: object) -> int:
     return (chars + 3) // 4
 
 
-def invalid_response(reason: str) -> RetryableError:
-    """The error for a 2xx whose body or stream does not fit: transient, so retried."""
-    return RetryableError("invalid_response", reason)
+def invalid_response(reason: str) -> ResponseFormatError:
+    """The error for a 2xx whose body or stream does not fit: transient, so retried. The
+    client's error boundary makes it anew with the answer's status and request id."""
+    return ResponseFormatError(reason)
 
 
 def load_event(data: str) -> JSONObject:

@@ -12,7 +12,6 @@ from batchrunner.errors import SourceError
 from batchrunner.protocols.base import (
     estimate_tokens,
     invalid_response,
-    json_kind,
     load_event,
     require_str,
     require_tokens,
@@ -22,7 +21,7 @@ from batchrunner.protocols.base import (
     stream_error,
     usage_int,
 )
-from batchrunner.records import Api, Completion, JSONObject, Request, Row
+from batchrunner.records import Api, Completion, JSONObject, Request, Row, json_kind
 
 if TYPE_CHECKING:
     from batchrunner.records import Shape
@@ -274,7 +273,7 @@ class ChatAssembler:
                 self._choices.setdefault(index, _Choice()).apply(choice)
 
     def finish(self) -> JSONObject:
-        """The assembled completion; raises RetryableError unless `[DONE]` arrived."""
+        """The assembled completion; raises ResponseFormatError unless `[DONE]` arrived."""
         if not self._done:
             raise invalid_response("stream ended before [DONE]")
         if "id" not in self._fields:
