@@ -1,7 +1,8 @@
-"""Command line: the only module that parses argv or writes to the terminal.
+"""Command line: parses argv, calls one function per command, prints its answer.
 
-Commands parse, call one function and print. Errors from the core arrive as
-`BatchRunnerError`s and leave through `_user_errors()` with their exit code.
+Results go to stdout; progress, warnings and errors to stderr (the progress line is drawn
+by `progress.ProgressPrinter`). Errors from the core arrive as `BatchRunnerError`s and
+leave through `_user_errors()` with their exit code.
 """
 
 from __future__ import annotations
@@ -147,7 +148,6 @@ def run(
         overrides = dict(flags)
         overrides["timeout_s"] = overrides.pop("timeout")
         overrides["stall_timeout_s"] = overrides.pop("stall_timeout")
-        overrides["verbose"] = verbose
         spec = load_job(job, input_path=input_path, output=output, overrides=overrides)
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
         echo = (lambda line: click.echo(line, err=True)) if verbose else None

@@ -2,9 +2,10 @@
 
 The client runs every server-supplied value through a `Redactor` before anything else sees
 it: body bytes and stream events as they arrive (so no later truncation can split the key
-and leave half of it), header values, and finally every field of a `RequestError` leaving
-an attempt. `redact` also catches key-shaped words in prose (an echo of a different key, or
-OpenAI's `sk-abc***xyz`). Pure: no IO.
+and leave half of it), header values, and every server-supplied field of a `RequestError`
+as it is made (`responses.classify`, the client's error boundary). `redact` also catches
+key-shaped words in prose (an echo of a different key, or OpenAI's `sk-abc***xyz`). Pure:
+no IO.
 """
 
 from __future__ import annotations

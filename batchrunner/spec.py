@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,8 +82,6 @@ class JobSpec:
     limit: int | None = None  # only the first N rows
     retry_errors: bool = False
     durability: Durability = "process"
-    progress: bool = True
-    verbose: bool = False
 
     def request_settings(self) -> dict[str, Any]:
         """The settings that shape what is asked: a resume must keep them all.
@@ -97,7 +93,3 @@ class JobSpec:
         req = asdict(self.request)
         req.pop("stream")
         return {"api": self.api, "request": req}
-
-    def settings_fingerprint(self) -> str:
-        blob = json.dumps(self.request_settings(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,7 +1,8 @@
 """Which fields of a simple input row belong in the request body, per convention.
 
-`sources` splits each simple row with these sets: a field named here goes to the request,
-any other field is carried through to the results. Data only; no logic lives here.
+The input's row shaping splits each simple row with these sets: a field named here goes
+to the request, any other field is carried through to the results. Data only; no logic
+lives here.
 """
 
 from __future__ import annotations
