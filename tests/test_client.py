@@ -19,11 +19,13 @@ import pytest
 
 from batchrunner import attempts as attempts_module
 from batchrunner import client, preflight
+from batchrunner.breakers import run_failure
 from batchrunner.errors import (
     PermanentError,
     RequestError,
     ResponseFormatError,
     RetryableError,
+    RunAbortedError,
 )
 from batchrunner.protocols import get_protocol
 from batchrunner.records import Api, Attempt, Request, Row, Sent
@@ -266,6 +268,22 @@ async def test_quota_429s_are_permanent() -> None:
     err = await one_error(429, spend)
     assert (type(err), err.error_type) == (PermanentError, "rate_limit_error")
     assert err.code == "enforced_spend_limit_reached"
+
+
+@pytest.mark.parametrize(
+    ("body", "api"),
+    [
+        (chat_error("invalid_request_error", "billing_hard_limit_reached", "Billing"), "chat"),
+        (messages_error("billing_error", "Your credit balance is too low"), "messages"),
+    ],
+)
+async def test_every_quota_code_is_permanent_and_stops_the_run(body: Any, api: Api) -> None:
+    """The client and the breakers read one set of quota codes (errors.QUOTA_CODES): a 429
+    that carries one is not retried, and it is the run's failure, not the row's."""
+    err = await one_error(429, body, api=api)
+    assert type(err) is PermanentError and err.is_quota
+    message = run_failure(err)
+    assert message is not None and message.startswith("the account has no quota or credit")
 
 
 async def test_x_should_retry_overrides_the_status() -> None:
@@ -675,6 +693,58 @@ async def test_preflight_401_is_permanent() -> None:
         "req_401",
     )
     assert headers["request-id"] == "req_401"
+
+
+async def test_a_body_cut_after_the_status_carries_it() -> None:
+    """The boundary gives a transport error the status and request id of the answer it
+    cut (a plain body here; a stream above), made once: str() says the status too."""
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b'{"id": "msg_01", '
+        raise httpx.ReadError("peer closed connection")
+
+    server = Server(reply(200, headers={"request-id": "req_cut"}, content=cut))
+    sent, attempts = await run_send(
+        server, make_request(), policy=RetryPolicy.testing(max_attempts=1)
+    )
+    assert type(sent.error) is RetryableError
+    err = sent.error
+    assert err.error_type == "connection_error"
+    assert (err.http_status, err.request_id) == (200, "req_cut")
+    assert str(err).startswith("HTTP 200 connection_error: ")
+    assert (attempts[0].http_status, attempts[0].request_id) == (200, "req_cut")
+
+
+async def test_an_error_event_in_a_stream_gets_the_answers_status() -> None:
+    """An error event after the 200 (raised by the protocol without a status) leaves the
+    client as an error with the stream's status and request id."""
+    start = {"type": "message_start", "message": _MESSAGE_START}
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    data = f"event: message_start\ndata: {json.dumps(start)}\n\n"
+    data += f"event: error\ndata: {json.dumps(overloaded)}\n\n"
+    server = Server(reply(200, headers=SSE_HEADERS, content=pieces(data.encode())))
+    policy = RetryPolicy.testing(max_attempts=1)
+    sent, _ = await run_send(server, make_request(stream=True), policy=policy)
+    assert type(sent.error) is RetryableError
+    err = sent.error
+    assert (err.error_type, err.message) == (
+        "overloaded_error",
+        "busy",
+    )
+    assert (err.http_status, err.request_id) == (200, "req_s")
+
+
+async def test_check_lists_the_models_through_a_given_transport() -> None:
+    """`check` (list_models) goes through make_client's transport: the model ids, or a
+    RunAbortedError naming a refused key."""
+    ok = httpx.MockTransport(Server(reply(200, {"data": [{"id": "m1"}, {"id": "m2"}]})))
+    models = await preflight.list_models(base_url=BASE, api_key=KEY, transport=ok)
+    assert models == ["m1", "m2"]
+    refused = Server(reply(401, messages_error("authentication_error", "invalid x-api-key")))
+    with pytest.raises(RunAbortedError, match="the API key was refused"):
+        await preflight.list_models(
+            base_url=BASE, api_key=KEY, transport=httpx.MockTransport(refused)
+        )
 
 
 async def test_preflight_transport_error_is_silent() -> None:
