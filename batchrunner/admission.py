@@ -1,6 +1,6 @@
 """Seats: which rows have an attempt on the wire, so that a stopping run cancels the rest.
 
-A worker takes a seat for each row it handles (`Seats.seat(scope)`), in the task that then
+A worker takes a seat for each row it handles (`Seats.seat(scope, row_id)`), in the task that then
 acquires and releases pacer slots; the pacer marks the seat on the wire from admission to
 release. `close()` cancels every seat not on the wire (rows waiting for admission or for a
 retry backoff: nothing of theirs is in flight, nothing is lost) and, later, each seat whose
@@ -27,10 +27,11 @@ class AdmissionClosedError(Exception):
 class Seat:
     """One row's place: whether an attempt of it is on the wire, and since when."""
 
-    __slots__ = ("on_wire", "scope", "since")
+    __slots__ = ("on_wire", "row_id", "scope", "since")
 
-    def __init__(self, scope: anyio.CancelScope) -> None:
+    def __init__(self, scope: anyio.CancelScope, row_id: str) -> None:
         self.scope = scope  # encloses the row's attempts and retry backoffs
+        self.row_id = row_id
         self.on_wire = False
         self.since = -math.inf  # when the attempt on the wire was admitted (pacer clock)
 
@@ -48,10 +49,10 @@ class Seats:
         self.closed = False
 
     @contextmanager
-    def seat(self, scope: anyio.CancelScope) -> Iterator[Seat]:
+    def seat(self, scope: anyio.CancelScope, row_id: str) -> Iterator[Seat]:
         """Hold a seat while handling one row; `scope` is cancelled if the run stops
         while the row has no attempt on the wire."""
-        seat = Seat(scope)
+        seat = Seat(scope, row_id)
         self._seats.add(seat)
         token = _SEAT.set(seat)
         try:
@@ -62,8 +63,10 @@ class Seats:
             _SEAT.reset(token)
             self._seats.discard(seat)
 
-    def __iter__(self) -> Iterator[Seat]:
-        return iter(list(self._seats))
+    def on_wire_since(self, when: float) -> list[Seat]:
+        """The seats whose attempt has been on the wire since `when` (pacer clock) or longer:
+        the stall watchdog's candidates."""
+        return [seat for seat in list(self._seats) if seat.on_wire and seat.since <= when]
 
     def admitted(self, now: float) -> None:
         """The current task's attempt was admitted: its row is on the wire."""

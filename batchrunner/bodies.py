@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-from batchrunner.errors import RetryableError
+from batchrunner.errors import ResponseFormatError
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # What the client asks for (the Accept-Encoding header) and so all it decodes. httpx's own
@@ -60,8 +60,7 @@ class BodyDecoder:
         if not codings:
             return
         if len(codings) > 1 or codings[0] not in _WBITS:
-            raise RetryableError(
-                "invalid_response",
+            raise ResponseFormatError(
                 f"unsupported Content-Encoding {content_encoding!r} "
                 f"(the request accepted {ACCEPT_ENCODING})",
             )
@@ -106,7 +105,7 @@ class BodyDecoder:
                 self._raw_deflate = False
                 self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
                 return self._decompress(chunk)
-            raise RetryableError("invalid_response", f"the body does not decode: {exc}") from exc
+            raise ResponseFormatError(f"the body does not decode: {exc}") from exc
         self._raw_deflate = False  # the header was fine: no second guess later
         self.size += len(piece)
         if self.size > self.cap:

@@ -10,7 +10,7 @@ already redacted what the server said; quotes are redacted again, as prose, to b
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from batchrunner.config import BASE_ENV, KEY_ENV
 from batchrunner.redaction import redact
@@ -18,8 +18,8 @@ from batchrunner.redaction import redact
 if TYPE_CHECKING:
     from batchrunner.errors import RequestError
 
+T = TypeVar("T")
 _RESUME = "then run the same command again to resume"
-_QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "enforced_spend_limit_reached"})
 # What GET {base}/models answers when the base URL is some other web server: not found,
 # method not allowed, not implemented.
 _NO_API_STATUSES = frozenset({404, 405, 501})
@@ -47,10 +47,6 @@ def _names(err: RequestError) -> set[str]:
     return {name.lower() for name in (err.error_type, err.code) if name}
 
 
-def _is_quota(err: RequestError) -> bool:
-    return err.http_status == 402 or bool(_names(err) & _QUOTA_CODES)
-
-
 def _model_named(err: RequestError) -> str | None:
     """The model a 404 is about, when its message says so (either convention's wording)."""
     text = err.message or ""
@@ -62,15 +58,15 @@ def run_failure(err: RequestError) -> str | None:
     """A message naming the cause and the fix when `err` would hit every row, else None.
 
     Covered: the key refused (401), no permission (403), an unknown model or endpoint
-    (404), no quota or credit (402, `insufficient_quota`, `billing_error`, Anthropic's
-    `enforced_spend_limit_reached`). Everything else is a row's own failure.
+    (404), no quota or credit (`RequestError.is_quota`: 402, or one of
+    `errors.QUOTA_CODES`). Everything else is a row's own failure.
     """
     names = _names(err)
     label = _label(err)
     if err.http_status == 401 or "authentication_error" in names or "invalid_api_key" in names:
         # The server's text is left out on purpose: OpenAI's quotes part of the key.
         return f"the API key was refused ({label}): check {KEY_ENV}, {_RESUME}"
-    if _is_quota(err):
+    if err.is_quota:
         return (
             f"the account has no quota or credit left ({label}{_quote(err)}): add credit or "
             f"raise the spend limit with the provider, {_RESUME}"
@@ -131,14 +127,16 @@ def not_an_api(models_url: str, err: RequestError) -> str | None:
     return wrong_base_url(models_url.removesuffix("/models"), f"GET {models_url} answered {what}")
 
 
-class FailureStreak:
+class FailureStreak(Generic[T]):
     """Trips when the last `k` rows all failed (`k` = 0 disables it).
 
     Feed it one outcome per row, after retries: a run where every row fails for a
     reason `run_failure` does not know (a dead proxy, a malformed template) stops after
-    `k` rows instead of erroring the whole input. The runner holds the streak's errored
-    rows back from the journal and leaves them pending when it trips, so the resume after
-    the fix sends them again without --retry-errors.
+    `k` rows instead of erroring the whole input. The failed rows of the current streak
+    are held here instead of journaled: when the streak trips they are dropped, so they
+    stay pending and the resume after the fix sends them again without --retry-errors;
+    a success, or the run's end, hands them back as real outcomes. A kill -9 loses them
+    the same way (at most `k` rows, which errored anyway, are sent again).
     """
 
     def __init__(self, k: int) -> None:
@@ -146,15 +144,31 @@ class FailureStreak:
             raise ValueError(f"the failure window must be >= 0, not {k}")
         self.k = k
         self.streak = 0
+        self.held: list[T] = []
 
     def observe(self, succeeded: bool) -> bool:
         """Record one row's outcome; True when the last `k` outcomes all failed."""
         self.streak = 0 if succeeded else self.streak + 1
-        return self.tripped
-
-    @property
-    def tripped(self) -> bool:
         return self.k > 0 and self.streak >= self.k
+
+    def succeeded(self) -> list[T]:
+        """A row succeeded: the streak ends, and what it held is returned to be journaled."""
+        self.observe(True)
+        return self.release()
+
+    def failed(self, outcome: T) -> bool:
+        """Hold a failed row's outcome; True when the breaker trips (what was held is
+        dropped: those rows stay pending)."""
+        self.held.append(outcome)
+        if self.observe(False):
+            self.held.clear()
+            return True
+        return False
+
+    def release(self) -> list[T]:
+        """The held outcomes, to journal: the streak ended without tripping."""
+        held, self.held = self.held, []
+        return held
 
     def message(self, last_error: str | None = None) -> str:
         """Why the run stops and what to do, quoting the last error (redacted) if given."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-    from batchrunner.client import Attempt
+    from batchrunner.records import Attempt
 
 
 class CallLog:

@@ -1,7 +1,7 @@
-"""Command line: the click group that parses argv, and the exit codes.
+"""Command line: parses argv, calls one function per command, prints its answer.
 
-Commands parse, call one function and print its outcome. Errors from the core arrive as
-`BatchRunnerError`s and leave through `_user_errors()` with their exit code. Flags are
+Results go to stdout; progress, warnings and errors to stderr. Errors from the core arrive
+as `BatchRunnerError`s and leave through `_user_errors()` with their exit code. Flags are
 named after the spec fields they fill; the environment is read through click (`envvar=`),
 with the variables' names from `config`.
 """
@@ -174,7 +174,7 @@ def run(
 
     with _user_errors():
         api_key = _api_key()
-        spec = _load(job, input_path, output, dict(flags, verbose=verbose))
+        spec = _load(job, input_path, output, dict(flags))
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
         echo = (lambda line: click.echo(line, err=True)) if verbose else None
         try:

@@ -1,20 +1,24 @@
-"""HTTP: one httpx client per run on the aiohttp transport; one row's attempts and retries.
+"""HTTP: one httpx client per run on the aiohttp transport, and its one error boundary.
 
-The only module that imports the HTTP stack; every request goes through `exchange`.
-Transport exceptions become `RequestError`s there (`_classify_transport`), statuses and
-bodies in `responses.classify`. Everything the server sent passes the run's `Redactor`
-(bytes, header values and stream events as they arrive; every error as it leaves an
-attempt), so no server echo of the key goes further. Bodies are read incrementally and
-never past `max_response_bytes` decoded bytes (`bodies`). Every attempt is reported to
-`on_attempt` (the run's calls.log). Nothing here touches files or decides about the run.
+The only module that imports the HTTP stack. Every request goes through `exchange`, and
+every failure leaves it through `_error_boundary` (modelled on httpx's
+`map_httpcore_exceptions`): transport exceptions, the deadline, a stream over the size
+cap and errors raised below without the answer's status (a body that does not fit the
+protocol) become complete `RequestError`s there. Statuses and bodies are judged in
+`responses.classify`. Everything the server sent passes the run's `Redactor` (bytes,
+header values and stream events as they arrive; every error as it is made), so no server
+echo of the key goes further. Bodies are read incrementally and never past the size cap
+(`bodies`). Retries, pacing and calls.log are `attempts`' job; nothing here touches files
+or decides about the run.
 """
 
 from __future__ import annotations
 
 import functools
 import ssl
-import time
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import anyio
@@ -30,10 +34,14 @@ from batchrunner.bodies import (
     BodyTooLarge,
     too_large_by_length,
 )
-from batchrunner.errors import RequestError, RetryableError
-from batchrunner.records import Attempt as Attempt  # re-exported: calllog, tests
-from batchrunner.records import Completion, RawResponse, Request
-from batchrunner.records import Sent as Sent  # re-exported: runner, outcomes
+from batchrunner.errors import (
+    Context,
+    PeerProtocolError,
+    RequestError,
+    ResponseFormatError,
+    RetryableError,
+)
+from batchrunner.records import JSONObject, RawResponse, Request
 from batchrunner.redaction import Redactor
 from batchrunner.responses import classify, request_id, snippet, too_large
 from batchrunner.sse import SSEDecoder, SSEEvent
@@ -41,10 +49,9 @@ from batchrunner.sse import SSEDecoder, SSEEvent
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from batchrunner.pacing import Pacer
-    from batchrunner.protocols.base import Protocol
-    from batchrunner.retrying import RetryPolicy
+    from batchrunner.protocols.base import StreamAssembler
 
+T = TypeVar("T")
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = f"batchrunner/{__version__}"
 # What the transport raises: httpx's tree, plus aiohttp errors httpx_aiohttp does not map
@@ -72,18 +79,28 @@ class _ApiClient(httpx.AsyncClient):
         """Cookies given to the client are ignored (none are ever sent)."""
 
 
-def make_client(*, base_url: str, api_key: str, concurrency: int) -> httpx.AsyncClient:
+def make_client(
+    *,
+    base_url: str,
+    api_key: str,
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     """One client per run: keep-alive pool as large as the number of workers.
 
-    httpx's native transport spends ~8 ms of CPU per request at high concurrency
-    (ARCHITECTURE.md); the aiohttp transport ~0.45 ms.
+    httpx's native transport spent ~8 ms of CPU per request at concurrency 256 here; the
+    aiohttp transport ~0.45 ms. `transport` replaces it (tests pass an httpx.MockTransport).
     """
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=60
-    )
+    if transport is None:
+        limits = httpx.Limits(
+            max_connections=concurrency,
+            max_keepalive_connections=concurrency,
+            keepalive_expiry=60,
+        )
+        transport = AiohttpTransport(limits=limits)
     return _ApiClient(
         base_url=base_url.rstrip("/") + "/",
-        transport=AiohttpTransport(limits=limits),
+        transport=transport,
         headers={
             "Authorization": f"Bearer {api_key}",
             "User-Agent": USER_AGENT,
@@ -94,137 +111,110 @@ def make_client(*, base_url: str, api_key: str, concurrency: int) -> httpx.Async
     )
 
 
-async def send(
-    client: httpx.AsyncClient,
-    request: Request,
-    *,
-    protocol: Protocol,
-    policy: RetryPolicy,
-    timeout_s: float,
-    idle_timeout_s: float | None = None,
-    pacer: Pacer | None = None,
-    on_attempt: Callable[[Attempt], None] | None = None,
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-) -> Sent:
-    """Send one row's request with retries; never raises a `RequestError`.
-
-    `timeout_s` is a total deadline per attempt (httpx's read timeout only bounds the gap
-    between chunks); `idle_timeout_s` bounds that gap for streams.
-    """
-    started = time.monotonic()
-    attempts = 0
-    cost = request.est_input_tokens + request.max_tokens
-    headers = {"anthropic-version": ANTHROPIC_VERSION} if request.api == "messages" else {}
+def post(
+    client: httpx.AsyncClient, request: Request, *, timeout_s: float, idle_timeout_s: float | None
+) -> httpx.Request:
+    """The HTTP request for `request`: POST {base}{path} with its JSON body and the
+    convention's headers. `idle_timeout_s` bounds the gap between a stream's chunks."""
+    headers = {"anthropic-version": ANTHROPIC_VERSION} if request.api == "messages" else None
     read_timeout = idle_timeout_s if request.stream and idle_timeout_s else timeout_s
-    timeout = httpx.Timeout(timeout_s, read=read_timeout)
-    redactor = redactor_of(client)
-    url = _url(str(client.base_url), request.path)
-
-    async def one_attempt() -> tuple[RawResponse, Completion]:
-        nonlocal attempts
-        attempts += 1
-        if pacer is not None:
-            await pacer.acquire(cost)
-        t0 = time.monotonic()
-        raw: RawResponse | None = None
-        error: RequestError | None = None
-        try:
-            with anyio.fail_after(timeout_s):
-                http = client.build_request(
-                    "POST", url, json=request.body, headers=headers, timeout=timeout
-                )
-                raw = await exchange(
-                    client, http, redactor, max_response_bytes, protocol if request.stream else None
-                )
-            return raw, _parse(raw, protocol)
-        except RequestError as exc:
-            # The one exit of every failure: nothing the server said leaves unredacted.
-            raw, error = None, redactor.error(exc)
-            raise error from None
-        except TimeoutError as exc:
-            error = RetryableError("timeout", f"no complete answer within {timeout_s:g} s")
-            raise error from exc
-        finally:
-            if pacer is not None:
-                pacer.release(
-                    status=raw.status if raw else (error.http_status if error else None),
-                    headers=raw.headers if raw else (error.headers if error else {}),
-                    retry_after=error.retry_after if error else None,
-                    cost_tokens=cost,
-                    used_tokens=_used_tokens(raw),
-                )
-            if on_attempt is not None:
-                on_attempt(_attempt_log(request, attempts, raw, error, t0))
-
-    def sent(
-        raw: RawResponse | None, completion: Completion | None, error: RequestError | None
-    ) -> Sent:
-        latency = _ms_since(started)
-        return Sent(
-            raw=raw, completion=completion, error=error, attempts=attempts, latency_ms=latency
-        )
-
-    try:
-        return sent(*await one_attempt(), None)
-    except RequestError as exc:
-        wait = policy.first_wait(exc, elapsed_s=time.monotonic() - started)
-        if wait is None:
-            return sent(None, None, exc)
-    await anyio.sleep(wait)
-    try:
-        async for attempt in policy.retrying(attempts_made=1, elapsed_s=time.monotonic() - started):
-            with attempt:
-                raw, completion = await one_attempt()
-    except RequestError as exc:
-        return sent(None, None, exc)
-    return sent(raw, completion, None)
+    return client.build_request(
+        "POST",
+        _url(str(client.base_url), request.path),
+        json=request.body,
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s, read=read_timeout),
+    )
 
 
-def _parse(raw: RawResponse, protocol: Protocol) -> Completion:
-    try:
-        # A 200 whose body does not fit the convention is a transient failure too.
-        return protocol.parse_response(raw.body)
-    except RequestError as exc:
-        exc.http_status, exc.request_id = raw.status, raw.request_id
-        raise
+@dataclass(slots=True)
+class _Seen:
+    """What has arrived of an answer: the boundary gives its status and request id to the
+    errors raised below it."""
+
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def exchange(
     client: httpx.AsyncClient,
     http: httpx.Request,
+    parse: Callable[[JSONObject], T],
+    *,
+    timeout_s: float,
+    cap: int = DEFAULT_MAX_RESPONSE_BYTES,
+    new_assembler: Callable[[], StreamAssembler] | None = None,
+    redactor: Redactor | None = None,
+) -> tuple[RawResponse, T]:
+    """One request and its whole answer within `timeout_s` (a deadline for all of it): the
+    RawResponse and what `parse` makes of its body, or the complete RequestError it stands
+    for. With `new_assembler`, a `text/event-stream` answer is assembled with it.
+    """
+    redactor = redactor if redactor is not None else redactor_of(client)
+    seen = _Seen()
+    with _error_boundary(seen, redactor, timeout_s), anyio.fail_after(timeout_s):
+        raw = await _exchange(client, http, seen, redactor, cap, new_assembler)
+        return raw, parse(raw.body)
+
+
+@contextmanager
+def _error_boundary(seen: _Seen, redactor: Redactor, timeout_s: float) -> Iterator[None]:
+    """The one place where failures become the RequestErrors that leave the client.
+
+    Errors `responses.classify` made carry their status and are complete as they are. An
+    error raised below without one (a body or stream that does not fit the protocol, an
+    error event in a stream) is made anew with the status, request id and headers of the
+    answer it is about, redacted. Transport exceptions, the deadline and a stream over the
+    cap become errors here, with what had arrived of the answer.
+    """
+    try:
+        yield
+    except RequestError as exc:
+        if exc.http_status is not None:
+            raise
+        rid = request_id(seen.headers)
+        raise redactor.error(
+            exc, http_status=seen.status, request_id=rid, headers=seen.headers
+        ) from exc
+    except BodyTooLarge as exc:
+        raise too_large(seen.status, seen.headers, exc.cap) from None
+    except _TRANSPORT_ERRORS as exc:
+        raise _transport_error(exc, seen, redactor) from exc
+    except TimeoutError as exc:
+        message = f"no complete answer within {timeout_s:g} s"
+        raise RetryableError("timeout", message, **_context(seen)) from exc
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    http: httpx.Request,
+    seen: _Seen,
     redactor: Redactor,
     cap: int,
-    protocol: Protocol | None,  # given: a text/event-stream answer is assembled with it
+    new_assembler: Callable[[], StreamAssembler] | None,
 ) -> RawResponse:
-    """One request and its whole answer, read incrementally, as a RawResponse or the
-    RequestError it stands for. Transport failures are classified here too."""
+    response = await client.send(http, stream=True)
     try:
-        response = await client.send(http, stream=True)
+        seen.headers = headers = redactor.headers(response.headers.raw)
+        seen.status = status = response.status_code
+        if (
+            new_assembler is not None
+            and 200 <= status < 300
+            and "text/event-stream" in headers.get("content-type", "")
+        ):
+            return await _read_stream(response, seen, new_assembler(), redactor, cap)
+        # Anything else (an error, or a server that ignored `stream: true`) is read whole.
         try:
-            headers = redactor.headers(response.headers.raw)
-            status = response.status_code
-            if (
-                protocol is not None
-                and 200 <= status < 300
-                and "text/event-stream" in headers.get("content-type", "")
-            ):
-                return await _read_stream(response, headers, protocol, redactor, cap)
-            # Anything else (an error, or a server that ignored `stream: true`) is read whole.
-            try:
-                data: bytes | None = await _read_body(response, headers, redactor, cap)
-            except BodyTooLarge:
-                data = None
-            except RequestError as exc:  # a body that does not decode
-                if not 200 <= status < 300:
-                    data = b""  # an error status still says what happened
-                else:
-                    exc.http_status, exc.request_id = status, request_id(headers)
-                    raise
-            return classify(status, headers, data, redactor, cap)
-        finally:
-            await response.aclose()  # unread bytes (a body over the cap) close the connection
-    except _TRANSPORT_ERRORS as exc:
-        raise _classify_transport(exc) from exc
+            data: bytes | None = await _read_body(response, headers, redactor, cap)
+        except BodyTooLarge:
+            data = None  # classify knows what that means for this status
+        except ResponseFormatError:  # a body that does not decode
+            if 200 <= status < 300:
+                raise
+            data = b""  # an error status still says what happened
+        return classify(status, headers, data, redactor, cap)
+    finally:
+        await response.aclose()  # unread bytes (a body over the cap) close the connection
 
 
 async def _read_body(
@@ -245,40 +235,31 @@ async def _read_body(
 
 async def _read_stream(
     response: httpx.Response,
-    headers: dict[str, str],
-    protocol: Protocol,
+    seen: _Seen,
+    assembler: StreamAssembler,
     redactor: Redactor,
     cap: int,
 ) -> RawResponse:
     """An SSE answer assembled into the body a plain call returns. The cap counts the
     decoded stream, which bounds what the assembler can hold (the message is built from it).
     """
-    status, rid = response.status_code, request_id(headers)
-    decoder = BodyDecoder(headers.get("content-encoding", ""), cap)
+    decoder = BodyDecoder(seen.headers.get("content-encoding", ""), cap)
     events = SSEDecoder()
-    assembler = protocol.new_assembler()
-    try:
-        async for chunk in _raw(response):
-            for piece in decoder.feed(chunk):
-                for event in events.feed(piece):
-                    assembler.feed(_clean_event(event, redactor))
-        for event in [*events.feed(decoder.flush()), *events.flush()]:
-            assembler.feed(_clean_event(event, redactor))
-        body = assembler.finish()
-    except BodyTooLarge:
-        raise too_large(status, headers, cap) from None
-    except _TRANSPORT_ERRORS as exc:
-        # The stream was cut after its 200 arrived: say so in the attempt's status.
-        error = _classify_transport(exc)
-        error.request_id, error.http_status = rid, status
-        raise error from exc
-    except RequestError as exc:
-        exc.request_id = exc.request_id or rid
-        exc.http_status = exc.http_status or status
-        raise
+    async for chunk in _raw(response):
+        for piece in decoder.feed(chunk):
+            for event in events.feed(piece):
+                assembler.feed(_clean_event(event, redactor))
+    for event in [*events.feed(decoder.flush()), *events.flush()]:
+        assembler.feed(_clean_event(event, redactor))
     # A key split across events is whole again in the assembled message: checked there too.
-    body, text = redactor.stored(body, None)
-    return RawResponse(status=status, headers=headers, body=body, request_id=rid, body_text=text)
+    body, text = redactor.stored(assembler.finish(), None)
+    return RawResponse(
+        status=response.status_code,
+        headers=seen.headers,
+        body=body,
+        request_id=request_id(seen.headers),
+        body_text=text,
+    )
 
 
 def _raw(response: httpx.Response) -> httpx.AsyncByteStream:
@@ -298,6 +279,23 @@ def _clean_event(event: SSEEvent, redactor: Redactor) -> SSEEvent:
     return event if data is event.data else SSEEvent(event.event, data)
 
 
+def _context(seen: _Seen) -> Context:
+    """What an error raised at the boundary says of the answer it is about, if one came."""
+    return Context(
+        http_status=seen.status, request_id=request_id(seen.headers), headers=seen.headers
+    )
+
+
+def _transport_error(exc: Exception, seen: _Seen, redactor: Redactor) -> RetryableError:
+    """Connection resets, truncated bodies, timeouts, a peer that is no HTTP(S) server:
+    all worth another attempt for a row (the preflight stops on a PeerProtocolError)."""
+    foreign = _foreign_protocol(exc)
+    if foreign is not None:
+        return PeerProtocolError(redactor.prose(foreign), **_context(seen))
+    error_type, message = _transport_failure(exc)
+    return RetryableError(error_type, redactor.prose(message), **_context(seen))
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     cause: BaseException | None = exc
@@ -307,7 +305,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         cause = cause.__cause__ or cause.__context__
 
 
-def foreign_protocol(exc: BaseException) -> str | None:
+def _foreign_protocol(exc: BaseException) -> str | None:
     """Why the peer is not an HTTP(S) server as the URL promised, or None.
 
     A TLS handshake that fails (HTTPS to a plain-HTTP port, a certificate refused) or an
@@ -321,57 +319,22 @@ def foreign_protocol(exc: BaseException) -> str | None:
     return None
 
 
-def _classify_transport(exc: BaseException) -> RetryableError:
-    """Connection resets, truncated bodies and timeouts: all worth another attempt.
+def _transport_failure(exc: BaseException) -> tuple[str, str]:
+    """(error_type, message) for a transport exception.
 
     The aiohttp transport maps some disconnects to httpx timeout classes, so look at the
     underlying aiohttp exception to name the failure truthfully.
     """
-    foreign = foreign_protocol(exc)
-    if foreign is not None:
-        return RetryableError("connection_error", foreign)
     for cause in _causes(exc):
         if isinstance(cause, aiohttp.ClientPayloadError):
-            return RetryableError("connection_error", f"response body truncated: {cause}")
+            return "connection_error", f"response body truncated: {cause}"
         if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-            return RetryableError("connection_error", f"connection lost: {cause}")
+            return "connection_error", f"connection lost: {cause}"
         if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
-            return RetryableError("timeout", f"timed out: {cause}")
+            return "timeout", f"timed out: {cause}"
     if isinstance(exc, httpx.TimeoutException):
-        return RetryableError("timeout", f"timed out: {type(exc).__name__}")
-    return RetryableError("connection_error", f"{type(exc).__name__}: {exc}")
-
-
-def _attempt_log(
-    request: Request,
-    number: int,
-    raw: RawResponse | None,
-    error: RequestError | None,
-    t0: float,
-) -> Attempt:
-    response_id = raw.body.get("id") if raw is not None else None
-    return Attempt(
-        row_id=request.row_id,
-        attempt=number,
-        http_status=raw.status if raw else (error.http_status if error else None),
-        request_id=raw.request_id if raw else (error.request_id if error else None),
-        response_id=response_id if isinstance(response_id, str) else None,
-        latency_ms=_ms_since(t0),
-        error_type=error.error_type if error else None,
-        retry_after=error.retry_after if error else None,
-    )
-
-
-def _used_tokens(raw: RawResponse | None) -> int | None:
-    usage = raw.body.get("usage") if raw is not None else None
-    if not isinstance(usage, dict):
-        return None
-    total = 0
-    for key in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int):
-            total += value
-    return total
+        return "timeout", f"timed out: {type(exc).__name__}"
+    return "connection_error", f"{type(exc).__name__}: {exc}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -392,7 +355,3 @@ def _redactor_for(authorization: str) -> Redactor:
 
 def _one_line(value: object) -> str:
     return snippet(str(value), 200)
-
-
-def _ms_since(t0: float) -> float:
-    return (time.monotonic() - t0) * 1000.0

@@ -136,8 +136,6 @@ def load_job(
         limit=limit,
         retry_errors=bool(given.get("retry_errors", False)),
         durability=durability,
-        progress=bool(given.get("progress", True)),
-        verbose=bool(given.get("verbose", False)),
     )
 
 

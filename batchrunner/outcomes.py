@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 from batchrunner.records import Result
 
 if TYPE_CHECKING:
-    from batchrunner.client import Sent
-    from batchrunner.records import Row
+    from batchrunner.records import Row, Sent
 
 
 def now_us() -> int:

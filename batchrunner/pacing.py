@@ -4,8 +4,8 @@ One Pacer per run: `await acquire(cost)` before each attempt, `release(...)` aft
 Waiters queue FIFO and only the head watches the clock, so hundreds cost one timer, not a
 spin. No wait the server causes lasts longer than `max_wait_s`; asks beyond it are counted
 (`patience`) and, when they persist, the pacer gives up on the run. `close()` stops
-admission for a run that is stopping. It sends and retries nothing (that is `client`'s
-job) and uses anyio only.
+admission for a run that is stopping. It sends and retries nothing (that is
+`attempts`' job) and uses anyio only.
 """
 
 from __future__ import annotations
@@ -130,38 +130,8 @@ class Pacer:
         self.seats = Seats()  # workers take one per row: see `admission`
 
     @property
-    def concurrency(self) -> int:
-        return self._concurrency
-
-    @property
-    def limit(self) -> int:
-        """The adaptive in-flight limit (AIMD), between `min_limit` and `concurrency`."""
-        return self._aimd.limit
-
-    @property
     def in_flight(self) -> int:
         return self._in_flight
-
-    @property
-    def closed(self) -> bool:
-        return self.seats.closed
-
-    @property
-    def cooldown_until(self) -> float:
-        """End of the shared cool-down on the pacer's clock (-inf when there has been none)."""
-        return self._cooldown_until
-
-    @property
-    def learned_rps(self) -> float | None:
-        """Requests per second being paced to (flag or learned), None when unlimited."""
-        bucket = self._requests_bucket()
-        return bucket.rate if bucket is not None else None
-
-    @property
-    def learned_tps(self) -> float | None:
-        """Tokens per second being paced to (flag or learned), None when unlimited."""
-        bucket = self._tokens_bucket()
-        return bucket.rate if bucket is not None else None
 
     async def acquire(self, cost_tokens: int) -> None:
         """Wait until an attempt reserving `cost_tokens` may be sent, then count it in flight.

@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import anyio
-
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from batchrunner.breakers import not_an_api, run_failure, wrong_base_url
-from batchrunner.client import exchange, foreign_protocol, make_client, redactor_of
-from batchrunner.errors import RequestError, RunAbortedError
+from batchrunner.client import exchange, make_client
+from batchrunner.errors import PeerProtocolError, RequestError, RunAbortedError
 
 if TYPE_CHECKING:
     import httpx
+
+    from batchrunner.records import JSONObject
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,34 +47,40 @@ async def preflight(
 ) -> Preflight:
     """One GET {base}/models without retries; never raises a RequestError."""
     base = str(client.base_url).rstrip("/")
-    redactor = redactor_of(client)
     http = client.build_request("GET", "models", timeout=timeout_s)
     try:
-        with anyio.fail_after(timeout_s):
-            raw = await exchange(client, http, redactor, max_response_bytes, None)
-    except TimeoutError:
-        return Preflight(headers={}, unreachable=f"no answer within {timeout_s:g} s")
-    except RequestError as exc:
-        error = redactor.error(exc)
+        raw, models = await exchange(
+            client, http, _model_ids, timeout_s=timeout_s, cap=max_response_bytes
+        )
+    except PeerProtocolError as exc:
         # A TLS or protocol failure is no passing outage: this URL will never answer.
-        foreign = foreign_protocol(exc.__cause__) if exc.__cause__ is not None else None
-        if foreign is not None:
-            return Preflight(headers={}, stop=wrong_base_url(base, redactor.prose(foreign)))
-        if error.http_status is None:
-            return Preflight(headers={}, unreachable=error.message)
-        stop = not_an_api(f"{base}/models", error)
-        return Preflight(headers=dict(error.headers), error=error, stop=stop)
-    data = raw.body.get("data")
-    models = None
-    if isinstance(data, list):
-        models = [str(m.get("id")) for m in data if isinstance(m, dict)]
+        return Preflight(headers={}, stop=wrong_base_url(base, exc.message))
+    except RequestError as exc:
+        if exc.http_status is None:
+            return Preflight(headers={}, unreachable=exc.message)
+        stop = not_an_api(f"{base}/models", exc)
+        return Preflight(headers=dict(exc.headers), error=exc, stop=stop)
     return Preflight(headers=raw.headers, models=models)
 
 
-async def list_models(*, base_url: str, api_key: str, timeout_s: float = 30.0) -> list[str]:
+def _model_ids(body: JSONObject) -> list[str] | None:
+    data = body.get("data")
+    if not isinstance(data, list):
+        return None
+    return [str(m.get("id")) for m in data if isinstance(m, dict)]
+
+
+async def list_models(
+    *,
+    base_url: str,
+    api_key: str,
+    timeout_s: float = 30.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[str]:
     """`check`: GET {base}/models once (no retries: a preflight should answer fast or say
     why). Raises RunAbortedError naming the cause when it cannot."""
-    async with make_client(base_url=base_url, api_key=api_key, concurrency=1) as client:
+    client = make_client(base_url=base_url, api_key=api_key, concurrency=1, transport=transport)
+    async with client:
         check = await preflight(client, timeout_s=timeout_s)
     if check.stop is not None:
         raise RunAbortedError(check.stop)

@@ -1,6 +1,7 @@
-"""Progress display for `run`: a redrawn line on a terminal, plain lines otherwise.
+"""What a run tells its caller while it runs, and the progress display for `run`.
 
-The runner fills `Progress`; only the CLI draws it. Lines go to stderr so stdout stays
+The runner fills `Progress` and calls the caller's `Hooks`; the CLI draws the progress as
+a redrawn line on a terminal, plain lines otherwise. Lines go to stderr so stdout stays
 clean for the summary.
 """
 
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LINE_EVERY_S = 10.0  # cron logs want a heartbeat, not a line per second
 
@@ -29,6 +34,22 @@ class Progress:
     @property
     def done(self) -> int:
         return self.done_before + self.succeeded + self.errored
+
+
+@dataclass(slots=True, kw_only=True)
+class Hooks:
+    """The caller's callbacks for one run: live `Progress` about once a second, each
+    calls.log line (`-v`), each warning. `warn` also keeps the warnings for RunStats."""
+
+    progress: Callable[[Progress], None] | None = None
+    call_echo: Callable[[str], None] | None = None
+    warn_to: Callable[[str], None] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if self.warn_to is not None:
+            self.warn_to(message)
 
 
 class ProgressPrinter:

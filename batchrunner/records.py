@@ -1,7 +1,7 @@
 """Frozen values passed between the stages of a run (source -> workers -> writer).
 
 Nothing here does IO. Every arrow of the pipeline carries one of these; stages never call
-back upstream.
+back upstream. `json_kind` names a JSON value's kind for every message that quotes one.
 """
 
 from __future__ import annotations
@@ -16,8 +16,25 @@ JSONObject = dict[str, Any]
 Api = Literal["messages", "chat"]
 Shape = Literal["simple", "openai_batch", "anthropic_batch"]
 Status = Literal["succeeded", "errored"]
+# Checked in this order: a bool is an int to Python, but not a number to JSON.
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
 
-API_PATHS: dict[Api, str] = {"messages": "/messages", "chat": "/chat/completions"}
+
+def json_kind(value: object) -> str:
+    """The JSON name of a value's kind with its article, for messages: "got a number"
+    ("null" takes none; a value JSON cannot hold gives its Python type)."""
+    if value is None:
+        return "null"
+    for types, name in _KINDS:
+        if isinstance(value, types):
+            return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    return type(value).__name__
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,9 +2,10 @@
 
 The client runs every server-supplied value through a `Redactor` before anything else sees
 it: body bytes and stream events as they arrive (so no later truncation can split the key
-and leave half of it), header values, and finally every field of a `RequestError` leaving
-an attempt. `redact` also catches key-shaped words in prose (an echo of a different key, or
-OpenAI's `sk-abc***xyz`). Pure: no IO.
+and leave half of it), header values, and every server-supplied field of a `RequestError`
+as it is made (`responses.classify`, the client's error boundary). `redact` also catches
+key-shaped words in prose (an echo of a different key, or OpenAI's `sk-abc***xyz`). Pure:
+no IO.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from batchrunner.errors import RequestError
     from batchrunner.records import JSONObject
@@ -95,18 +96,24 @@ class Redactor:
             return body, text if text is not None else canonical
         return body, text
 
-    def error(self, exc: RequestError) -> RequestError:
-        """The same error with every server-supplied field redacted.
+    def error(
+        self,
+        exc: RequestError,
+        *,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RequestError:
+        """The same error made anew with every server-supplied field redacted; the status,
+        request id and headers given fill in what it lacks (the answer it is about).
 
-        A new exception, because `str(exc)` was composed from the old fields when it was made.
+        The client's error boundary completes the errors raised below it this way.
         """
-        clean = type(exc)(
-            self.text(exc.error_type),
-            self.prose(exc.message),
-            http_status=exc.http_status,
-            request_id=self.optional(exc.request_id),
-            retry_after=exc.retry_after,
+        return exc.remade(
+            error_type=self.text(exc.error_type),
+            message=self.prose(exc.message),
+            http_status=exc.http_status if exc.http_status is not None else http_status,
+            request_id=self.optional(exc.request_id or request_id),
             code=self.optional(exc.code),
-            headers={k: self.text(v) for k, v in exc.headers.items()},
+            headers={k: self.text(v) for k, v in (exc.headers or headers or {}).items()},
         )
-        return clean

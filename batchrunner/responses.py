@@ -2,7 +2,9 @@
 
 Pure: the client reads the bytes and hands them here; this decides what they mean (which
 statuses are worth another attempt, which 429s are quota refusals, what a body over the
-cap is). It never sees a socket, and what it receives is already redacted.
+cap is). It never sees a socket. What it receives is already redacted; what it quotes
+from a decoded body goes through the redactor again (a `\\u`-escaped key), so the errors
+made here are complete as they are and leave the client's boundary unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.errors import PermanentError, RequestError, RetryableError
+from batchrunner.errors import (
+    PermanentError,
+    RequestError,
+    ResponseFormatError,
+    RetryableError,
+    quota_refusal,
+)
 from batchrunner.protocols import parse_error_body
 from batchrunner.ratelimits import parse_retry_after
 from batchrunner.records import RawResponse
@@ -23,10 +31,6 @@ if TYPE_CHECKING:
 
 # The SDKs retry these; 409 is a lock conflict, 408 a server-side timeout.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-# 429s that no wait will cure: retrying them only burns the run's time.
-PERMANENT_CODES = frozenset(
-    {"insufficient_quota", "billing_hard_limit_reached", "enforced_spend_limit_reached"}
-)
 _STATUS_TYPES = {
     408: "timeout",
     409: "conflict",
@@ -50,8 +54,7 @@ def classify(
     if 200 <= status < 300:
         assert data is not None
         if not isinstance(body, dict):
-            raise RetryableError(
-                "invalid_response",
+            raise ResponseFormatError(
                 f"the {status} response body is not a JSON object",
                 http_status=status,
                 request_id=rid,
@@ -73,17 +76,17 @@ def classify(
         message = message or snippet(data.decode("utf-8", errors="replace")) or f"HTTP {status}"
     cls = _error_class(status, headers, code, error_type)
     raise cls(
-        error_type,
-        message,
+        redactor.text(error_type),
+        redactor.prose(message),
         http_status=status,
         request_id=rid,
         retry_after=parse_retry_after(headers, now=time.time()),
-        code=code,
+        code=redactor.optional(code),
         headers=headers,
     )
 
 
-def too_large(status: int, headers: dict[str, str], cap: int) -> PermanentError:
+def too_large(status: int | None, headers: dict[str, str], cap: int) -> PermanentError:
     """A 2xx body (or stream) over the cap.
 
     Permanent: the same request would bring the same answer, so another attempt would
@@ -104,7 +107,7 @@ def _error_class(
     override = headers.get("x-should-retry", "").strip().lower()
     if override in ("true", "false"):
         return RetryableError if override == "true" else PermanentError
-    if code in PERMANENT_CODES or error_type in PERMANENT_CODES:
+    if quota_refusal(status, code, error_type):  # 429s no wait will cure
         return PermanentError
     if status in RETRYABLE_STATUSES or status >= 500:
         return RetryableError

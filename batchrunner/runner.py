@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from batchrunner.admission import AdmissionClosedError
+from batchrunner.attempts import send
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
-from batchrunner.client import Sent, make_client, send
+from batchrunner.client import make_client
 from batchrunner.errors import (
     DiskError,
-    InterruptedRunError,
     RunAbortedError,
     SourceError,
-    TerminatedRunError,
+    StopReason,
     run_level_error,
 )
 from batchrunner.inputs import validate
@@ -33,7 +33,7 @@ from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
 from batchrunner.process import fit_concurrency, quiet_gc
 from batchrunner.producer import produce
-from batchrunner.progress import Progress
+from batchrunner.progress import Hooks, Progress
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
@@ -44,11 +44,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import httpx
-    from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from batchrunner.admission import Seat
-    from batchrunner.records import Result, Row
+    from batchrunner.records import Result, Row, Sent
     from batchrunner.spec import JobSpec
 
 __all__ = ["Progress", "RunStats", "run_job"]
@@ -56,7 +54,8 @@ __all__ = ["Progress", "RunStats", "run_job"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStats:
-    """The run's final counts over all rows (this invocation and earlier ones)."""
+    """The run's final counts over all rows (this invocation and earlier ones), and the
+    warnings of this invocation (each was also given to `warn` as it arose)."""
 
     total: int
     succeeded: int
@@ -67,13 +66,6 @@ class RunStats:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(slots=True, kw_only=True)
-class _Hooks:
-    progress: Callable[[Progress], None] | None = None
-    call_echo: Callable[[str], None] | None = None
-    warn: Callable[[str], None] | None = None
-
-
 class _Run:
     """Shared state of one invocation; the task group's tasks are its methods."""
 
@@ -81,16 +73,21 @@ class _Run:
         self,
         spec: JobSpec,
         rundir: RunDir,
+        *,
         total: int,
         policy: RetryPolicy,
         identity: dict[str, Any],
+        hooks: Hooks,
     ) -> None:
         self.spec = spec
         self.rundir = rundir
         self.total = total
         self.policy = policy
         self.identity = identity  # the input's, when the run began
-        self.progress = Progress(total=total, done_before=rundir.counts().skipped)
+        self.hooks = hooks
+        self.progress = Progress(
+            total=total, done_before=rundir.counts().skipped, started=time.monotonic()
+        )
         n = spec.limits.concurrency
         # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
         # behind every cool-down when 429s were sporadic (one per few dozen answers); the
@@ -101,20 +98,62 @@ class _Run:
             tpm=spec.limits.tpm,
             min_limit=max(1, n // 8),
             max_wait_s=spec.limits.max_wait_s,
-            on_give_up=lambda why: self._stop(abort=why, drain=True),
+            on_give_up=lambda why: self._stop(StopReason(why), drain=True),
         )
-        self.streak = FailureStreak(spec.limits.breaker_window)
-        self.streak_held: list[Result] = []  # errored rows of the current failure streak
-        self.stopping = False
-        self.abort: str | None = None
+        self.streak: FailureStreak[Result] = FailureStreak(spec.limits.breaker_window)
+        self.stop: StopReason | None = None
         self.last_completion = time.monotonic()
-        self.inflight: dict[int, tuple[Row, Seat]] = {}
-        self.workers: TaskGroup | None = None
-        self.hooks = _Hooks()
-        self.interrupted: signal.Signals | None = None
-        self.calllog: CallLog | None = None
+        # The producer's and the workers' scope: a stop cancels it, at once or after the grace.
+        self.workers = anyio.CancelScope()
+        self._warned = 0  # rundir.warnings given to hooks.warn so far
         # A run dir that refuses writes stops everything at once.
-        self.recorder = Recorder(rundir, on_error=lambda exc: self._stop(abort=str(exc)))
+        self.recorder = Recorder(
+            rundir, on_error=lambda exc: self._stop(StopReason(str(exc), DiskError))
+        )
+        self.pass_warnings()
+
+    def pass_warnings(self) -> None:
+        """Give the run directory's new warnings (torn lines, misfit values) to `warn`."""
+        for message in self.rundir.warnings[self._warned :]:
+            self.hooks.warn(message)
+        self._warned = len(self.rundir.warnings)
+
+    async def fan_out(self, api_key: str) -> None:
+        """The preflight, then the producer, the workers and the watchers until all rows
+        are done or the run stops."""
+        n, url = self.spec.limits.concurrency, self.spec.base_url
+        with CallLog(self.spec.output / "calls.log", echo=self.hooks.call_echo) as calllog:
+            async with make_client(base_url=url, api_key=api_key, concurrency=n) as client:
+                await self._preflight(client)
+                if self.stop is not None:
+                    return
+                send_rows, recv_rows = anyio.create_memory_object_stream["Row"](2 * n)
+                async with anyio.create_task_group() as outer:
+                    for watcher in (self.report_loop, self.watch_signals, self.watch_stalls):
+                        outer.start_soon(watcher)
+                    outer.start_soon(self.recorder.commit_loop)
+                    with self.workers:
+                        async with anyio.create_task_group() as workers:
+                            workers.start_soon(self.produce, send_rows)
+                            for _ in range(n):
+                                workers.start_soon(self.work, recv_rows.clone(), client, calllog)
+                            recv_rows.close()
+                    outer.cancel_scope.cancel()
+        if self.stop is None or not self.stop.run_level:
+            self._record(*self.streak.release())  # ended (or interrupted) without tripping
+
+    async def _preflight(self, client: httpx.AsyncClient) -> None:
+        """A refused key, or a base URL that is no API at all, stops the run before the
+        first generation is paid for; announced rate limits seed the pacer so the first
+        wave need not wait for a probe's round trip."""
+        check = await preflight(client)
+        error = check.error
+        if check.stop is not None:
+            self._stop(StopReason(check.stop))
+        elif error is not None and error.http_status in (401, 403):
+            self._stop(StopReason(run_failure(error) or str(error)))
+        else:
+            self.pacer.learn(check.headers)
 
     async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
         await produce(
@@ -123,19 +162,21 @@ class _Run:
             total=self.total,
             skip=self.rundir.is_done,
             identity=self.identity,
-            stopping=lambda: self.stopping,
+            stopping=lambda: self.stop is not None,
             # Drain: what is on the wire was read before the change was seen, and is paid.
-            stop=lambda why: self._stop(abort=why, drain=True),
+            stop=lambda why: self._stop(StopReason(why), drain=True),
         )
 
-    async def work(self, rows: MemoryObjectReceiveStream[Row], client: httpx.AsyncClient) -> None:
+    async def work(
+        self, rows: MemoryObjectReceiveStream[Row], client: httpx.AsyncClient, calllog: CallLog
+    ) -> None:
         async with rows:
             async for row in rows:
-                if self.stopping:
+                if self.stop is not None:
                     return
-                await self._handle(row, client)
+                await self._handle(row, client, calllog)
 
-    async def _handle(self, row: Row, client: httpx.AsyncClient) -> None:
+    async def _handle(self, row: Row, client: httpx.AsyncClient, calllog: CallLog) -> None:
         protocol = get_protocol(row.api or self.spec.api)
         try:
             request = protocol.build_request(
@@ -147,8 +188,7 @@ class _Run:
         while True:
             # The seat lets a stop cancel this row at once while it waits for the pacer or
             # a retry backoff; only an attempt on the wire gets the grace period.
-            with anyio.CancelScope() as scope, self.pacer.seats.seat(scope) as seat:
-                self.inflight[id(scope)] = (row, seat)
+            with anyio.CancelScope() as scope, self.pacer.seats.seat(scope, row.id):
                 try:
                     sent = await send(
                         client,
@@ -158,101 +198,84 @@ class _Run:
                         timeout_s=self.spec.limits.attempt_timeout(request.stream),
                         idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
                         pacer=self.pacer,
-                        on_attempt=self.calllog.write if self.calllog else None,
+                        on_attempt=calllog.write,
                         max_response_bytes=self.spec.limits.max_response_bytes,
                     )
                 except AdmissionClosedError:
                     return  # the run is stopping: the row stays pending
-                finally:
-                    del self.inflight[id(scope)]
             if not scope.cancelled_caught:
                 break
-            if self.stopping:
+            if self.stop is not None:
                 return  # cancelled by the stop: the row stays pending
             # The stall watchdog cancelled this attempt: send the row again.
-        self._finish(row, sent)
+        self._settle(row, sent)
 
-    def _finish(self, row: Row, sent: Sent) -> None:
+    def _settle(self, row: Row, sent: Sent) -> None:
+        """Record a row's outcome, unless it tells (or comes during) a run-level stop."""
         if sent.error is None:
             # A success ends the failure streak: the errors held back are real outcomes.
-            self.streak.observe(True)
-            self._release_held()
-            self._record(success_result(row, sent))
+            self._record(*self.streak.succeeded(), success_result(row, sent))
             return
         cause = run_failure(sent.error)
         if cause is not None:
             # Every row would fail the same way: stop, and leave this row pending.
-            self._stop(abort=cause)
+            self._stop(StopReason(cause))
             return
-        if self.abort is not None:
+        if self.stop is not None and self.stop.run_level:
             return  # the run is stopping for a run-level cause: this row stays pending
         result = error_result(row, sent.error.error_type, sent.error.message, sent=sent)
         if self.streak.k == 0:
             self._record(result)
             return
         # Held back until the streak ends: if it trips the breaker, these rows failed for
-        # the run's reason, not their own, and stay pending so the resume after the fix
-        # sends them again. A kill -9 loses them the same way (at most breaker_window
-        # rows, which errored anyway, are sent again).
-        self.streak_held.append(result)
+        # the run's reason, not their own, and stay pending (see FailureStreak).
         self.last_completion = time.monotonic()  # an outcome, for the stall watchdog
-        if self.streak.observe(False):
-            self.streak_held.clear()
-            self._stop(abort=self.streak.message(str(sent.error)))
+        if self.streak.failed(result):
+            self._stop(StopReason(self.streak.message(str(sent.error))))
 
-    def _release_held(self) -> None:
-        """Journal the errored rows held back by a failure streak that did not trip."""
-        held, self.streak_held = self.streak_held, []
-        for result in held:
-            self._record(result)
+    def _record(self, *results: Result) -> None:
+        for result in results:
+            if not self.recorder.record(result):  # synchronous: see `recorder`
+                return  # the run directory refused it, and the run is stopping
+            self.last_completion = time.monotonic()
+            if result.status == "succeeded":
+                self.progress.succeeded += 1
+            else:
+                self.progress.errored += 1
 
-    def _record(self, result: Result) -> None:
-        if not self.recorder.record(result):  # synchronous: see `recorder`
-            return
-        self.last_completion = time.monotonic()
-        if result.status == "succeeded":
-            self.progress.succeeded += 1
-        else:
-            self.progress.errored += 1
-
-    def _stop(
-        self, *, abort: str | None = None, reason: str | None = None, drain: bool = False
-    ) -> None:
-        """Stop sending. `abort`: a run-level cause (exit 3), unless a signal came first.
+    def _stop(self, reason: StopReason, *, drain: bool = False) -> None:
+        """Stop sending for `reason` (see `StopReason.replaces` for which one stands).
         `drain`: attempts on the wire may finish within the grace period; otherwise every
         task stops now. Either way rows without an attempt on the wire are cancelled now."""
-        if abort is not None and self.abort is None and self.interrupted is None:
-            self.abort = abort
-        self.stopping = True
-        self.progress.stopping = self.progress.stopping or abort or reason
+        if reason.replaces(self.stop):
+            self.stop = reason
         self.pacer.close()
-        if self.workers is None:
-            return
         if not drain:
-            self.workers.cancel_scope.cancel()
+            self.workers.cancel()
         else:
             deadline = anyio.current_time() + self.spec.limits.grace_s
-            scope = self.workers.cancel_scope
-            scope.deadline = min(scope.deadline, deadline)
+            self.workers.deadline = min(self.workers.deadline, deadline)
+
+    def snapshot(self) -> Progress:
+        """The live counters with what the pacer and the stop say now, for `hooks.progress`."""
+        self.progress.in_flight = self.pacer.in_flight
+        self.progress.waiting = None if self.stop is not None else self.pacer.waiting()
+        self.progress.stopping = self.stop.shown if self.stop is not None else None
+        return self.progress
 
     async def report_loop(self) -> None:
         while self.hooks.progress is not None:
-            self.progress.in_flight = self.pacer.in_flight
-            self.progress.waiting = None if self.stopping else self.pacer.waiting()
-            self.hooks.progress(self.progress)
+            self.hooks.progress(self.snapshot())
             await anyio.sleep(1.0)
 
     async def watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                if self.interrupted is None:
-                    self.interrupted = signal.Signals(signum)
-                if not self.stopping:
-                    name = signal.Signals(signum).name
-                    self._stop(reason=f"{name}: finishing requests in flight", drain=True)
-                elif self.workers is not None:
+                if self.stop is None:
+                    self._stop(StopReason.from_signal(signal.Signals(signum)), drain=True)
+                else:
                     # Second Ctrl-C: skip the grace period; what arrived is still recorded.
-                    self.workers.cancel_scope.cancel()
+                    self.workers.cancel()
 
     async def watch_stalls(self) -> None:
         stall = self.spec.limits.stall_timeout_s
@@ -264,16 +287,11 @@ class _Run:
             idle = now - self.last_completion
             # Only attempts on the wire for that long: a row waiting for the pacer (say, a
             # cool-down) is not stalled, and one sent a moment ago has not had its chance.
-            stuck = [
-                (row, seat)
-                for row, seat in list(self.inflight.values())
-                if seat.on_wire and now - seat.since >= stall
-            ]
+            stuck = self.pacer.seats.on_wire_since(now - stall)
             if idle >= stall and stuck:
-                ids = ", ".join(row.id for row, _ in stuck[:20])
-                if self.hooks.warn:
-                    self.hooks.warn(f"nothing completed for {idle:.0f} s; requeueing: {ids}")
-                for _, seat in stuck:
+                ids = ", ".join(seat.row_id for seat in stuck[:20])
+                self.hooks.warn(f"nothing completed for {idle:.0f} s; requeueing: {ids}")
+                for seat in stuck:
                     seat.scope.cancel()
                 self.last_completion = time.monotonic()
 
@@ -290,13 +308,14 @@ async def run_job(
     """Run (or resume) the job; return final counts when every row has an outcome.
 
     Raises the run-level errors: before sending (exit 2), and for a run that stops with
-    rows pending (exit 3, 130 or 143; see `errors`).
+    rows pending (exit 3, 130 or 143; see `errors`). Every warning goes to `warn` as it
+    arises (RunStats.warnings has them all again).
     """
+    hooks = Hooks(progress=progress, call_echo=call_echo, warn_to=warn)
     concurrency, lowered = fit_concurrency(spec.limits.concurrency)
     if lowered is not None:
         spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))
-        if warn:
-            warn(lowered)
+        hooks.warn(lowered)
     policy = policy or RetryPolicy(
         max_attempts=spec.limits.max_attempts,
         max_elapsed_s=spec.limits.max_elapsed_s,
@@ -321,12 +340,7 @@ async def run_job(
         input_summary=known,
     )
     with rundir:
-        for message in rundir.warnings:
-            if warn:
-                warn(message)
-        run = _Run(spec, rundir, total, policy, identity)
-        run.hooks = _Hooks(progress=progress, call_echo=call_echo, warn=warn)
-        run.progress.started = time.monotonic()
+        run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
         try:
             if run.progress.done < total:
                 await _fan_out(run, api_key)
@@ -334,14 +348,14 @@ async def run_job(
             run.recorder.record_held()
         await run.recorder.commit()
         if run.progress.done < total and progress:
-            progress(run.progress)
+            progress(run.snapshot())
         return await _finish(run, extra_columns)
 
 
 async def _fan_out(run: _Run, api_key: str) -> None:
     try:
         with quiet_gc():
-            await _fan_out_tasks(run, api_key)
+            await run.fan_out(api_key)
     except BaseExceptionGroup as group:
         # A run-level error raised inside the task group leaves as itself, so the CLI can
         # give its one-line message.
@@ -351,63 +365,16 @@ async def _fan_out(run: _Run, api_key: str) -> None:
         raise error from None
 
 
-async def _fan_out_tasks(run: _Run, api_key: str) -> None:
-    n = run.spec.limits.concurrency
-    with CallLog(run.spec.output / "calls.log", echo=run.hooks.call_echo) as calllog:
-        run.calllog = calllog
-        async with make_client(
-            base_url=run.spec.base_url, api_key=api_key, concurrency=n
-        ) as client:
-            await _preflight(run, client)
-            if run.abort is not None:
-                return
-            send_rows, recv_rows = anyio.create_memory_object_stream["Row"](max_buffer_size=2 * n)
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(run.recorder.commit_loop)
-                outer.start_soon(run.report_loop)
-                outer.start_soon(run.watch_signals)
-                outer.start_soon(run.watch_stalls)
-                async with anyio.create_task_group() as workers:
-                    run.workers = workers
-                    workers.start_soon(run.produce, send_rows)
-                    for _ in range(n):
-                        workers.start_soon(run.work, recv_rows.clone(), client)
-                    recv_rows.close()
-                outer.cancel_scope.cancel()
-            if run.abort is None:
-                run._release_held()  # the run ended (or was interrupted) without tripping
-
-
-async def _preflight(run: _Run, client: httpx.AsyncClient) -> None:
-    """A refused key, or a base URL that is no API at all, stops the run before the first
-    generation is paid for; announced rate limits seed the pacer so the first wave need
-    not wait for a probe's round trip."""
-    check = await preflight(client)
-    error = check.error
-    if check.stop is not None:
-        run._stop(abort=check.stop)
-    elif error is not None and error.http_status in (401, 403):
-        run._stop(abort=run_failure(error) or str(error))
-    else:
-        run.pacer.learn(check.headers)
-
-
 async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     tally = run.rundir.counts()
     succeeded, errored, pending = tally.succeeded, tally.errored, tally.pending
     results = None
-    if run.abort is None and run.interrupted is None and pending == 0:
+    if run.stop is None and pending == 0:
         results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
+    run.pass_warnings()  # what committing and finalizing found (values that did not fit)
     counts = f"{succeeded + errored} of {run.total} rows recorded, {pending} pending"
-    if run.recorder.error is not None:
-        raise DiskError(f"{run.recorder.error} ({counts})")
-    if run.abort is not None:
-        raise RunAbortedError(f"run stopped: {run.abort} ({counts})")
-    if run.interrupted is not None:
-        error = TerminatedRunError if run.interrupted == signal.SIGTERM else InterruptedRunError
-        raise error(
-            f"interrupted by {run.interrupted.name}: {counts}; run the same command again to resume"
-        )
+    if run.stop is not None:
+        raise run.stop.exception(counts)
     if pending:
         # Nothing stopped the run, yet rows have no outcome: never report that as done.
         raise RunAbortedError(
@@ -421,5 +388,5 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
         pending=pending,
         sent_rows=run.progress.succeeded + run.progress.errored,
         results=results,
-        warnings=tuple(run.rundir.warnings),
+        warnings=tuple(run.hooks.warnings),
     )

@@ -6,8 +6,6 @@ part of it the inputs need (`JobSpec.source_options()`), so they depend on the s
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -102,8 +100,6 @@ class JobSpec:
     limit: int | None = None  # only the first N rows
     retry_errors: bool = False
     durability: Durability = "process"
-    progress: bool = True
-    verbose: bool = False
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""
@@ -125,7 +121,3 @@ class JobSpec:
         req = asdict(self.request)
         req.pop("stream")
         return {"api": self.api, "request": req}
-
-    def settings_fingerprint(self) -> str:
-        blob = json.dumps(self.request_settings(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batchrunner.errors import RetryableError
+from batchrunner.errors import ResponseFormatError
 
 _BOM = "\ufeff"
 
@@ -85,7 +85,7 @@ class SSEDecoder:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RetryableError("invalid_response", f"stream is not valid UTF-8: {exc}") from exc
+            raise ResponseFormatError(f"stream is not valid UTF-8: {exc}") from exc
         if self._first_line:
             self._first_line = False
             line = line.removeprefix(_BOM)

@@ -35,6 +35,7 @@ class HostileState:
 
     big_bytes: int = 5_000_000  # size of the oversized answers
     fail_status: int | None = None  # answer every generation with this status
+    fail_body: dict[str, Any] | None = None  # and this error body (an api_error otherwise)
     prompts: Counter[str] = field(default_factory=Counter)
     paths: list[str] = field(default_factory=list)
 
@@ -146,7 +147,8 @@ class _Api:
         key = request.headers.get("Authorization", "")[7:]
         if self.state.fail_status is not None:
             error = {"type": "error", "error": {"type": "api_error", "message": "down"}}
-            return web.json_response(error, status=self.state.fail_status)
+            body = self.state.fail_body or error
+            return web.json_response(body, status=self.state.fail_status)
         handler = _MODES.get(prompt.split(" ")[0])
         if handler is not None:
             return await handler(self, request, key, bool(body.get("stream")))

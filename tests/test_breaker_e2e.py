@@ -80,3 +80,29 @@ def test_failures_a_success_interrupts_and_a_short_final_streak_are_recorded(
     assert {r["error_type"] for r in results if r["status"] == "errored"} == {
         "invalid_request_error"
     }
+
+
+def test_a_429_with_billing_hard_limit_stops_the_run_at_once(tmp_path: Path) -> None:
+    """A 429 carrying OpenAI's `billing_hard_limit_reached` is a quota refusal: it is not
+    retried, the first one stops the run with the quota message (exit 3), and every row
+    stays pending (not errored row by row until the 50-failure breaker trips)."""
+    rows = [{"id": f"r{i}", "prompt": f"question {i}"} for i in range(ROWS)]
+    job = _job(tmp_path, rows, window=50, concurrency=4)
+    billing = {
+        "error": {
+            "message": "Billing hard limit has been reached",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "billing_hard_limit_reached",
+        }
+    }
+    state = HostileState(fail_status=429, fail_body=billing)
+    with hostile_api(state) as server:
+        res = run_cli(["run", "--job", str(job), "--base-url", server.base_url, "-q"])
+        sent = sum(server.state.prompts.values())
+    assert res.exit_code == RunAbortedError.exit_code == 3, res.output
+    assert "the account has no quota or credit left (HTTP 429" in res.stderr, res.stderr
+    assert "Billing hard limit has been reached" in res.stderr
+    assert sent == 1  # the first answer stopped the run: no retry, no second row
+    st = status_json(tmp_path / "run")
+    assert (st["pending"], st["errored"], st["succeeded"]) == (ROWS, 0, 0)

@@ -150,7 +150,7 @@ def test_quoted_server_text_is_redacted() -> None:
 
 def test_streak_trips_after_k_failures_in_a_row() -> None:
     """The breaker trips on the k-th consecutive failure and a success resets it."""
-    streak = FailureStreak(3)
+    streak: FailureStreak[object] = FailureStreak(3)
     assert [streak.observe(False) for _ in range(2)] == [False, False]
     assert not streak.observe(True)
     assert [streak.observe(False) for _ in range(3)] == [False, False, True]
@@ -160,14 +160,14 @@ def test_streak_trips_after_k_failures_in_a_row() -> None:
 
 def test_streak_of_zero_is_off() -> None:
     """k = 0 never trips."""
-    streak = FailureStreak(0)
+    streak: FailureStreak[object] = FailureStreak(0)
     assert not any(streak.observe(False) for _ in range(1000))
 
 
 def test_streak_message_names_the_cause_and_the_fix() -> None:
     """The message says how many rows failed, quotes the last error (redacted), says the rows
     are pending and that a plain resume (no --retry-errors) sends them again."""
-    streak = FailureStreak(50)
+    streak: FailureStreak[object] = FailureStreak(50)
     message = streak.message(f"HTTP 502 bad gateway via {KEY}")
     assert message.startswith(
         'the last 50 rows all failed (the last one: "HTTP 502 bad gateway via [redacted]")'

@@ -1,7 +1,9 @@
-"""client: status and body classification, send()'s retries, streams and preflight.
+"""client and attempts: status and body classification, the error boundary, send()'s
+retries, streams and preflight.
 
-Every exchange goes through `httpx.MockTransport`, so no socket is opened; the policies
-zero the backoff waits, and no test sends a Retry-After it would have to sleep through.
+Every exchange goes through an `httpx.MockTransport` handed to `make_client`, so no socket
+is opened; the policies zero the backoff waits, and no test sends a Retry-After it would
+have to sleep through.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import anyio
 import httpx
 import pytest
 
+from batchrunner import attempts as attempts_module
 from batchrunner import client, preflight
-from batchrunner.errors import PermanentError, RequestError, RetryableError
+from batchrunner.breakers import run_failure
+from batchrunner.errors import (
+    PermanentError,
+    RequestError,
+    ResponseFormatError,
+    RetryableError,
+    RunAbortedError,
+)
 from batchrunner.protocols import get_protocol
-from batchrunner.records import Api, Request, Row
+from batchrunner.records import Api, Attempt, Request, Row, Sent
 from batchrunner.retrying import RetryPolicy
 from batchrunner.spec import RequestSpec
 
@@ -65,6 +75,12 @@ HTML_502 = (
 )
 
 
+def make_client(handler: Callable[[httpx.Request], Any]) -> httpx.AsyncClient:
+    """`client.make_client` as the runner calls it, over a MockTransport."""
+    transport = httpx.MockTransport(handler)
+    return client.make_client(base_url=BASE, api_key=KEY, concurrency=4, transport=transport)
+
+
 def make_request(api: Api = "messages", *, stream: bool = False) -> Request:
     row = Row(index=0, id="row-0", body={"prompt": "Say hi"}, where="in.jsonl:1")
     return get_protocol(api).build_request(row, RequestSpec(), stream=stream)
@@ -109,11 +125,10 @@ async def run_send(
     *,
     policy: RetryPolicy | None = None,
     timeout_s: float = 10.0,
-) -> tuple[client.Sent, list[client.Attempt]]:
-    attempts: list[client.Attempt] = []
-    transport = httpx.MockTransport(handler)
-    async with client._ApiClient(base_url=BASE, transport=transport) as http:
-        sent = await client.send(
+) -> tuple[Sent, list[Attempt]]:
+    attempts: list[Attempt] = []
+    async with make_client(handler) as http:
+        sent = await attempts_module.send(
             http,
             request,
             protocol=get_protocol(request.api),
@@ -250,6 +265,22 @@ async def test_quota_429s_are_permanent() -> None:
     assert err.code == "enforced_spend_limit_reached"
 
 
+@pytest.mark.parametrize(
+    ("body", "api"),
+    [
+        (chat_error("invalid_request_error", "billing_hard_limit_reached", "Billing"), "chat"),
+        (messages_error("billing_error", "Your credit balance is too low"), "messages"),
+    ],
+)
+async def test_every_quota_code_is_permanent_and_stops_the_run(body: Any, api: Api) -> None:
+    """The client and the breakers read one set of quota codes (errors.QUOTA_CODES): a 429
+    that carries one is not retried, and it is the run's failure, not the row's."""
+    err = await one_error(429, body, api=api)
+    assert type(err) is PermanentError and err.is_quota
+    message = run_failure(err)
+    assert message is not None and message.startswith("the account has no quota or credit")
+
+
 async def test_x_should_retry_overrides_the_status() -> None:
     """`x-should-retry: false` makes a 503 permanent; `true` makes a 400 retryable."""
     err = await one_error(503, messages_error("api_error"), headers={"x-should-retry": "false"})
@@ -311,7 +342,11 @@ async def test_unusable_200_is_invalid_response_and_retried(api: Api, content: b
     )
     server = Server(reply(200, headers={"x-request-id": "req_bad"}, content=content))
     sent, _ = await run_send(server, make_request(api), policy=RetryPolicy.testing(max_attempts=1))
-    assert type(sent.error) is RetryableError and sent.error.error_type == "invalid_response"
+    assert type(sent.error) is ResponseFormatError and sent.error.error_type == "invalid_response"
+    assert isinstance(sent.error, RetryableError)
+    # Made complete at the client's boundary: the status and request id, in str() too.
+    assert (sent.error.http_status, sent.error.request_id) == (200, "req_bad")
+    assert str(sent.error).startswith("HTTP 200 invalid_response: ")
 
 
 @pytest.mark.parametrize("name", ["request-id", "x-request-id"])
@@ -430,33 +465,18 @@ async def test_attempt_timeout() -> None:
 # --- send(): the request on the wire ---------------------------------------------------------
 
 
-@pytest.fixture
-def mocked_make_client(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[Handler], httpx.AsyncClient]:
-    """`client.make_client` as the CLI calls it, with a MockTransport under it."""
-
-    def build(handler: Handler) -> httpx.AsyncClient:
-        monkeypatch.setattr(client, "AiohttpTransport", lambda **_: httpx.MockTransport(handler))
-        return client.make_client(base_url="http://test/v1", api_key=KEY, concurrency=4)
-
-    return build
-
-
-async def _send_via(http: httpx.AsyncClient, request: Request, **kw: Any) -> client.Sent:
-    return await client.send(
+async def _send_via(http: httpx.AsyncClient, request: Request, **kw: Any) -> Sent:
+    return await attempts_module.send(
         http, request, protocol=get_protocol(request.api), timeout_s=10.0, **kw
     )
 
 
 @pytest.mark.parametrize("api", ["messages", "chat"])
-async def test_request_headers_url_and_body(
-    api: Api, mocked_make_client: Callable[[Handler], httpx.AsyncClient]
-) -> None:
+async def test_request_headers_url_and_body(api: Api) -> None:
     """Bearer key, User-Agent, anthropic-version for messages only; {base}/<path>; the body."""
     server = Server(reply(200, GOOD[api]))
     request = make_request(api)
-    async with mocked_make_client(server) as http:
+    async with make_client(server) as http:
         sent = await _send_via(http, request, policy=RetryPolicy.testing())
     assert sent.error is None
     (wire,) = server.requests
@@ -485,13 +505,11 @@ def _failures() -> Iterator[Handler]:
     yield Server(reply(429, chat_error("insufficient_quota", "insufficient_quota")))
 
 
-async def test_key_never_in_errors_or_attempts(
-    mocked_make_client: Callable[[Handler], httpx.AsyncClient],
-) -> None:
+async def test_key_never_in_errors_or_attempts() -> None:
     """No error message and no Attempt carries the API key."""
     for handler in _failures():
-        attempts: list[client.Attempt] = []
-        async with mocked_make_client(handler) as http:
+        attempts: list[Attempt] = []
+        async with make_client(handler) as http:
             sent = await _send_via(
                 http,
                 make_request(),
@@ -504,12 +522,10 @@ async def test_key_never_in_errors_or_attempts(
         assert all(KEY not in repr(a) for a in attempts)
 
 
-async def test_key_echoed_by_the_server_is_not_kept(
-    mocked_make_client: Callable[[Handler], httpx.AsyncClient],
-) -> None:
+async def test_key_echoed_by_the_server_is_not_kept() -> None:
     """A server that echoes the key in a 400's message does not get it into the error."""
     echo = messages_error("invalid_request_error", f"bad header: Authorization: Bearer {KEY}")
-    async with mocked_make_client(Server(reply(400, echo))) as http:
+    async with make_client(Server(reply(400, echo))) as http:
         sent = await _send_via(http, make_request(), policy=RetryPolicy.testing())
     assert sent.error is not None
     assert KEY not in sent.error.message
@@ -645,7 +661,7 @@ async def test_stream_request_error_status_is_classified() -> None:
 
 
 async def _preflight(handler: Handler) -> Any:
-    async with client._ApiClient(base_url=BASE, transport=httpx.MockTransport(handler)) as http:
+    async with make_client(handler) as http:
         check = await preflight.preflight(http, timeout_s=5.0)
     return check.error, check.headers
 
@@ -674,6 +690,58 @@ async def test_preflight_401_is_permanent() -> None:
     assert headers["request-id"] == "req_401"
 
 
+async def test_a_body_cut_after_the_status_carries_it() -> None:
+    """The boundary gives a transport error the status and request id of the answer it
+    cut (a plain body here; a stream above), made once: str() says the status too."""
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b'{"id": "msg_01", '
+        raise httpx.ReadError("peer closed connection")
+
+    server = Server(reply(200, headers={"request-id": "req_cut"}, content=cut))
+    sent, attempts = await run_send(
+        server, make_request(), policy=RetryPolicy.testing(max_attempts=1)
+    )
+    assert type(sent.error) is RetryableError
+    err = sent.error
+    assert err.error_type == "connection_error"
+    assert (err.http_status, err.request_id) == (200, "req_cut")
+    assert str(err).startswith("HTTP 200 connection_error: ")
+    assert (attempts[0].http_status, attempts[0].request_id) == (200, "req_cut")
+
+
+async def test_an_error_event_in_a_stream_gets_the_answers_status() -> None:
+    """An error event after the 200 (raised by the protocol without a status) leaves the
+    client as an error with the stream's status and request id."""
+    start = {"type": "message_start", "message": _MESSAGE_START}
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    data = f"event: message_start\ndata: {json.dumps(start)}\n\n"
+    data += f"event: error\ndata: {json.dumps(overloaded)}\n\n"
+    server = Server(reply(200, headers=SSE_HEADERS, content=pieces(data.encode())))
+    policy = RetryPolicy.testing(max_attempts=1)
+    sent, _ = await run_send(server, make_request(stream=True), policy=policy)
+    assert type(sent.error) is RetryableError
+    err = sent.error
+    assert (err.error_type, err.message) == (
+        "overloaded_error",
+        "busy",
+    )
+    assert (err.http_status, err.request_id) == (200, "req_s")
+
+
+async def test_check_lists_the_models_through_a_given_transport() -> None:
+    """`check` (list_models) goes through make_client's transport: the model ids, or a
+    RunAbortedError naming a refused key."""
+    ok = httpx.MockTransport(Server(reply(200, {"data": [{"id": "m1"}, {"id": "m2"}]})))
+    models = await preflight.list_models(base_url=BASE, api_key=KEY, transport=ok)
+    assert models == ["m1", "m2"]
+    refused = Server(reply(401, messages_error("authentication_error", "invalid x-api-key")))
+    with pytest.raises(RunAbortedError, match="the API key was refused"):
+        await preflight.list_models(
+            base_url=BASE, api_key=KEY, transport=httpx.MockTransport(refused)
+        )
+
+
 async def test_preflight_transport_error_is_silent() -> None:
     """An unreachable server gives (None, {}): the run's own retries will meet it."""
 
@@ -698,9 +766,8 @@ async def test_a_content_length_over_the_cap_is_refused_unread() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-length": "5000001"}, content=body())
 
-    transport = httpx.MockTransport(handler)
-    async with client._ApiClient(base_url=BASE, transport=transport) as http:
-        sent = await client.send(
+    async with make_client(handler) as http:
+        sent = await attempts_module.send(
             http,
             make_request(),
             protocol=get_protocol("messages"),

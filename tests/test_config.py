@@ -7,6 +7,7 @@ removed per test with monkeypatch, so the machine's own environment never leaks 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def test_defaults_without_a_job_file() -> None:
     assert (spec.api, spec.base_url) == ("messages", "https://caicaini.com/v1")
     assert spec.base_url == DEFAULT_BASE
     assert (spec.durability, spec.limit, spec.retry_errors) == ("process", None, False)
-    assert (spec.pricing, spec.eval, spec.progress, spec.verbose) == (None, None, True, False)
+    assert (spec.pricing, spec.eval) == (None, None)
 
 
 def test_base_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,13 +175,12 @@ def test_flags_override_the_job_file(tmp_path: Path) -> None:
         durability=None,
         limit=10,
         retry_errors=True,
-        verbose=True,
     )
     assert (spec.input, spec.output) == (Path("other.jsonl"), Path("elsewhere"))
     assert (spec.api, spec.request.model, spec.request.max_tokens) == ("messages", "flag-model", 64)
     assert spec.request.stream is False  # --no-stream is a given flag, not "unset"
     assert (spec.limits.concurrency, spec.limits.max_attempts, spec.limits.timeout_s) == (64, 8, 30)
-    assert (spec.durability, spec.limit, spec.retry_errors, spec.verbose) == ("os", 10, True, True)
+    assert (spec.durability, spec.limit, spec.retry_errors) == ("os", 10, True)
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -304,6 +304,11 @@ def test_request_settings_leave_out_stream_and_base_url() -> None:
     assert "base_url" not in settings and "base_url" not in settings["request"]
 
 
+def _fingerprint(spec: JobSpec) -> str:
+    """The settings part of the run's fingerprint, as manifest.json keeps it."""
+    return json.dumps(spec.request_settings(), sort_keys=True, default=str)
+
+
 def test_fingerprint_tracks_what_is_asked() -> None:
     """The fingerprint changes with max_tokens (or api, model), not with stream, URL or limits."""
     base = load(max_tokens=50)
@@ -312,16 +317,16 @@ def test_fingerprint_tracks_what_is_asked() -> None:
         dataclasses.replace(base, base_url="http://127.0.0.1:1/v1", limit=10),
         dataclasses.replace(base, limits=LimitsSpec(concurrency=4, max_attempts=2)),
     ]
-    assert {s.settings_fingerprint() for s in same} == {base.settings_fingerprint()}
+    assert {_fingerprint(s) for s in same} == {_fingerprint(base)}
     different = [
         load(max_tokens=51),
         load(max_tokens=50, api="chat"),
         load(max_tokens=50, model="other"),
         load(max_tokens=50, system="Be brief."),
     ]
-    prints = {s.settings_fingerprint() for s in different}
-    assert len(prints) == len(different) and base.settings_fingerprint() not in prints
-    assert load(max_tokens=50).settings_fingerprint() == base.settings_fingerprint()
+    prints = {_fingerprint(s) for s in different}
+    assert len(prints) == len(different) and _fingerprint(base) not in prints
+    assert _fingerprint(load(max_tokens=50)) == _fingerprint(base)
 
 
 # --- values that parse but cannot work (issue 9) ---------------------------------------------

@@ -47,6 +47,13 @@ def release(
     )
 
 
+def rates(pacer: Pacer) -> tuple[float | None, float | None]:
+    """(requests, tokens) per second the pacer paces to, from a flag or learned; None when
+    unlimited. White-box: the pacer's own budgets, which nothing outside it needs to read."""
+    requests, tokens = pacer._requests_bucket(), pacer._tokens_bucket()
+    return (requests.rate if requests else None, tokens.rate if tokens else None)
+
+
 async def acquired_now(pacer: Pacer, cost: int = 0) -> bool:
     """Whether `acquire` gets through without waiting (and then it holds the slot)."""
     with anyio.move_on_after(0.05) as scope:
@@ -66,7 +73,7 @@ async def test_rpm_flag_bursts_one_second_then_paces() -> None:
     """With --rpm 600, ten attempts go at once, the eleventh waits a tenth of a second."""
     clock = FakeClock()
     pacer = Pacer(concurrency=100, rpm=600, clock=clock)
-    assert pacer.learned_rps == pytest.approx(10.0)
+    assert rates(pacer)[0] == pytest.approx(10.0)
     for _ in range(10):
         assert await acquired_now(pacer)
     assert not await acquired_now(pacer)
@@ -86,7 +93,7 @@ async def test_tpm_flag_reserves_up_front_and_refunds_from_usage() -> None:
     release(pacer, cost=100, used=40)
     assert await acquired_now(pacer, 50)
     assert not await acquired_now(pacer, 20)
-    assert pacer.learned_tps == pytest.approx(100.0)
+    assert rates(pacer)[1] == pytest.approx(100.0)
 
 
 async def test_usage_above_the_reservation_is_charged() -> None:
@@ -124,7 +131,7 @@ async def test_cooldown_holds_every_acquire_until_it_ends() -> None:
     pacer = Pacer(concurrency=8, probe_s=0)
     await pacer.acquire(0)
     release(pacer, 429, retry_after=0.3)
-    ends = pacer.cooldown_until
+    ends = pacer._cooldown_until
     assert ends == pytest.approx(time.monotonic() + 0.3, abs=0.1)
     returned: list[float] = []
 
@@ -145,13 +152,13 @@ async def test_cooldown_default_header_fallback_and_cap() -> None:
     clock = FakeClock()
     pacer = Pacer(concurrency=8, clock=clock, probe_s=0)
     release(pacer, 529)
-    assert pacer.cooldown_until == clock.now + DEFAULT_COOLDOWN_S
+    assert pacer._cooldown_until == clock.now + DEFAULT_COOLDOWN_S
     release(pacer, 429, headers={"retry-after": "7"})
-    assert pacer.cooldown_until == clock.now + 7.0
+    assert pacer._cooldown_until == clock.now + 7.0
     release(pacer, 429, retry_after=86400.0)
-    assert pacer.cooldown_until == clock.now + MAX_WAIT_S
+    assert pacer._cooldown_until == clock.now + MAX_WAIT_S
     release(pacer, 503, retry_after=900.0)
-    assert pacer.cooldown_until == clock.now + MAX_WAIT_S  # only 429/529 pause everyone
+    assert pacer._cooldown_until == clock.now + MAX_WAIT_S  # only 429/529 pause everyone
 
 
 async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
@@ -165,7 +172,7 @@ async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
         await anyio.wait_all_tasks_blocked()
         assert pacer.in_flight == 8
         go.set()
-    assert (pacer.limit, pacer.in_flight) == (4, 0)
+    assert (pacer._aimd.limit, pacer.in_flight) == (4, 0)
 
     clock.now = 5.0  # past the cool-down: an attempt sent after the cut counts again
     go = anyio.Event()
@@ -173,7 +180,7 @@ async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
         tg.start_soon(attempt, pacer, go, 529, clock, 6.0)
         await anyio.wait_all_tasks_blocked()
         go.set()
-    assert pacer.limit == 2
+    assert pacer._aimd.limit == 2
 
 
 async def test_limit_never_drops_below_the_floor() -> None:
@@ -183,7 +190,7 @@ async def test_limit_never_drops_below_the_floor() -> None:
     for _ in range(10):
         clock.now += 2.0  # releases without a ticket: one cut per second at most
         release(pacer, 429, retry_after=0)
-    assert pacer.limit == 3
+    assert pacer._aimd.limit == 3
 
 
 async def test_429s_without_a_ticket_cut_at_most_once_per_second() -> None:
@@ -193,10 +200,10 @@ async def test_429s_without_a_ticket_cut_at_most_once_per_second() -> None:
     release(pacer, 429, retry_after=0)
     clock.now += 0.5
     release(pacer, 429, retry_after=0)
-    assert pacer.limit == 32
+    assert pacer._aimd.limit == 32
     clock.now += 0.6
     release(pacer, 429, retry_after=0)
-    assert pacer.limit == 16
+    assert pacer._aimd.limit == 16
 
 
 async def test_successes_grow_the_limit_by_one_per_window_up_to_concurrency() -> None:
@@ -204,21 +211,21 @@ async def test_successes_grow_the_limit_by_one_per_window_up_to_concurrency() ->
     clock = FakeClock()
     pacer = Pacer(concurrency=6, clock=clock, probe_s=0)
     release(pacer, 429, retry_after=0)
-    assert pacer.limit == 3
+    assert pacer._aimd.limit == 3
     for _ in range(3):
         release(pacer, 200)
-    assert pacer.limit == 4
+    assert pacer._aimd.limit == 4
     for _ in range(3):
         release(pacer, 200)
-    assert pacer.limit == 4  # 4 successes per step now
+    assert pacer._aimd.limit == 4  # 4 successes per step now
     release(pacer, 200)
-    assert pacer.limit == 5
+    assert pacer._aimd.limit == 5
     for _ in range(100):
         release(pacer, 200)
-    assert pacer.limit == 6
+    assert pacer._aimd.limit == 6
     release(pacer, 500)
     release(pacer, None)
-    assert pacer.limit == 6  # other failures neither grow nor cut
+    assert pacer._aimd.limit == 6  # other failures neither grow nor cut
 
 
 async def test_the_adaptive_limit_bounds_attempts_in_flight() -> None:
@@ -226,7 +233,7 @@ async def test_the_adaptive_limit_bounds_attempts_in_flight() -> None:
     clock = FakeClock()
     pacer = Pacer(concurrency=4, clock=clock, probe_s=0)
     release(pacer, 429, retry_after=0)
-    assert pacer.limit == 2
+    assert pacer._aimd.limit == 2
     assert await acquired_now(pacer)
     assert await acquired_now(pacer)
     assert not await acquired_now(pacer)
@@ -291,7 +298,7 @@ async def test_learns_request_pace_from_openai_headers() -> None:
         "x-ratelimit-reset-requests": "1s",
     }
     release(pacer, headers=headers)
-    assert pacer.learned_rps == pytest.approx(10.0)
+    assert rates(pacer)[0] == pytest.approx(10.0)
     assert not await acquired_now(pacer)
     clock.now += 0.11
     assert await acquired_now(pacer)
@@ -312,7 +319,7 @@ async def test_learns_from_anthropic_headers_and_counts_attempts_still_in_flight
         "anthropic-ratelimit-requests-reset": "2025-08-21T12:40:19Z",  # 95 used, full in 19 s
     }
     release(pacer, headers=headers)
-    assert pacer.learned_rps == pytest.approx(5.0)
+    assert rates(pacer)[0] == pytest.approx(5.0)
     assert await acquired_now(pacer)
     assert await acquired_now(pacer)
     assert not await acquired_now(pacer)
@@ -324,7 +331,7 @@ async def test_learns_token_pace_and_headers_without_budgets_are_harmless() -> N
     pacer = Pacer(concurrency=64, clock=clock, probe_s=0)
     await pacer.acquire(100)
     release(pacer, headers={"content-type": "application/json"}, cost=100, used=80)
-    assert pacer.learned_tps is None
+    assert rates(pacer)[1] is None
     await pacer.acquire(100)
     headers = {
         "anthropic-ratelimit-input-tokens-limit": "10000",
@@ -334,10 +341,10 @@ async def test_learns_token_pace_and_headers_without_budgets_are_harmless() -> N
         "anthropic-ratelimit-output-tokens-reset": "8s",
     }
     release(pacer, headers=headers, cost=100, used=100)
-    assert pacer.learned_tps == pytest.approx(100.0)
+    assert rates(pacer)[1] == pytest.approx(100.0)
     assert await acquired_now(pacer, 150)
     assert not await acquired_now(pacer, 100)
-    assert pacer.learned_rps is None
+    assert rates(pacer)[0] is None
 
 
 async def test_a_429_despite_room_in_the_headers_caps_bursts() -> None:
@@ -351,7 +358,7 @@ async def test_a_429_despite_room_in_the_headers_caps_bursts() -> None:
     }
     await pacer.acquire(0)
     release(pacer, headers=roomy)
-    assert pacer.learned_rps == pytest.approx(100.0)
+    assert rates(pacer)[0] == pytest.approx(100.0)
     await pacer.acquire(0)
     release(pacer, 429, headers=roomy, retry_after=0)
     assert not await acquired_now(pacer)
@@ -380,7 +387,7 @@ async def test_flags_win_over_headers() -> None:
         "x-ratelimit-reset-tokens": "1s",
     }
     release(pacer, headers=headers, cost=10, used=10)
-    assert (pacer.learned_rps, pacer.learned_tps) == (2.0, 20.0)
+    assert rates(pacer) == (2.0, 20.0)
 
 
 async def test_waiters_do_not_busy_loop() -> None:
@@ -491,7 +498,7 @@ async def test_learned_pacing_fills_the_server_limit_with_few_429s(family: str) 
     figures = f"ok={server.ok} refused={server.refused} of at most {most:.0f}"
     assert share_used >= 0.85, figures
     assert share_refused <= 0.05, figures
-    assert pacer.learned_rps == pytest.approx(rate, rel=0.3)
+    assert rates(pacer)[0] == pytest.approx(rate, rel=0.3)
 
 
 # --- the wait cap, giving up, and closing ----------------------------------------------------
@@ -529,14 +536,14 @@ async def test_over_cap_asks_from_two_waves_give_up_and_close_the_pacer() -> Non
     await pacer.acquire(0)
     release(pacer, 429, headers=forever, retry_after=1e9)
     release(pacer, 429, headers=forever, retry_after=1e9)  # same wave: no second count
-    assert pacer.cooldown_until == clock.now + MAX_WAIT_S
+    assert pacer._cooldown_until == clock.now + MAX_WAIT_S
     waiting = pacer.waiting()
     assert waiting == "60 s for HTTP 429 retry-after: 1000000000 (capped at 60 s)", waiting
-    assert reasons == [] and not pacer.closed
+    assert reasons == [] and not pacer.seats.closed
     clock.now += MAX_WAIT_S
     await pacer.acquire(0)
     release(pacer, 429, headers=forever, retry_after=1e9)
-    assert len(reasons) == 1 and pacer.closed
+    assert len(reasons) == 1 and pacer.seats.closed
     assert "twice in a row" in reasons[0] and "retry-after: 1000000000" in reasons[0]
     with pytest.raises(AdmissionClosedError):
         await pacer.acquire(0)
@@ -563,7 +570,7 @@ async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end
     events: list[str] = []
 
     async def on_the_wire() -> None:
-        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope, "row"):
             await pacer.acquire(0)
             await answered.wait()
             events.append("answered")
@@ -572,7 +579,7 @@ async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end
         events.append("wire row stopped" if scope.cancelled_caught else "wire row slept")
 
     async def waiting() -> None:
-        with anyio.CancelScope() as scope, pacer.seats.seat(scope):
+        with anyio.CancelScope() as scope, pacer.seats.seat(scope, "row"):
             await pacer.acquire(0)  # the only slot is taken
         events.append("waiting row cancelled" if scope.cancelled_caught else "admitted")
 

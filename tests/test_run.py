@@ -211,3 +211,16 @@ def test_status_command_reports_counts(tmp_path: Path, fake_api: FakeServer) -> 
     data = json.loads(st.stdout)
     assert (data["total"], data["succeeded"], data["errored"], data["pending"]) == (2, 1, 1, 0)
     assert data["complete"] is True
+
+
+def test_warnings_of_the_run_are_printed_on_stderr(tmp_path: Path, shared_api: FakeServer) -> None:
+    """A carried-through column whose values do not fit its type (an integer beyond int64)
+    is written as JSON text, and the run says so on stderr; stdout keeps the summary."""
+    rows = [{"id": "a", "prompt": "one", "n": 1}, {"id": "b", "prompt": "two", "n": 2**70}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "run"
+    res = run_cli(["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"])
+    assert res.exit_code == 0, res.output
+    warning = "warning: column 'n': some values do not fit type 'int64'; written as JSON text"
+    assert warning in res.stderr and "warning:" not in res.stdout
+    assert [r["n"] for r in read_results(out)] == ["1", str(2**70)]

@@ -14,8 +14,8 @@ import pytest
 from batchrunner.errors import SourceError
 from batchrunner.inputs import validate
 from batchrunner.protocols import PROTOCOLS
-from batchrunner.protocols.shapes import check_messages, json_kind
-from batchrunner.records import Row
+from batchrunner.protocols.shapes import check_messages
+from batchrunner.records import Row, json_kind
 from batchrunner.spec import RequestSpec, SourceOptions
 
 if TYPE_CHECKING:

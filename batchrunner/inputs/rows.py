@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from batchrunner.errors import SourceError
 from batchrunner.protocols import REQUEST_FIELDS
 from batchrunner.protocols.jsonsafe import check_text
-from batchrunner.protocols.shapes import json_kind
-from batchrunner.records import Api, JSONObject, Row, Shape
+from batchrunner.records import Api, JSONObject, Row, Shape, json_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

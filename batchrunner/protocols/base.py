@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import typing
 
-from batchrunner.errors import RetryableError, SourceError
+from batchrunner.errors import ResponseFormatError, RetryableError, SourceError
 from batchrunner.protocols.jsonsafe import check_json
-from batchrunner.protocols.shapes import check_messages, json_kind
+from batchrunner.protocols.shapes import check_messages
+from batchrunner.records import json_kind
 
 if typing.TYPE_CHECKING:
     from batchrunner.records import Api, Completion, JSONObject, Request, Row, Shape
@@ -34,11 +35,12 @@ class StreamAssembler(typing.Protocol):
         ...
 
     def feed(self, event: SSEEvent) -> None:
-        """Take one event; raises RetryableError on an error event or malformed data."""
+        """Take one event; raises RetryableError on an error event, ResponseFormatError
+        on malformed data."""
         ...
 
     def finish(self) -> JSONObject:
-        """The assembled body; raises RetryableError if the stream ended early."""
+        """The assembled body; raises ResponseFormatError if the stream ended early."""
         ...
 
 
@@ -79,7 +81,8 @@ class Protocol(typing.Protocol):
         ...
 
     def parse_response(self, body: JSONObject) -> Completion:
-        """The fields the results keep; raises RetryableError for a body that does not fit."""
+        """The fields the results keep; raises ResponseFormatError for a body that does not
+        fit."""
         ...
 
     def new_assembler(self) -> StreamAssembler:
@@ -219,9 +222,10 @@ def estimate_tokens(*parts: object) -> int:
     return (chars + 3) // 4
 
 
-def invalid_response(reason: str) -> RetryableError:
-    """The error for a 2xx whose body or stream does not fit: transient, so retried."""
-    return RetryableError("invalid_response", reason)
+def invalid_response(reason: str) -> ResponseFormatError:
+    """The error for a 2xx whose body or stream does not fit: transient, so retried. The
+    client's error boundary makes it anew with the answer's status and request id."""
+    return ResponseFormatError(reason)
 
 
 def load_event(data: str) -> JSONObject:

@@ -21,8 +21,7 @@ from batchrunner.protocols.base import (
     stream_error,
     usage_int,
 )
-from batchrunner.protocols.shapes import json_kind
-from batchrunner.records import Api, Completion, JSONObject, Request, Row
+from batchrunner.records import Api, Completion, JSONObject, Request, Row, json_kind
 
 if TYPE_CHECKING:
     from batchrunner.records import Shape
@@ -272,7 +271,7 @@ class ChatAssembler:
                 self._choices.setdefault(index, _Choice()).apply(choice)
 
     def finish(self) -> JSONObject:
-        """The assembled completion; raises RetryableError unless `[DONE]` arrived."""
+        """The assembled completion; raises ResponseFormatError unless `[DONE]` arrived."""
         if not self._done:
             raise invalid_response("stream ended before [DONE]")
         if "id" not in self._fields:

@@ -234,7 +234,7 @@ class MessagesAssembler:
             ]
 
     def finish(self) -> JSONObject:
-        """The assembled Message; raises RetryableError unless message_stop arrived."""
+        """The assembled Message; raises ResponseFormatError unless message_stop arrived."""
         if not self._done or self._message is None:
             raise invalid_response("stream ended before message_stop")
         content = [self._blocks[i].build(i) for i in sorted(self._blocks)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import SourceError
+from batchrunner.records import json_kind
 
 if TYPE_CHECKING:
     from batchrunner.records import Api
@@ -18,23 +19,6 @@ if TYPE_CHECKING:
 _MISSING = object()
 # Keys with which an OpenAI assistant turn calls tools; such a turn may leave content out.
 _CALLS = ("tool_calls", "function_call")
-
-
-def json_kind(value: object) -> str:
-    """The JSON name of a value's type, with its article, for messages ("got a number")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def check_messages(messages: object, where: str, *, api: Api, label: str = "messages") -> None:

@@ -47,7 +47,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("completed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-"""The fixed columns of results.parquet (INTERFACE.md); carried-through columns follow."""
+"""The fixed columns of results.parquet (README, "Output"); carried-through columns follow."""
 
 # Parts add the input position and the carried-through fields (JSON) for final assembly.
 PART_SCHEMA = OUTPUT_SCHEMA.append(pa.field("_index", pa.int64())).append(
