@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff format --check batchrunner tests bench scripts
 	$(BIN)/ruff check batchrunner tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: install
 	$(BIN)/ruff format batchrunner tests bench scripts
