@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from batchrunner.errors import ConfigError
+from batchrunner.protocols.jsonsafe import is_utf8
 from batchrunner.spec import (
     DEFAULT_BASE,
     Durability,
@@ -226,7 +227,7 @@ def _check_request(v: dict[str, Any]) -> list[str]:
     problems += [
         f"{key} holds a character UTF-8 cannot encode (an undecodable byte in the flag?)"
         for key in ("model", "system", "template", "id_column", "prompt_column")
-        if isinstance(v[key], str) and not _is_utf8(v[key])
+        if isinstance(v[key], str) and not is_utf8(v[key])
     ]
     if not isinstance(v["stream"], bool):
         problems.append("stream must be true or false")
@@ -288,11 +289,3 @@ def _is_number(value: object) -> bool:
 def _not(value: object) -> str:
     """ ", not nan" for the values a reader may not expect to be refused."""
     return f", not {value}" if isinstance(value, float) and not math.isfinite(value) else ""
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -26,7 +26,7 @@ def check_json(value: object, name: str, where: str) -> None:
     containers go through the C encoder once, and only a failure walks them for its path.
     """
     if isinstance(value, str):
-        if value.isascii() or _is_utf8(value):
+        if value.isascii() or is_utf8(value):
             return
     elif type(value) in _SIMPLE:
         return
@@ -39,18 +39,19 @@ def check_json(value: object, name: str, where: str) -> None:
         except (ValueError, TypeError, RecursionError):
             pass
         else:
-            if text.isascii() or _is_utf8(text):
+            if text.isascii() or is_utf8(text):
                 return
     raise SourceError(where, _why(value, name))
 
 
 def check_text(value: str, name: str, where: str) -> None:
     """Refuse a string UTF-8 cannot hold (a lone surrogate): ids, names, settings."""
-    if not value.isascii() and not _is_utf8(value):
+    if not value.isascii() and not is_utf8(value):
         raise SourceError(where, _surrogate(value, name))
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether `text` has a UTF-8 form (no lone surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -83,7 +84,7 @@ def _problem(value: object, name: str, depth: int) -> str | None:
     if depth > _MAX_DEPTH:
         raise _TooDeep
     if isinstance(value, str):
-        return None if _is_utf8(value) else _surrogate(value, name)
+        return None if is_utf8(value) else _surrogate(value, name)
     if isinstance(value, float):
         if math.isfinite(value):
             return None
