@@ -62,7 +62,8 @@ class _ShardDir:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MergeSummary:
-    """What `merge` wrote: rows by outcome, and warnings (from the shard dirs)."""
+    """What `merge` wrote: rows by outcome, and warnings (carried-through columns that
+    fell back to JSON text)."""
 
     results: Path
     rows: int
@@ -86,7 +87,10 @@ def merge(dirs: Sequence[Path], out: Path) -> MergeSummary:
         columns = dict(summary.extra_columns) if summary is not None else {}
         succeeded = sum(s.succeeded for s in shards)
         errored = sum(s.errored for s in shards)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from None
         results = out / "results.parquet"
         warnings = write_results(
             results,
@@ -96,7 +100,9 @@ def merge(dirs: Sequence[Path], out: Path) -> MergeSummary:
             extra_columns=columns,
             run_dir=out,
             expect=(succeeded, errored),
-            unique_ids=False,  # ids were unique in each shard; the hash keeps shards apart
+            # Unique already: every position comes once (checked), and validation found
+            # the input's ids unique; checking again would hold every id in memory.
+            unique_ids=False,
         )
         _write_run_json(shards, out)
         merged = {"shards": _sources(shards)}
@@ -306,6 +312,7 @@ def _write_run_json(shards: list[_ShardDir], out: Path) -> None:
         try:
             record = json.loads((s.path / "run.json").read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
+            (out / "run.json").unlink(missing_ok=True)  # an earlier merge's, if any
             return
         records.append(record if isinstance(record, dict) else {})
     merged = dict(records[0])
