@@ -134,6 +134,7 @@ def _load(
 @click.option("--tpm", type=click.FloatRange(min=0), help="Tokens/minute budget. [learned]")
 @click.option("--stream/--no-stream", default=None, help="Use SSE streaming. [off]")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows.")
+@click.option("--shard", metavar="I/N", help="Only rows whose id hash mod N is I (see README).")
 @click.option("--retry-errors", is_flag=True, default=None, help="Re-attempt errored rows.")
 @click.option(
     "--durability", type=click.Choice(["process", "os"]), help="Journal sync level. [process]"
@@ -222,8 +223,9 @@ def status(run_dir: Path, as_json: bool) -> None:
         click.echo(st.to_json())
         return
     state = "complete" if st.complete else ("running" if st.running else "incomplete")
+    shard = f" ({'merged' if st.shard == 'merged' else f'shard {st.shard}'})" if st.shard else ""
     click.echo(
-        f"{run_dir}: {st.total} rows: {st.succeeded} succeeded, {st.errored} errored, "
+        f"{run_dir}{shard}: {st.total} rows: {st.succeeded} succeeded, {st.errored} errored, "
         f"{st.pending} pending ({state})"
     )
 
@@ -282,6 +284,35 @@ def _api_key() -> str:
             "check how it was exported"
         )
     return key
+
+
+@main.command("merge")
+@click.argument(
+    "shard_dirs", metavar="SHARD_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Merged directory."
+)
+def merge_cmd(shard_dirs: tuple[Path, ...], output: Path) -> None:
+    """Join the run dirs of `run --shard I/N` into DIR/results.parquet, in input order.
+
+    Refused (exit 2, nothing written) unless the dirs are all N finished shards of one
+    job, each once. status, report and export then read DIR like a run directory.
+
+    \b
+    Example:
+      batchrunner merge -o runs/all runs/s0 runs/s1 runs/s2
+    """
+    from batchrunner.merge import merge
+
+    with _user_errors():
+        merged = merge(shard_dirs, output)
+    for message in merged.warnings:
+        click.echo(f"warning: {message}", err=True)
+    click.echo(
+        f"{merged.shards} shards: {merged.rows} rows: {merged.succeeded} succeeded, "
+        f"{merged.errored} errored -> {merged.results}"
+    )
 
 
 # report and export: read-only consumers of a run directory (issue 12).

@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from batchrunner.errors import ConfigError
 from batchrunner.protocols.jsonsafe import is_utf8
+from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
     DEFAULT_BASE,
     Durability,
@@ -33,7 +34,7 @@ KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
 BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
 
 # Keys the job file accepts, per section, with the spec field each one fills.
-_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name"}
+_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard"}
 _REQUEST_KEYS = {f.name for f in fields(RequestSpec)}
 _LIMITS_KEYS = {
     "concurrency": "concurrency",
@@ -121,6 +122,7 @@ def load_job(
     problems += base_url_problems(base_url or DEFAULT_BASE)
     limit = given.get("limit")
     problems += _check_job(api, durability, limit)
+    shard = _shard(pick("shard", jsec, "shard", None), limit, problems)
     pricing, evals = _optional_sections(data, problems)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -137,6 +139,7 @@ def load_job(
         limit=limit,
         retry_errors=bool(given.get("retry_errors", False)),
         durability=durability,
+        shard=shard,
     )
 
 
@@ -166,6 +169,21 @@ def _check_job(api: object, durability: object, limit: Any) -> list[str]:
     if limit is not None and limit < 1:
         problems.append("--limit must be at least 1")
     return problems
+
+
+def _shard(value: object, limit: int | None, problems: list[str]) -> Shard | None:
+    """`--shard I/N` / `[job] shard`. Not with --limit: a shard's rows are spread over the
+    whole input, so "the first N rows" of it would mean a different thing on each shard."""
+    if value is None:
+        return None
+    try:
+        shard = parse_shard(value)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+    if limit is not None:
+        problems.append("--limit and --shard do not combine: smoke-test without --shard")
+    return shard
 
 
 def _relative(base: Path, value: object) -> Path:

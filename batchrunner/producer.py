@@ -68,6 +68,9 @@ async def _send_rows(
     """ "ended" when the input was read to its end (or to `total`), "moved" when a stat
     showed it changed, "stopped" when the run is stopping."""
     rows = read_rows(spec.input, spec.source_options(), skip=skip)
+    if spec.shard is not None:  # another shard's row is parsed (for its id), never sent
+        owns = spec.shard.owns
+        rows = (row for row in rows if owns(row.id))
     checked = time.monotonic()
     while not stopping():
         batch = await anyio.to_thread.run_sync(_take, rows, BATCH_ROWS, total)

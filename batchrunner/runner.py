@@ -27,7 +27,6 @@ from batchrunner.errors import (
     StopReason,
     run_level_error,
 )
-from batchrunner.inputs import validate
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
@@ -37,8 +36,8 @@ from batchrunner.progress import Hooks, Progress
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
-from batchrunner.rundir import RunDir, StoredSummary, stored_summary
-from batchrunner.runprep import stored_identity
+from batchrunner.rundir import RunDir, stored_summary
+from batchrunner.runprep import stored_identity, validated
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,12 +80,13 @@ class _Run:
     ) -> None:
         self.spec = spec
         self.rundir = rundir
-        self.total = total
+        self.total = total  # input positions to read: the rows of the run are `counts().total`
         self.policy = policy
         self.identity = identity  # the input's, when the run began
         self.hooks = hooks
+        counts = rundir.counts()
         self.progress = Progress(
-            total=total, done_before=rundir.counts().skipped, started=time.monotonic()
+            total=counts.total, done_before=counts.skipped, started=time.monotonic()
         )
         n = spec.limits.concurrency
         # AIMD floor: an eighth of --concurrency. Halving all the way to 1 serialised a run
@@ -323,12 +323,13 @@ async def run_job(
     )
     stored, identity = await anyio.to_thread.run_sync(stored_identity, spec.input, spec.output)
     fingerprint: dict[str, object] = {"input": stored, "settings": spec.request_settings()}
+    if spec.shard is not None:
+        fingerprint["shard"] = str(spec.shard)
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
     known = stored_summary(spec.output, fingerprint)
     if known is None:
-        summary = await anyio.to_thread.run_sync(validate, spec.input, spec.source_options())
-        known = StoredSummary(rows=summary.rows, extra_columns=summary.extra_columns)
+        known = await anyio.to_thread.run_sync(validated, spec)
     rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows
     rundir = RunDir.open(
@@ -342,12 +343,12 @@ async def run_job(
     with rundir:
         run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
         try:
-            if run.progress.done < total:
+            if run.progress.done < run.progress.total:
                 await _fan_out(run, api_key)
         finally:
             run.recorder.record_held()
         await run.recorder.commit()
-        if run.progress.done < total and progress:
+        if run.progress.done < run.progress.total and progress:
             progress(run.snapshot())
         return await _finish(run, extra_columns)
 
@@ -372,7 +373,7 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     if run.stop is None and pending == 0:
         results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
     run.pass_warnings()  # what committing and finalizing found (values that did not fit)
-    counts = f"{succeeded + errored} of {run.total} rows recorded, {pending} pending"
+    counts = f"{succeeded + errored} of {tally.total} rows recorded, {pending} pending"
     if run.stop is not None:
         raise run.stop.exception(counts)
     if pending:
@@ -382,7 +383,7 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
             "run the same command again to resume"
         )
     return RunStats(
-        total=run.total,
+        total=tally.total,
         succeeded=succeeded,
         errored=errored,
         pending=pending,

@@ -11,11 +11,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import OutputError, SourceError
-from batchrunner.inputs import input_identity
-from batchrunner.rundir.manifest import read_manifest
+from batchrunner.inputs import input_identity, validate
+from batchrunner.rundir.manifest import StoredSummary, read_manifest
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from batchrunner.spec import JobSpec
+
+
+def validated(spec: JobSpec) -> StoredSummary:
+    """The validation pass over the whole input (a shard's own rows counted), as the
+    manifest keeps it for resumes. Blocking: run it in a thread."""
+    summary = validate(spec.input, spec.source_options(), shard=spec.shard)
+    return StoredSummary(
+        rows=summary.rows, extra_columns=summary.extra_columns, shard_rows=summary.shard_rows
+    )
 
 
 def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str, object]]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from batchrunner.records import Api
+    from batchrunner.sharding import Shard
 
 DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
@@ -100,6 +101,7 @@ class JobSpec:
     limit: int | None = None  # only the first N rows
     retry_errors: bool = False
     durability: Durability = "process"
+    shard: Shard | None = None  # --shard I/N: only the rows whose id hash falls in it
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from batchrunner.records import Shape
+    from batchrunner.sharding import Shard
     from batchrunner.spec import SourceOptions
 
 Digest = Callable[[str], int]  # an id -> 64 bits (unsigned)
@@ -55,12 +56,17 @@ class InputSummary:
     files: list[Path]
     extra_columns: dict[str, str]
     seconds: float
+    shard_rows: int | None = None  # with a shard: how many of the rows are its own
 
 
-def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> InputSummary:
+def validate(
+    path: Path, opts: SourceOptions, *, shard: Shard | None = None, _digest: Digest = _hash64
+) -> InputSummary:
     """Check every row of the input in one streaming pass; SourceError on the first problem.
 
-    `_digest` is for tests: a weak hash forces collisions between different ids.
+    The whole input is checked also for a `shard` (so every shard refuses a bad file
+    alike), whose own rows are counted in `shard_rows`. `_digest` is for tests: a weak
+    hash forces collisions between different ids.
     """
     started = time.perf_counter()
     parquet = input_format(path) == "parquet"
@@ -70,7 +76,8 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
     buckets = [array("Q") for _ in range(256)]
     kinds: dict[str, str] = {}
     last_types: dict[str, type] = {}
-    rows = 0
+    rows = shard_rows = 0
+    owns = shard.owns if shard is not None else None
     failure: SourceError | None = None
     parse = maker.parse
     # The run's own request building, less the Row and Request objects that cannot fail
@@ -85,6 +92,8 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
                 builders[api or opts.api](body, defaults, shape=shape, api=api, where=where)
                 digest = _digest(row_id)
                 buckets[digest & 255].append(digest)
+                if owns is not None and owns(row_id):
+                    shard_rows += 1
                 if not parquet:
                     for key, value in extra.items():
                         if last_types.get(key) is not type(value):
@@ -110,6 +119,7 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
         files=input_files(path),
         extra_columns=columns,
         seconds=time.perf_counter() - started,
+        shard_rows=shard_rows if shard is not None else None,
     )
 
 

@@ -46,13 +46,16 @@ class DoneSet:
 
     A bytearray of Outcome values: O(1) lookups, one byte per row. It grows past `total`
     when parts hold rows of a larger earlier run; counts only look at positions below `total`.
+    `outside`: positions below `total` that belong to other shards (`--shard`); they are
+    never marked, and count as neither done nor pending.
     """
 
-    def __init__(self, total: int, *, retry_errors: bool = False) -> None:
+    def __init__(self, total: int, *, retry_errors: bool = False, outside: int = 0) -> None:
         self.total = total
         self.retry_errors = retry_errors
+        self.outside = outside
         self._codes = bytearray(total)
-        self._counts = [total, 0, 0]
+        self._counts = [total - outside, 0, 0]
 
     def code(self, index: int) -> Outcome:
         return Outcome(self._codes[index] if index < len(self._codes) else _PENDING)
@@ -87,14 +90,17 @@ class DoneSet:
         if len(self._codes) < n:
             self._codes.extend(bytes(n - len(self._codes)))
         ok, err = self._codes.count(_SUCCEEDED, 0, n), self._codes.count(_ERRORED, 0, n)
-        self._counts = [n - ok - err, ok, err]
+        self._counts = [n - self.outside - ok - err, ok, err]
 
     def set_total(self, total: int) -> None:
         self.total = total
         self.recount()
 
     def count(self, code: Outcome, upto: int | None = None) -> int:
-        """Rows below `upto` (default: the total) with outcome `code` (O(n), for summaries)."""
+        """Rows below `upto` (default: the total) with outcome `code` (O(n), for summaries).
+
+        By position: PENDING includes the `outside` positions (`counts` leaves them out).
+        """
         end = self.total if upto is None else upto
         beyond = max(0, end - len(self._codes)) if code == _PENDING else 0
         return self._codes.count(code, 0, end) + beyond
@@ -108,7 +114,7 @@ class DoneSet:
         """The counts below the total, as a frozen value (O(1))."""
         pending, succeeded, errored = self._counts
         return Counts(
-            total=self.total,
+            total=self.total - self.outside,
             succeeded=succeeded,
             errored=errored,
             pending=pending,

@@ -2,8 +2,10 @@
 
 The file is `{"format": 1, "fingerprint": ..., "total_rows": N, "input_summary": {...}}`
 (JSON, indented, keys sorted). `fingerprint` says which input and settings the run dir
-belongs to; `input_summary` is what validating that input found, so a resume of the same
-input and settings can skip the pass. Keys this version does not know are kept as they are.
+belongs to (and, for `--shard I/N`, which shard); `input_summary` is what validating that
+input found, so a resume of the same input and settings can skip the pass. A directory
+written by `batchrunner merge` also has `merged` (the shard dirs it joined) and takes no
+runs. Keys this version does not know are kept as they are.
 """
 
 from __future__ import annotations
@@ -21,18 +23,23 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 NAME = "manifest.json"
-_KNOWN = {"format", "fingerprint", "total_rows", "input_summary"}
+_KNOWN = {"format", "fingerprint", "total_rows", "input_summary", "merged"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredSummary:
-    """What validation found: the row count and each carried-through column's Arrow type."""
+    """What validation found: the row count and each carried-through column's Arrow type;
+    for a shard, also how many of the rows are the shard's own."""
 
     rows: int
     extra_columns: Mapping[str, str]
+    shard_rows: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"rows": self.rows, "extra_columns": dict(self.extra_columns)}
+        obj: dict[str, object] = {"rows": self.rows, "extra_columns": dict(self.extra_columns)}
+        if self.shard_rows is not None:
+            obj["shard_rows"] = self.shard_rows
+        return obj
 
     @classmethod
     def from_json(cls, value: object) -> StoredSummary | None:
@@ -40,9 +47,12 @@ class StoredSummary:
         if not isinstance(value, dict):
             return None
         rows, columns = value.get("rows"), value.get("extra_columns")
+        shard_rows = value.get("shard_rows")
         if not isinstance(rows, int) or not isinstance(columns, dict):
             return None
-        return cls(rows=rows, extra_columns=columns)
+        if shard_rows is not None and not isinstance(shard_rows, int):
+            return None
+        return cls(rows=rows, extra_columns=columns, shard_rows=shard_rows)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +62,20 @@ class Manifest:
     fingerprint: object
     total_rows: int
     input_summary: StoredSummary | None = None
+    merged: Mapping[str, object] | None = None  # set by `batchrunner merge`
     unknown: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """The rows this run dir is for: a shard's own rows, else `total_rows`.
+
+        A shard dir's `total_rows` counts the whole input, since outcomes are keyed by
+        input position; the positions of other shards are neither done nor pending.
+        """
+        summary = self.input_summary
+        if summary is None or summary.shard_rows is None:
+            return self.total_rows
+        return summary.shard_rows
 
     @classmethod
     def new(
@@ -77,15 +100,19 @@ class Manifest:
         }
         if self.input_summary is not None:
             obj["input_summary"] = self.input_summary.to_json()
+        if self.merged is not None:
+            obj["merged"] = dict(self.merged)
         return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
 
     @classmethod
     def decode(cls, obj: dict[str, Any]) -> Manifest:
         total = obj.get("total_rows")
+        merged = obj.get("merged")
         return cls(
             fingerprint=obj.get("fingerprint", {}),
             total_rows=total if isinstance(total, int) and not isinstance(total, bool) else 0,
             input_summary=StoredSummary.from_json(obj.get("input_summary")),
+            merged=merged if isinstance(merged, dict) else None,
             unknown={k: v for k, v in obj.items() if k not in _KNOWN},
         )
 

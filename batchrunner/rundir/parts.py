@@ -146,27 +146,41 @@ def write_part(
     return PartOutcomes(PartInfo(seq, final, tuple(groups)), indices, succeeded)
 
 
+def _part_info(seq: int, path: Path, pf: pq.ParquetFile) -> PartInfo:
+    if not pf.schema_arrow.equals(PART_SCHEMA):
+        raise pa.ArrowInvalid("unexpected columns")
+    md = pf.metadata
+    col = PART_SCHEMA.get_field_index("_index")
+    groups = []
+    for rg in range(md.num_row_groups):
+        stats = md.row_group(rg).column(col).statistics
+        if md.row_group(rg).num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max:
+            raise pa.ArrowInvalid(f"row group {rg} has no _index statistics")
+        groups.append((stats.min // BUCKET_ROWS, stats.max // BUCKET_ROWS, rg))
+    return PartInfo(seq, path, tuple(groups))
+
+
+def read_part_info(seq: int, path: Path) -> PartInfo:
+    """A part's row-group index ranges, from its footer alone (no rows are read).
+
+    Raises OSError or pa.ArrowException when the file is not a readable part.
+    """
+    with pq.ParquetFile(path) as pf:
+        return _part_info(seq, path, pf)
+
+
 def read_part_outcomes(seq: int, path: Path) -> PartOutcomes:
     """Read only `_index` and `status` of a part, plus its row-group index ranges.
 
     Raises OSError or pa.ArrowException when the file is not a readable part.
     """
     with pq.ParquetFile(path) as pf:
-        if not pf.schema_arrow.equals(PART_SCHEMA):
-            raise pa.ArrowInvalid("unexpected columns")
-        md = pf.metadata
-        col = PART_SCHEMA.get_field_index("_index")
-        groups = []
-        for rg in range(md.num_row_groups):
-            stats = md.row_group(rg).column(col).statistics
-            if md.row_group(rg).num_rows == 0:
-                continue
-            if stats is None or not stats.has_min_max:
-                raise pa.ArrowInvalid(f"row group {rg} has no _index statistics")
-            groups.append((stats.min // BUCKET_ROWS, stats.max // BUCKET_ROWS, rg))
+        info = _part_info(seq, path, pf)
         table = pf.read(columns=["_index", "status"])
     indices = table.column("_index").to_pylist()
     ok = pc.equal(table.column("status"), "succeeded").to_pylist()
     if None in indices:
         raise pa.ArrowInvalid("null _index")
-    return PartOutcomes(PartInfo(seq, path, tuple(groups)), indices, [bool(v) for v in ok])
+    return PartOutcomes(info, indices, [bool(v) for v in ok])

@@ -55,7 +55,7 @@ class Recorded:
         if manifest is None:
             raise OutputError(f"{self.path} is not a batchrunner run directory (no manifest.json)")
         total = manifest.total_rows
-        if _results_current(self.path):
+        if results_current(self.path):
             yield from _from_results(self.path / "results.parquet", total, self.columns)
         else:
             yield from _from_parts(self.path, total, self.columns, self.warnings)
@@ -66,7 +66,7 @@ def read_recorded(path: Path, columns: Sequence[str] = COLUMNS) -> Iterator[pa.T
     return Recorded(path, tuple(columns)).tables()
 
 
-def _results_current(path: Path) -> bool:
+def results_current(path: Path) -> bool:
     """results.parquet holds every recorded outcome: no segment waits and no part is newer.
 
     A resume (say with --retry-errors, or a larger --limit) leaves the old results.parquet

@@ -32,11 +32,13 @@ from batchrunner.rundir.parts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from io import BufferedWriter
     from pathlib import Path
 
     from batchrunner.rundir.parts import PartInfo
+
+    Entry = tuple[int, int, Path, bool]  # a part's row group in a bucket: seq, rg, path, exact
 
 # The bucket grid is parts.py's (it wrote the parts on it): read as parts.BUCKET_ROWS at
 # call time so a single value governs both sides.
@@ -167,7 +169,17 @@ def _out_names(extra_columns: dict[str, str]) -> dict[str, str]:
     return names
 
 
-def _read_bucket(entries: list[tuple[int, int, Path, bool]], bucket: int) -> pa.Table:
+def bucket_entries(parts: Sequence[PartInfo]) -> dict[int, list[Entry]]:
+    """The row groups of `parts` filed under every bucket they touch."""
+    buckets: dict[int, list[Entry]] = defaultdict(list)
+    for part in parts:
+        for first, last, rg in part.groups:
+            for b in range(first, last + 1):
+                buckets[b].append((part.seq, rg, part.path, first == last))
+    return buckets
+
+
+def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
     """The rows of one bucket from every part, sorted, last outcome (seq, row group) wins."""
     tables = []
     for _seq, rg, path, exact in sorted(entries, key=lambda e: (e[0], e[1])):
@@ -227,11 +239,34 @@ def assemble_results(
     `errored` are the outcomes the done set counts: unless the rows match them exactly,
     each id once, IntegrityError is raised and `out_path` is left as it was.
     """
-    buckets: dict[int, list[tuple[int, int, Path, bool]]] = defaultdict(list)
-    for part in parts:
-        for first, last, rg in part.groups:
-            for b in range(first, last + 1):
-                buckets[b].append((part.seq, rg, part.path, first == last))
+    buckets = bucket_entries(parts)
+    return write_results(
+        out_path,
+        buckets=sorted(buckets),
+        read=lambda bucket: read_bucket(buckets[bucket], bucket),
+        total_rows=total_rows,
+        extra_columns=extra_columns,
+        run_dir=run_dir,
+        expect=(succeeded, errored),
+    )
+
+
+def write_results(
+    out_path: Path,
+    *,
+    buckets: Sequence[int],
+    read: Callable[[int], pa.Table],
+    total_rows: int,
+    extra_columns: dict[str, str],
+    run_dir: Path,
+    expect: tuple[int, int],
+    unique_ids: bool = True,
+) -> list[str]:
+    """`assemble_results` from any source: `read(bucket)` gives a bucket's rows in the
+    parts' schema, sorted by `_index`, one row per index. `expect`: (succeeded, errored).
+    `unique_ids=False` skips the id check, which holds every id in memory at once (for
+    `merge`, whose sources were each checked when their run finished).
+    """
     out_names = _out_names(extra_columns)
     types = {field: parse_type(t) for field, t in extra_columns.items()}
     warnings = [
@@ -244,8 +279,8 @@ def assemble_results(
         try:
             # A refused tally leaves the old results.parquet (or none) as it was.
             with atomic_write(out_path, run_dir=run_dir) as fh:
-                tally = _write_results(fh, buckets, total_rows, types, schema)
-                _check(tally, succeeded=succeeded, errored=errored)
+                tally = _write_results(fh, buckets, read, total_rows, types, schema, unique_ids)
+                _check(tally, succeeded=expect[0], errored=expect[1])
             break
         except _NoFit as exc:
             types[exc.column] = JSON_TYPE
@@ -274,6 +309,8 @@ def _check(tally: _Tally, *, succeeded: int, errored: int) -> None:
             f"({succeeded} succeeded); journal/ and parts/ are kept as they are. Run the same "
             "command again: rows missing from the parts count as pending and are sent again"
         )
+    if not tally.ids:
+        return  # not collected (unique_ids=False), or no rows
     # Arrow's hash kernel: 0.17 s for 1 M ids; the ids are in memory as Arrow strings only.
     counts = pc.value_counts(pa.chunked_array(tally.ids, pa.string()))
     if len(counts) < tally.rows:
@@ -288,23 +325,25 @@ def _check(tally: _Tally, *, succeeded: int, errored: int) -> None:
 
 def _write_results(
     fh: BufferedWriter,
-    buckets: dict[int, list[tuple[int, int, Path, bool]]],
+    buckets: Sequence[int],
+    read: Callable[[int], pa.Table],
     total_rows: int,
     types: dict[str, pa.DataType | None],
     schema: pa.Schema,
+    unique_ids: bool,
 ) -> _Tally:
     tally = _Tally()
     with pq.ParquetWriter(fh, schema, compression=COMPRESSION) as writer:
-        for bucket in sorted(buckets):
+        for bucket in buckets:
             if bucket * part_files.BUCKET_ROWS >= total_rows:
                 break
-            table = _read_bucket(buckets[bucket], bucket)
-            window = _window(table, total_rows, types, schema)
+            window = _window(read(bucket), total_rows, types, schema)
             if window.num_rows:
                 writer.write_table(window)
                 tally.rows += window.num_rows
                 tally.succeeded += pc.sum(pc.equal(window["status"], "succeeded")).as_py()
-                tally.ids.extend(window.column("id").chunks)
+                if unique_ids:
+                    tally.ids.extend(window.column("id").chunks)
         if not tally.rows:
             writer.write_table(schema.empty_table())
     return tally

@@ -102,6 +102,12 @@ def _claim(
     if manifest is None:
         manifest = Manifest.new(fingerprint, total_rows, summary)
         write_manifest(path, manifest)
+    elif manifest.merged is not None:
+        # It has results.parquet but no parts: a run here would send every row again.
+        raise OutputError(
+            f"{path} holds the merged results of shard runs (batchrunner merge) and takes "
+            "no runs; resume a shard in its own directory, or use a new output directory"
+        )
     elif diff := manifest.differences(fingerprint):
         raise OutputError(
             f"run dir {path} holds a different run ({'; '.join(diff)}); "
@@ -187,7 +193,8 @@ class RunDir:
         try:
             manifest = _claim(path, lock_fd, fingerprint, total_rows, input_summary)
             with disk_errors(path):
-                done = DoneSet(total_rows, retry_errors=retry_errors)
+                outside = manifest.total_rows - manifest.rows  # other shards' rows
+                done = DoneSet(total_rows, retry_errors=retry_errors, outside=outside)
                 warnings: list[str] = []
                 parts, next_seq = recover(path, done, warnings)
         except BaseException:
