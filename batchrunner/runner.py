@@ -21,12 +21,14 @@ from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.errors import (
+    ConfigError,
     DiskError,
     RunAbortedError,
     SourceError,
     StopReason,
     run_level_error,
 )
+from batchrunner.evaluate.settings import check_columns
 from batchrunner.inputs import validate
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
@@ -329,6 +331,8 @@ async def run_job(
     if known is None:
         summary = await anyio.to_thread.run_sync(validate, spec.input, spec.source_options())
         known = StoredSummary(rows=summary.rows, extra_columns=summary.extra_columns)
+    if spec.eval is not None and (missing := check_columns(spec.eval, known.extra_columns)):
+        raise ConfigError("; ".join(missing))  # scores would be impossible: send nothing
     rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows
     rundir = RunDir.open(

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from batchrunner.evaluate.settings import EvalSpec
     from batchrunner.records import Api
 
 DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
 Durability = Literal["process", "os"]
-Scorer = Literal["exact", "contains", "regex", "json"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,12 +80,6 @@ class PricingSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EvalSpec:
-    expected: str = "expected"
-    scorer: Scorer = "exact"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """Everything one run needs. Secrets are not here: the key lives in the environment."""
 
@@ -96,7 +90,7 @@ class JobSpec:
     request: RequestSpec = field(default_factory=RequestSpec)
     limits: LimitsSpec = field(default_factory=LimitsSpec)
     pricing: PricingSpec | None = None
-    eval: EvalSpec | None = None
+    eval: EvalSpec | None = None  # the [eval] table (evaluate.settings), checked by parse_eval
     limit: int | None = None  # only the first N rows
     retry_errors: bool = False
     durability: Durability = "process"

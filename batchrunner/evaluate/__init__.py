@@ -23,7 +23,14 @@ from batchrunner.evaluate.scores import (
     result_column,
     score_results,
 )
-from batchrunner.evaluate.settings import SCORERS, EvalSpec, Scorer, check_columns, parse_eval
+from batchrunner.evaluate.settings import (
+    SCORERS,
+    EvalSpec,
+    Scorer,
+    check_columns,
+    eval_table,
+    parse_eval,
+)
 from batchrunner.evaluate.stats import compare, mcnemar_p, should_fail
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "check_columns",
     "chosen_letter",
     "compare",
+    "eval_table",
     "mcnemar_p",
     "parse_eval",
     "parse_verdict",

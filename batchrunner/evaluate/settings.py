@@ -114,6 +114,23 @@ def parse_eval(section: Mapping[str, object]) -> tuple[EvalSpec | None, list[str
     return EvalSpec(**values), []
 
 
+def eval_table(spec: EvalSpec) -> dict[str, Any]:
+    """The `[eval]` table that `parse_eval` turns back into `spec` (for DIR/eval.json).
+
+    Keys that do not apply to the spec's scorer, and unset optional keys, are left out:
+    `parse_eval` refuses the first and has defaults for the second.
+    """
+    table: dict[str, Any] = {}
+    for key in _KEYS:
+        value = getattr(spec, key)
+        if value is None or (key in _ONLY_FOR and spec.scorer not in _ONLY_FOR[key]):
+            continue
+        table[key] = list(value) if isinstance(value, tuple) else value
+    if not spec.json_keys:
+        table.pop("json_keys", None)  # an empty list is refused; () is the default
+    return table
+
+
 def check_columns(spec: EvalSpec, columns: Collection[str]) -> list[str]:
     """A problem for each column the spec names (`expected`, `group`) that the input lacks."""
     listed = ", ".join(sorted(columns)) or "none"
