@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pyarrow.parquet as pq
 
-from batchrunner.errors import ConfigError, OutputError
+from batchrunner.errors import ConfigError, RunAbortedError
 from batchrunner.evaluate import build_judge_prompt, eval_table, result_column
 from batchrunner.inputs import read_rows
 from batchrunner.rundir.files import atomic_write
@@ -158,7 +158,11 @@ def _judge_lock(base: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"{base} is being judged by another process") from None
+            # Exit 3, not 2: the run itself may have sent requests in this invocation.
+            raise RunAbortedError(
+                f"{base} is being judged by another process; run the same command again "
+                "once it has finished"
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -6,7 +6,9 @@ expected answer (stripped, any case) appears in the graded answer.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import time
 from collections import Counter
@@ -199,3 +201,22 @@ def test_question_text_of_every_row_shape() -> None:
     }
     assert question_text(several) == "system: Be brief.\n\nuser: Name?"
     assert question_text({"params": {}}) == ""
+
+
+def test_a_second_judge_phase_on_the_same_dir_is_refused(
+    tmp_path: Path, shared_api: FakeServer
+) -> None:
+    """While one process judges DIR, another stops with exit 3 and sends no judge request."""
+    src, out = judge_input(tmp_path, 3), tmp_path / "run"
+    args = ["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"]
+    assert run_cli([*args, "--job", str(job(tmp_path, "[eval]\n"))]).exit_code == 0
+    (out / "judge").mkdir()
+    fd = os.open(out / "judge" / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another judge phase, as far as the run can tell
+        res = run_cli([*args, "--job", str(job(tmp_path))])
+    finally:
+        os.close(fd)
+    assert res.exit_code == 3 and "is being judged by another process" in res.stderr
+    assert len(shared_api.log()) == 3  # the run's own rows, from the first run
+    assert not any(JUDGE_MARKER in e["prompt"] for e in shared_api.log())
