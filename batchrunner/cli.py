@@ -27,6 +27,7 @@ from batchrunner.spec import DEFAULT_BASE
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from batchrunner.judging import RunHooks
     from batchrunner.spec import JobSpec
 
 
@@ -162,31 +163,28 @@ def run(
 
     INPUT is .jsonl, .jsonl.gz, .jsonl.zst, .parquet or a directory of Parquet files.
     Running the same command again resumes: recorded rows are not sent again.
+    With [eval] scorer = "judge", every succeeded row is then judged by judge_model
+    (recorded in DIR/judge/, resumed the same way).
 
     \b
     Example:
       batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
-    Exit codes: 0 all succeeded, 1 some errored, 2 bad usage or input (nothing
-    sent), 3 stopped with rows pending by a run-level cause (key, quota, model, input
-    changed, waits over the cap, disk; fix it and run again to resume), 130 SIGINT,
-    143 SIGTERM (run again to resume).
+    Exit codes (of the run's own rows; judge failures show in `report`): 0 all
+    succeeded, 1 some errored, 2 bad usage or input (nothing sent), 3 stopped with
+    rows pending by a run-level cause (key, quota, model, input changed, waits over
+    the cap, disk; fix it and run again to resume), 130 SIGINT, 143 SIGTERM (run
+    again to resume).
     """
-    from batchrunner.runner import run_job
+    from batchrunner.judging import run_and_judge
 
     with _user_errors():
         api_key = _api_key()
         spec = _load(job, input_path, output, dict(flags))
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
-        echo = (lambda line: click.echo(line, err=True)) if verbose else None
+        hooks = _run_hooks(printer, verbose=verbose)
         try:
-            stats = anyio.run(
-                lambda: run_job(
-                    spec,
-                    api_key=api_key,
-                    progress=printer.update,
-                    call_echo=echo,
-                    warn=lambda msg: click.echo(f"warning: {msg}", err=True),
-                ),
+            stats, judged = anyio.run(
+                lambda: run_and_judge(spec, api_key=api_key, hooks=hooks),
                 backend_options=_loop_options(),
             )
         finally:
@@ -196,6 +194,8 @@ def run(
         f"{stats.total} rows: {stats.succeeded} succeeded, {stats.errored} errored"
         f" ({stats.sent_rows} recorded by this run) -> {where}"
     )
+    if judged is not None:  # judge failures are not row failures: the exit code ignores them
+        click.echo(judged.summary())
     # run_job returns only when every row has an outcome (it raises otherwise, exit 3 /
     # 130 / 143); a pending row here would be a bug, and must not pass for success.
     if stats.pending or stats.results is None:
@@ -203,6 +203,22 @@ def run(
         sys.exit(3)
     if stats.errored:
         sys.exit(1)
+
+
+def _run_hooks(printer: ProgressPrinter, *, verbose: bool) -> RunHooks:
+    """`run`'s callbacks: progress, -v call lines, warnings and judge-phase notes (stderr)."""
+    from batchrunner.judging import RunHooks
+
+    def note(message: str) -> None:
+        printer.close()  # end the bar's line: the judge phase starts a new one
+        click.echo(message, err=True)
+
+    return RunHooks(
+        progress=printer.update,
+        call_echo=(lambda line: click.echo(line, err=True)) if verbose else None,
+        warn=lambda msg: click.echo(f"warning: {msg}", err=True),
+        note=note,
+    )
 
 
 @main.command()
@@ -237,13 +253,16 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
     """Check the input (and job file) in one streaming pass; send nothing.
 
     Stops at the first row that cannot become a request, naming file, line and reason
-    (exit 2).
+    (exit 2); so does an [eval] expected or group column the input does not have.
     """
+    from batchrunner.evaluate import check_columns
     from batchrunner.inputs import validate
 
     with _user_errors():
         spec = _load(job, input_path, Path(), flags)
         summary = validate(spec.input, spec.source_options())
+        if spec.eval is not None and (missing := check_columns(spec.eval, summary.extra_columns)):
+            raise ConfigError("; ".join(missing))
     click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid")
 
 
@@ -324,23 +343,44 @@ def merge_cmd(shard_dirs: tuple[Path, ...], output: Path) -> None:
 @click.option(
     "--job",
     type=click.Path(path_type=Path),
-    help="Job file whose [pricing] prices the tokens. [DIR/run.json's, if any]",
+    help="Job file whose [pricing] and [eval] apply. [DIR/run.json's, DIR/eval.json]",
 )
-def report_cmd(run_dir: Path, as_json: bool, job: Path | None) -> None:
-    """Summarise a run directory: rows by status and error type, tokens, latency, cost.
+@click.option("--baseline", type=click.Path(path_type=Path), help="Compare with run dir DIR2.")
+@click.option("--fail-under", type=click.FloatRange(0, 1), help="Exit 1 if accuracy < X.")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 on a significant drop.")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Significance level of --fail-on-regression. [0.05]",
+)
+def report_cmd(run_dir: Path, as_json: bool, job: Path | None, **gate_options: Any) -> None:
+    """Summarise a run directory: rows by status and error type, tokens, latency, cost,
+    and with [eval] the scores (against a baseline night, gated for cron).
 
     Reads only the directory, so it is right mid-run and after resumes. Cost needs
-    [pricing]: from --job FILE, else from the job recorded in DIR/run.json.
+    [pricing]: from --job FILE, else from the job recorded in DIR/run.json. Scores need
+    [eval]: from --job FILE, else DIR/eval.json (written by `run`).
 
     \b
     Example:
       batchrunner report runs/nightly --job jobs/nightly.toml --json
+      batchrunner report runs/tonight --baseline runs/last-night --fail-on-regression
+    Exit codes: 0, 1 a gate failed (--fail-under, --fail-on-regression), 2 bad usage
+    or not a run directory.
     """
     from batchrunner.report import find_pricing, summarize
+    from batchrunner.scoring import Gate, evaluate_report, report_json, report_text
 
     with _user_errors():
+        gate = Gate(**gate_options)
         summary = summarize(run_dir, pricing=find_pricing(run_dir, job))
-    click.echo(summary.to_json() if as_json else summary.to_text())
+        ev = evaluate_report(run_dir, job=job, gate=gate)
+    click.echo(report_json(summary, ev) if as_json else report_text(summary, ev))
+    failures = gate.failures(ev)
+    for reason in failures:
+        click.echo(f"gate failed: {reason}", err=True)
+    if failures:
+        sys.exit(1)
 
 
 @main.command("export")
@@ -356,7 +396,8 @@ def report_cmd(run_dir: Path, as_json: bool, job: Path | None) -> None:
 def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
     """Write the recorded outcomes of a run directory (also of an unfinished run).
 
-    Rows come in input order; an unfinished run gives what is recorded so far.
+    Rows come in input order; an unfinished run gives what is recorded so far. A run
+    with [eval] (DIR/eval.json) adds `passed` and the judge's `reason` to jsonl and csv.
 
     \b
     Example:
@@ -364,14 +405,16 @@ def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
     """
     from batchrunner.errors import OutputError
     from batchrunner.export import export, export_file
+    from batchrunner.scoring import row_scores
 
     with _user_errors():
+        scores = row_scores(run_dir)
         try:
             if output == "-":
-                rows, warnings = export(run_dir, sys.stdout.buffer, fmt=fmt)
+                rows, warnings = export(run_dir, sys.stdout.buffer, fmt=fmt, scores=scores)
                 sys.stdout.buffer.flush()
             else:
-                rows, warnings = export_file(run_dir, Path(output), fmt=fmt)
+                rows, warnings = export_file(run_dir, Path(output), fmt=fmt, scores=scores)
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, and point stdout at /dev/null
             # so the interpreter's final flush does not complain either.

@@ -14,7 +14,7 @@ import tomllib
 import urllib.parse
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from batchrunner.errors import ConfigError
 from batchrunner.protocols.jsonsafe import is_utf8
@@ -22,13 +22,14 @@ from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
     DEFAULT_BASE,
     Durability,
-    EvalSpec,
     JobSpec,
     LimitsSpec,
     PricingSpec,
     RequestSpec,
-    Scorer,
 )
+
+if TYPE_CHECKING:
+    from batchrunner.spec import EvalSpec
 
 KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
 BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
@@ -50,13 +51,13 @@ _LIMITS_KEYS = {
     "max_response_bytes": "max_response_bytes",
 }
 _PRICING_KEYS = {f.name for f in fields(PricingSpec)}
-_EVAL_KEYS = {f.name for f in fields(EvalSpec)}
-_SECTIONS: dict[str, set[str]] = {
+# None: the section's own parser names unknown keys (evaluate.parse_eval, with a hint).
+_SECTIONS: dict[str, set[str] | None] = {
     "job": _JOB_KEYS,
     "request": _REQUEST_KEYS,
     "limits": set(_LIMITS_KEYS),
     "pricing": _PRICING_KEYS,
-    "eval": _EVAL_KEYS,
+    "eval": None,
 }
 
 
@@ -78,13 +79,13 @@ def read_job_file(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             problems.append(f"{path}: unknown section [{section}]")
         elif not isinstance(body, dict):
             problems.append(f"{path}: [{section}] must be a table")
+        elif (keys := _SECTIONS[section]) is None:
+            known[section] = dict(body)
         else:
             problems += [
-                f"{path}: unknown key '{key}' in [{section}]"
-                for key in body
-                if key not in _SECTIONS[section]
+                f"{path}: unknown key '{key}' in [{section}]" for key in body if key not in keys
             ]
-            known[section] = {k: v for k, v in body.items() if k in _SECTIONS[section]}
+            known[section] = {k: v for k, v in body.items() if k in keys}
     return known, problems
 
 
@@ -285,11 +286,12 @@ def _optional_sections(
         problems += [f"[pricing] {k} must be a number >= 0{_not(data['pricing'][k])}" for k in bad]
         pricing = PricingSpec(**data["pricing"]) if not bad else None
     if "eval" in data:
-        scorer = data["eval"].get("scorer", "exact")
-        if scorer not in get_args(Scorer):
-            problems.append(f"[eval] scorer must be one of {', '.join(get_args(Scorer))}")
-        else:
-            evals = EvalSpec(**data["eval"])
+        # Imported here: the evaluate package brings pyarrow (~0.17 s), which a job
+        # without [eval] (and `batchrunner --help`) should not pay for.
+        from batchrunner.evaluate.settings import parse_eval
+
+        evals, eval_problems = parse_eval(data["eval"])
+        problems += eval_problems
     return pricing, evals
 
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pyarrow as pa
@@ -158,24 +159,45 @@ def _write_all(out: BinaryIO, data: bytes) -> None:
         view = view[out.write(view) :]
 
 
-def export(run_dir: Path, out: BinaryIO, *, fmt: Format) -> tuple[int, list[str]]:
+RowScores = Mapping[str, tuple[bool | None, str | None]]  # id -> passed, the judge's reason
+
+
+def _with_scores(table: pa.Table, scores: RowScores) -> pa.Table:
+    """`passed` and `reason` appended (null for a row without a score)."""
+    found = [scores.get(row_id, (None, None)) for row_id in table.column("id").to_pylist()]
+    table = table.append_column("passed", pa.array([f[0] for f in found], pa.bool_()))
+    return table.append_column("reason", pa.array([f[1] for f in found], pa.string()))
+
+
+def export(
+    run_dir: Path, out: BinaryIO, *, fmt: Format, scores: RowScores | None = None
+) -> tuple[int, list[str]]:
     """Write every recorded row of `run_dir` to `out` in `fmt`, in input order.
 
-    Returns the number of rows written and warnings (lines the journal could not give).
-    Raises OutputError when `run_dir` is not a run directory, or (anthropic-batch) when a
-    response is not a Messages response.
+    `scores` (a run with [eval]) adds the `passed` and `reason` columns to jsonl and csv;
+    the batch formats are the providers' and stay as they are. Returns the number of
+    rows written and warnings (lines the journal could not give). Raises OutputError
+    when `run_dir` is not a run directory, or (anthropic-batch) when a response is not
+    a Messages response.
     """
     recorded = Recorded(run_dir)
+    scored = scores is not None and fmt in ("jsonl", "csv")
     rows = 0
     for table in recorded.tables():
+        if scored:
+            assert scores is not None
+            table = _with_scores(table, scores)
         _write_all(out, _encode(table, fmt, header=rows == 0))
         rows += table.num_rows
     if fmt == "csv" and rows == 0:  # the header alone: a CSV of no rows still names columns
-        _write_all(out, _encode(recorded.schema().empty_table(), fmt, header=True))
+        empty = recorded.schema().empty_table()
+        _write_all(out, _encode(_with_scores(empty, {}) if scored else empty, fmt, header=True))
     return rows, recorded.warnings
 
 
-def export_file(run_dir: Path, target: Path, *, fmt: Format) -> tuple[int, list[str]]:
+def export_file(
+    run_dir: Path, target: Path, *, fmt: Format, scores: RowScores | None = None
+) -> tuple[int, list[str]]:
     """`export` into `target` atomically: a temp file beside it, fsync, then rename.
 
     Raises ConfigError for a target inside the run directory (the runner owns it).
@@ -185,7 +207,7 @@ def export_file(run_dir: Path, target: Path, *, fmt: Format) -> tuple[int, list[
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as fh:
-            result = export(run_dir, fh, fmt=fmt)
+            result = export(run_dir, fh, fmt=fmt, scores=scores)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(target)

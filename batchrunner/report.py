@@ -84,8 +84,11 @@ class Report:
     cost: Mapping[str, Any] | None
     warnings: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "warnings": list(self.warnings)}
+
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "warnings": list(self.warnings)})
+        return json.dumps(self.to_dict())
 
     def to_text(self) -> str:
         """The same figures for people, one topic per line."""

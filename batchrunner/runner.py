@@ -21,12 +21,14 @@ from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.errors import (
+    ConfigError,
     DiskError,
     RunAbortedError,
     SourceError,
     StopReason,
     run_level_error,
 )
+from batchrunner.evaluate.settings import check_columns
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
@@ -330,6 +332,8 @@ async def run_job(
     known = stored_summary(spec.output, fingerprint)
     if known is None:
         known = await anyio.to_thread.run_sync(validated, spec)
+    if spec.eval is not None and (missing := check_columns(spec.eval, known.extra_columns)):
+        raise ConfigError("; ".join(missing))  # scores would be impossible: send nothing
     rows, extra_columns = known.rows, dict(known.extra_columns)
     total = min(rows, spec.limit) if spec.limit else rows
     rundir = RunDir.open(

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
 Durability = Literal["process", "os"]
-Scorer = Literal["exact", "contains", "regex", "json"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,10 +79,25 @@ class PricingSpec:
     output_per_mtok: float = 0.0
 
 
+# The `[eval]` table (evaluate.settings checks it key by key).
+Scorer = Literal["exact", "contains", "regex", "json", "numeric", "choice", "judge"]
+DEFAULT_JUDGE_MODEL = "caicaini/auto"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvalSpec:
+    """How to score a run's answers against an input column of expected answers."""
+
     expected: str = "expected"
     scorer: Scorer = "exact"
+    strip: bool = True  # answers end in a newline more often than not
+    casefold: bool = False
+    collapse_whitespace: bool = False
+    tolerance: float = 0.0  # numeric only: |answer - expected| <= tolerance passes
+    json_keys: tuple[str, ...] = ()  # json only: compare these top-level keys (empty: all)
+    group: str | None = None
+    judge_model: str = DEFAULT_JUDGE_MODEL
+    judge_template: str | None = None  # None: judge.DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +111,7 @@ class JobSpec:
     request: RequestSpec = field(default_factory=RequestSpec)
     limits: LimitsSpec = field(default_factory=LimitsSpec)
     pricing: PricingSpec | None = None
-    eval: EvalSpec | None = None
+    eval: EvalSpec | None = None  # the [eval] table (evaluate.settings), checked by parse_eval
     limit: int | None = None  # only the first N rows
     retry_errors: bool = False
     durability: Durability = "process"

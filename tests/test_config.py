@@ -15,7 +15,8 @@ import pytest
 
 from batchrunner.config import BASE_ENV, load_job
 from batchrunner.errors import ConfigError
-from batchrunner.spec import DEFAULT_BASE, EvalSpec, JobSpec, LimitsSpec, PricingSpec, RequestSpec
+from batchrunner.evaluate import EvalSpec
+from batchrunner.spec import DEFAULT_BASE, JobSpec, LimitsSpec, PricingSpec, RequestSpec
 
 
 @pytest.fixture(autouse=True)
@@ -200,7 +201,7 @@ def test_several_value_problems_in_one_error(tmp_path: Path) -> None:
         "temperature must be a number",
         "concurrency must be a whole number >= 1",
         "timeout must be a number of seconds > 0",
-        "[eval] scorer must be one of exact, contains, regex, json",
+        "[eval] scorer must be one of exact, contains, regex, json, numeric, choice, judge",
         "no run directory",
     ):
         assert fragment in text

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from batchrunner.evaluate import SCORERS, EvalSpec, check_columns, parse_eval
+from batchrunner.evaluate import SCORERS, EvalSpec, check_columns, eval_table, parse_eval
 
 
 def test_an_empty_table_gives_the_defaults() -> None:
@@ -172,3 +172,25 @@ def test_check_columns_names_missing_columns() -> None:
     assert check_columns(EvalSpec(), []) == [
         "[eval] expected = 'expected': the input has no such column (columns: none)"
     ]
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {},
+        {"scorer": "numeric", "tolerance": 0.5, "group": "topic"},
+        {"scorer": "json", "json_keys": ["a", "b"], "strip": False},
+        {"scorer": "json"},
+        {"scorer": "judge", "judge_model": "m", "judge_template": "{expected} {answer}"},
+        {"scorer": "regex", "casefold": True, "collapse_whitespace": True},
+    ],
+)
+def test_eval_table_parses_back_to_the_same_spec(section: dict[str, object]) -> None:
+    """eval_table (what DIR/eval.json keeps) gives parse_eval the spec it came from, with
+    no key that the scorer does not take."""
+    spec, problems = parse_eval(section)
+    assert spec is not None, problems
+    table = eval_table(spec)
+    assert parse_eval(table) == (spec, [])
+    if spec.scorer != "numeric":
+        assert "tolerance" not in table

@@ -102,3 +102,13 @@ def test_every_run_option_is_in_the_readme() -> None:
     # Whole names only: `--max` must not pass because `--max-tokens` is documented.
     missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", ["report", "export", "validate", "status"])
+def test_every_option_of_the_read_commands_is_in_the_readme(name: str) -> None:
+    """Every long option of report, export, validate and status appears in README.md."""
+    command = main.get_command(click.Context(main), name)
+    assert command is not None
+    names = _long_names(command)
+    missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
+    assert missing == []

@@ -23,8 +23,9 @@ from batchrunner.evaluate.scores import (
     result_column,
     score_results,
 )
-from batchrunner.evaluate.settings import SCORERS, EvalSpec, Scorer, check_columns, parse_eval
+from batchrunner.evaluate.settings import SCORERS, check_columns, eval_table, parse_eval
 from batchrunner.evaluate.stats import compare, mcnemar_p, should_fail
+from batchrunner.spec import EvalSpec, Scorer
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -40,6 +41,7 @@ __all__ = [
     "check_columns",
     "chosen_letter",
     "compare",
+    "eval_table",
     "mcnemar_p",
     "parse_eval",
     "parse_verdict",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from batchrunner.evaluate.scorers import expected_text
 
 if TYPE_CHECKING:
-    from batchrunner.evaluate.settings import EvalSpec
+    from batchrunner.spec import EvalSpec
 
 # Duplicated in batchrunner.fakeapi.judge (the fake imports nothing from the core);
 # tests/test_evaluate_judge.py holds the two equal.

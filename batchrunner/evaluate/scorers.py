@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from batchrunner.evaluate.settings import EvalSpec
+    from batchrunner.spec import EvalSpec
 
 _SPACES = re.compile(r"\s+")
 _FENCED = re.compile(r"```[A-Za-z]*[ \t]*\n(.*?)\n?```", re.DOTALL)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
-    from batchrunner.evaluate.settings import EvalSpec
+    from batchrunner.spec import EvalSpec
 
 Verdict = tuple[bool | None, str]  # parse_verdict's result: PASS/FAIL (None: unclear), reason
 NO_GROUP = "(none)"  # the by_group key of rows whose group value is null

@@ -7,32 +7,15 @@ them with the rest; `check_columns` names a column the input lacks. Pure: no IO.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast, get_args
+from typing import TYPE_CHECKING, Any, TypeGuard, cast, get_args
+
+from batchrunner.spec import EvalSpec, Scorer
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
-Scorer = Literal["exact", "contains", "regex", "json", "numeric", "choice", "judge"]
 SCORERS: tuple[str, ...] = get_args(Scorer)
-DEFAULT_JUDGE_MODEL = "caicaini/auto"
 TEMPLATE_FIELDS = ("question", "expected", "answer")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EvalSpec:
-    """How to score a run's answers against an input column of expected answers."""
-
-    expected: str = "expected"
-    scorer: Scorer = "exact"
-    strip: bool = True  # answers end in a newline more often than not
-    casefold: bool = False
-    collapse_whitespace: bool = False
-    tolerance: float = 0.0  # numeric only: |answer - expected| <= tolerance passes
-    json_keys: tuple[str, ...] = ()  # json only: compare these top-level keys (empty: all)
-    group: str | None = None
-    judge_model: str = DEFAULT_JUDGE_MODEL
-    judge_template: str | None = None  # None: judge.DEFAULT_TEMPLATE
 
 
 # Keys that only one scorer reads: set with another scorer they would do nothing, which
@@ -112,6 +95,23 @@ def parse_eval(section: Mapping[str, object]) -> tuple[EvalSpec | None, list[str
     if "tolerance" in values:
         values["tolerance"] = float(values["tolerance"])
     return EvalSpec(**values), []
+
+
+def eval_table(spec: EvalSpec) -> dict[str, Any]:
+    """The `[eval]` table that `parse_eval` turns back into `spec` (for DIR/eval.json).
+
+    Keys that do not apply to the spec's scorer, and unset optional keys, are left out:
+    `parse_eval` refuses the first and has defaults for the second.
+    """
+    table: dict[str, Any] = {}
+    for key in _KEYS:
+        value = getattr(spec, key)
+        if value is None or (key in _ONLY_FOR and spec.scorer not in _ONLY_FOR[key]):
+            continue
+        table[key] = list(value) if isinstance(value, tuple) else value
+    if not spec.json_keys:
+        table.pop("json_keys", None)  # an empty list is refused; () is the default
+    return table
 
 
 def check_columns(spec: EvalSpec, columns: Collection[str]) -> list[str]:
