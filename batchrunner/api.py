@@ -179,8 +179,25 @@ def execute(
         )
 
     if not _loop_running():
-        return anyio.run(main, backend_options=_backend_options())
+        with _handlers_kept():
+            return anyio.run(main, backend_options=_backend_options())
     return _on_own_thread(main)
+
+
+@contextlib.contextmanager
+def _handlers_kept() -> Iterator[None]:
+    """The caller's SIGINT/SIGTERM handlers again after the run: asyncio resets the ones
+    its loop handled to the defaults, which would leave a host program's own behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _on_own_thread(

@@ -286,3 +286,24 @@ def test_signal_handlers_are_left_alone_off_the_main_thread(base: str, tmp_path:
     thread.join(60)
     assert box["r"].succeeded == 1
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_main_thread_run_gives_the_host_its_signal_handlers_back(
+    base: str, tmp_path: Path
+) -> None:
+    """The run handles SIGINT/SIGTERM while it goes (main thread), then the host's own
+    handlers are back, not the defaults asyncio resets them to."""
+    assert threading.current_thread() is threading.main_thread()
+    seen: list[int] = []
+
+    def host(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, host)
+    try:
+        batchrunner.run(ONE, output=tmp_path / "d", base_url=base)
+        assert signal.getsignal(signal.SIGTERM) is host
+        signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM]

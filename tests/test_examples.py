@@ -102,3 +102,13 @@ def test_every_run_option_is_in_the_readme() -> None:
     # Whole names only: `--max` must not pass because `--max-tokens` is documented.
     missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
     assert missing == []
+
+
+def test_every_fake_api_option_is_in_the_readme() -> None:
+    """`fake-api`'s long options (--tls-cert, --tls-key among them) are all documented."""
+    command = main.get_command(click.Context(main), "fake-api")
+    assert command is not None
+    names = _long_names(command)
+    assert "--tls-cert" in names
+    missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
+    assert missing == []
