@@ -93,9 +93,7 @@ def make_client(
 
     httpx's native transport spent ~8 ms of CPU per request at concurrency 256 here; the
     aiohttp transport ~0.45 ms. `transport` replaces it (tests pass an httpx.MockTransport).
-    The proxy and the trusted CAs come from `env` (the process environment by default),
-    as `network` reads them. Raises ConfigError for settings that cannot work.
-    """
+    Proxy and CAs: `network`, from `env` (default os.environ); ConfigError if unusable."""
     headers = {
         "Authorization": f"Bearer {api_key}",
         "User-Agent": USER_AGENT,
@@ -113,22 +111,14 @@ def make_client(
 
 
 def _transport(
-    base_url: str, concurrency: int, env: Mapping[str, str], headers: dict[str, str]
+    base_url: str, n: int, env: Mapping[str, str], headers: dict[str, str]
 ) -> AiohttpTransport:
-    """The aiohttp transport with the environment's CAs and proxy for `base_url`.
-
-    The proxy is passed with each request (aiohttp's `proxy=`): absolute-URI requests for
-    an http:// base URL, a CONNECT tunnel for https://. Its credentials go where aiohttp
-    sends them without its deprecated `proxy_auth`: in the CONNECT request's headers, or in
-    each request's own for a plain-HTTP target (which the proxy reads and strips).
-    aiohttp's `trust_env` is not used: it looks the proxy up and reads ~/.netrc in a
-    worker thread for every request.
-    """
-    limits = httpx.Limits(
-        max_connections=concurrency,
-        max_keepalive_connections=concurrency,
-        keepalive_expiry=60,
-    )
+    """The aiohttp transport with the environment's CAs and proxy for `base_url`: a CONNECT
+    tunnel for https://, absolute-URI requests for http://. Proxy credentials go where
+    aiohttp sends them without its deprecated `proxy_auth`: the CONNECT's headers, or each
+    plain-HTTP request's own. Not aiohttp's `trust_env`: it looks the proxy up and reads
+    ~/.netrc in a worker thread for every request."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=60)
     proxy = network.proxy_for(base_url, env)
     via: httpx.Proxy | None = None
     if proxy is not None:
@@ -339,10 +329,10 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _setup_failure(exc: BaseException) -> str | None:
     """Why this machine's settings keep the connection from being made, or None: a
-    certificate no trusted CA signed (or for another host), or a proxy refusing the tunnel."""
+    certificate no trusted CA signed (or for another host), or a proxy refusing the tunnel.
+    Deepest cause first: aiohttp's wrapper is an SSLCertVerificationError without reason."""
     for cause in reversed(list(_causes(exc))):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            # Deepest first: aiohttp's wrapper is one too, but only the ssl error has the reason.
             why = getattr(cause, "verify_message", None) or _one_line(cause)
             return (
                 f"the server's TLS certificate is not trusted (certificate verify failed: "
