@@ -1,8 +1,26 @@
-"""batchrunner: crash-safe, resumable batch runs against the Caicaini API."""
+"""batchrunner: crash-safe, resumable batch runs against the Caicaini API.
 
-from importlib.metadata import PackageNotFoundError, version
+The Python API is `run`/`arun` (`batchrunner.api`), loaded on first use so that
+`import batchrunner` stays cheap (the CLI imports this package before every command).
+"""
 
-try:
-    __version__ = version("batchrunner")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from batchrunner.version import __version__
+
+if TYPE_CHECKING:
+    from batchrunner.api import RunOptions, RunResult, arun, run
+
+__all__ = ["RunOptions", "RunResult", "__version__", "arun", "run"]
+
+_API = frozenset({"RunOptions", "RunResult", "arun", "run"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from batchrunner import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'batchrunner' has no attribute {name!r}")

@@ -103,6 +103,11 @@ def wrong_base_url(url: str, what: str) -> str:
     )
 
 
+def cannot_connect(url: str, why: str) -> str:
+    """The message for a base URL this machine cannot connect to as it is set up."""
+    return f"cannot connect to {url}: {why}, {_RESUME}"
+
+
 def not_an_api(models_url: str, err: RequestError) -> str | None:
     """The stop message when the preflight's answer shows the base URL is no API, else None.
 

@@ -18,11 +18,12 @@ import anyio
 import click
 from click.core import ParameterSource
 
-from batchrunner import __version__
-from batchrunner.config import BASE_ENV, KEY_ENV, base_url_problems, load_job
+from batchrunner.api import api_key, execute
+from batchrunner.config import BASE_ENV, base_url_problems, load_job
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.progress import ProgressPrinter
 from batchrunner.spec import DEFAULT_BASE
+from batchrunner.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -175,18 +176,13 @@ def run(
     the cap, disk; fix it and run again to resume), 130 SIGINT, 143 SIGTERM (run
     again to resume).
     """
-    from batchrunner.judging import run_and_judge
-
     with _user_errors():
-        api_key = _api_key()
+        key = api_key()
         spec = _load(job, input_path, output, dict(flags))
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
         hooks = _run_hooks(printer, verbose=verbose)
         try:
-            stats, judged = anyio.run(
-                lambda: run_and_judge(spec, api_key=api_key, hooks=hooks),
-                backend_options=_loop_options(),
-            )
+            stats, judged = execute(spec, api_key=key, hooks=hooks)
         finally:
             printer.close()
     where = stats.results or str(spec.output)
@@ -273,36 +269,12 @@ def check(base_url: str | None) -> None:
     from batchrunner.preflight import list_models
 
     with _user_errors():
-        key = _api_key()
+        key = api_key()
         url = (base_url or DEFAULT_BASE).rstrip("/")
         if problems := base_url_problems(url):
             raise ConfigError("; ".join(problems))
         models = anyio.run(lambda: list_models(base_url=url, api_key=key))
     click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
-
-
-def _loop_options() -> dict[str, bool]:
-    """uvloop where it is installed: its event loop cut the client's CPU per request by a
-    few percent at high concurrency (bench/littles_law.py); plain asyncio otherwise."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
-
-def _api_key() -> str:
-    key = os.environ.get(KEY_ENV, "").strip()
-    if not key:
-        raise ConfigError(f"{KEY_ENV} is not set: export your API key in that variable")
-    if not key.isascii() or not key.isprintable():
-        # It would fail deep in the HTTP stack, whose error may quote the header: say it
-        # here, and never show the key itself.
-        raise ConfigError(
-            f"{KEY_ENV} holds a control or non-ASCII character (the key is not shown); "
-            "check how it was exported"
-        )
-    return key
 
 
 @main.command("merge")

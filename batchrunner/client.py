@@ -15,6 +15,7 @@ or decides about the run.
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import httpx
 from aiohttp.http_exceptions import HttpProcessingError
 from httpx_aiohttp import AiohttpTransport
 
-from batchrunner import __version__
+from batchrunner import network
 from batchrunner.bodies import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -35,6 +36,7 @@ from batchrunner.bodies import (
     too_large_by_length,
 )
 from batchrunner.errors import (
+    ConnectionSetupError,
     Context,
     PeerProtocolError,
     RequestError,
@@ -45,9 +47,10 @@ from batchrunner.records import JSONObject, RawResponse, Request
 from batchrunner.redaction import Redactor
 from batchrunner.responses import classify, request_id, snippet, too_large
 from batchrunner.sse import SSEDecoder, SSEEvent
+from batchrunner.version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from batchrunner.protocols.base import StreamAssembler
 
@@ -85,30 +88,47 @@ def make_client(
     api_key: str,
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> httpx.AsyncClient:
     """One client per run: keep-alive pool as large as the number of workers.
 
     httpx's native transport spent ~8 ms of CPU per request at concurrency 256 here; the
     aiohttp transport ~0.45 ms. `transport` replaces it (tests pass an httpx.MockTransport).
-    """
+    Proxy and CAs: `network`, from `env` (default os.environ); ConfigError if unusable."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "User-Agent": USER_AGENT,
+        "Accept": "application/json",
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
     if transport is None:
-        limits = httpx.Limits(
-            max_connections=concurrency,
-            max_keepalive_connections=concurrency,
-            keepalive_expiry=60,
-        )
-        transport = AiohttpTransport(limits=limits)
+        transport = _transport(base_url, concurrency, os.environ if env is None else env, headers)
     return _ApiClient(
         base_url=base_url.rstrip("/") + "/",
         transport=transport,
-        headers={
-            "Authorization": f"Bearer {api_key}",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Accept-Encoding": ACCEPT_ENCODING,
-        },
+        headers=headers,
         follow_redirects=False,
     )
+
+
+def _transport(
+    base_url: str, n: int, env: Mapping[str, str], headers: dict[str, str]
+) -> AiohttpTransport:
+    """The aiohttp transport with the environment's CAs and proxy for `base_url`: a CONNECT
+    tunnel for https://, absolute-URI requests for http://. Proxy credentials go where
+    aiohttp sends them without its deprecated `proxy_auth`: the CONNECT's headers, or each
+    plain-HTTP request's own. Not aiohttp's `trust_env`: it looks the proxy up and reads
+    ~/.netrc in a worker thread for every request."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=60)
+    proxy = network.proxy_for(base_url, env)
+    via: httpx.Proxy | None = None
+    if proxy is not None:
+        tunnel = base_url.lower().startswith("https:")
+        auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else {}
+        via = httpx.Proxy(proxy.url, headers=auth if tunnel else None)
+        if not tunnel:
+            headers.update(auth)
+    return AiohttpTransport(limits=limits, verify=network.ssl_context(env), proxy=via)
 
 
 def post(
@@ -289,6 +309,9 @@ def _context(seen: _Seen) -> Context:
 def _transport_error(exc: Exception, seen: _Seen, redactor: Redactor) -> RetryableError:
     """Connection resets, truncated bodies, timeouts, a peer that is no HTTP(S) server:
     all worth another attempt for a row (the preflight stops on a PeerProtocolError)."""
+    setup = _setup_failure(exc)
+    if setup is not None:
+        return ConnectionSetupError(redactor.prose(setup), **_context(seen))
     foreign = _foreign_protocol(exc)
     if foreign is not None:
         return PeerProtocolError(redactor.prose(foreign), **_context(seen))
@@ -303,6 +326,26 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(cause))
         yield cause
         cause = cause.__cause__ or cause.__context__
+
+
+def _setup_failure(exc: BaseException) -> str | None:
+    """Why this machine's settings keep the connection from being made, or None: a
+    certificate no trusted CA signed (or for another host), or a proxy refusing the tunnel.
+    Deepest cause first: aiohttp's wrapper is an SSLCertVerificationError without reason."""
+    for cause in reversed(list(_causes(exc))):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = getattr(cause, "verify_message", None) or _one_line(cause)
+            return (
+                f"the server's TLS certificate is not trusted (certificate verify failed: "
+                f"{why}); if a private CA signed it, point SSL_CERT_FILE (or SSL_CERT_DIR) "
+                "at that CA"
+            )
+        if isinstance(cause, aiohttp.ClientHttpProxyError):
+            return (
+                f"the proxy refused the connection (HTTP {cause.status} {cause.message}); "
+                "check HTTPS_PROXY/HTTP_PROXY (and its user:password) or NO_PROXY"
+            )
+    return None
 
 
 def _foreign_protocol(exc: BaseException) -> str | None:

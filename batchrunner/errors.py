@@ -14,6 +14,7 @@ BatchRunnerError                exit 1
     ├── RetryableError          429, 5xx, 408, 409, timeouts, connection errors
     │   ├── ResponseFormatError a 2xx whose body or stream does not fit the convention
     │   └── PeerProtocolError   the peer does not speak HTTP(S) as the URL says (TLS, not HTTP)
+    │       └── ConnectionSetupError  an untrusted certificate or a refusing proxy
     └── PermanentError          other 4xx, a quota refusal, an answer over the size cap
 ```
 
@@ -30,7 +31,8 @@ stays true). The exit codes of `batchrunner run` (README, "Exit codes"):
 | 130 | SIGINT |
 | 143 | SIGTERM |
 
-Run-level causes: key refused, quota, unknown model, non-API base URL, the failure breaker,
+Run-level causes: key refused, quota, unknown model, non-API base URL, an untrusted TLS
+certificate or a refusing proxy, the failure breaker,
 the input changed under the run, the server asking again and again for waits over the
 cap, a run directory that cannot be written (disk full, out of file descriptors). A run
 that stops holds one `StopReason`, which names the cause and the error it leaves with. A
@@ -296,6 +298,12 @@ class PeerProtocolError(RetryableError):
 
     def __init__(self, message: str, **context: Unpack[Context]) -> None:
         super().__init__("connection_error", message, **context)
+
+
+class ConnectionSetupError(PeerProtocolError):
+    """The connection cannot be made as this machine is set up: the server's TLS
+    certificate is not trusted, or the proxy refused the tunnel. The message names the
+    setting to fix; the preflight stops the run with it."""
 
 
 class PermanentError(RequestError):

@@ -30,7 +30,8 @@ from batchrunner.scoring import EVAL_FILE, JUDGE_DIR, judge_rounds, read_verdict
 from batchrunner.spec import RequestSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import signal
+    from collections.abc import AsyncIterable, Callable, Iterator
     from pathlib import Path
 
     from batchrunner.evaluate import EvalSpec
@@ -73,6 +74,8 @@ class RunHooks:
     call_echo: Callable[[str], None] | None = None
     warn: Callable[[str], None] | None = None
     note: Callable[[str], None] | None = None  # what the judge phase is doing, for stderr
+    # Stop signals from the caller (api.execute, arun) instead of the process's handlers.
+    interrupts: AsyncIterable[signal.Signals] | None = None
 
 
 def _judge_settings(spec: EvalSpec, api: str) -> dict[str, Any]:
@@ -146,6 +149,7 @@ async def _run(spec: JobSpec, api_key: str, hooks: RunHooks) -> RunStats:
         progress=hooks.progress,
         call_echo=hooks.call_echo,
         warn=hooks.warn,
+        interrupts=hooks.interrupts,
     )
 
 

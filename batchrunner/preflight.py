@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
-from batchrunner.breakers import not_an_api, run_failure, wrong_base_url
+from batchrunner.breakers import cannot_connect, not_an_api, run_failure, wrong_base_url
 from batchrunner.client import exchange, make_client
-from batchrunner.errors import PeerProtocolError, RequestError, RunAbortedError
+from batchrunner.errors import (
+    ConnectionSetupError,
+    PeerProtocolError,
+    RequestError,
+    RunAbortedError,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -52,6 +57,9 @@ async def preflight(
         raw, models = await exchange(
             client, http, _model_ids, timeout_s=timeout_s, cap=max_response_bytes
         )
+    except ConnectionSetupError as exc:
+        # Not the URL's fault: the trusted CAs or the proxy, which the message names.
+        return Preflight(headers={}, stop=cannot_connect(base, exc.message))
     except PeerProtocolError as exc:
         # A TLS or protocol failure is no passing outage: this URL will never answer.
         return Preflight(headers={}, stop=wrong_base_url(base, exc.message))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import signal
+    from collections.abc import AsyncIterable, Callable
 
 LINE_EVERY_S = 10.0  # cron logs want a heartbeat, not a line per second
 
@@ -39,11 +40,13 @@ class Progress:
 @dataclass(slots=True, kw_only=True)
 class Hooks:
     """The caller's callbacks for one run: live `Progress` about once a second, each
-    calls.log line (`-v`), each warning. `warn` also keeps the warnings for RunStats."""
+    calls.log line (`-v`), each warning. `warn` also keeps the warnings for RunStats.
+    `interrupts`, when given, delivers the stop signals instead of the process."""
 
     progress: Callable[[Progress], None] | None = None
     call_echo: Callable[[str], None] | None = None
     warn_to: Callable[[str], None] | None = None
+    interrupts: AsyncIterable[signal.Signals] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:

@@ -9,6 +9,7 @@ run-level failures raise, and a run that ends with rows pending always raises.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from batchrunner.rundir import RunDir, stored_summary
 from batchrunner.runprep import stored_identity, validated
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterable, Callable
 
     import httpx
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -271,13 +272,21 @@ class _Run:
             await anyio.sleep(1.0)
 
     async def watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if self.stop is None:
-                    self._stop(StopReason.from_signal(signal.Signals(signum)), drain=True)
-                else:
-                    # Second Ctrl-C: skip the grace period; what arrived is still recorded.
-                    self.workers.cancel()
+        """SIGINT/SIGTERM: the caller's `interrupts`, else the process's, whose handlers
+        only the main thread may install (elsewhere a run stops when cancelled)."""
+        if self.hooks.interrupts is not None:
+            await self._on_signals(self.hooks.interrupts)
+        elif threading.current_thread() is threading.main_thread():
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await self._on_signals(signals)
+
+    async def _on_signals(self, signals: AsyncIterable[int]) -> None:
+        async for signum in signals:
+            if self.stop is None:
+                self._stop(StopReason.from_signal(signal.Signals(signum)), drain=True)
+            else:
+                # Second Ctrl-C: skip the grace period; what arrived is still recorded.
+                self.workers.cancel()
 
     async def watch_stalls(self) -> None:
         stall = self.spec.limits.stall_timeout_s
@@ -306,14 +315,16 @@ async def run_job(
     progress: Callable[[Progress], None] | None = None,
     call_echo: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    interrupts: AsyncIterable[signal.Signals] | None = None,
 ) -> RunStats:
     """Run (or resume) the job; return final counts when every row has an outcome.
 
     Raises the run-level errors: before sending (exit 2), and for a run that stops with
     rows pending (exit 3, 130 or 143; see `errors`). Every warning goes to `warn` as it
-    arises (RunStats.warnings has them all again).
+    arises (RunStats.warnings has them all again). `interrupts` replaces the process's
+    SIGINT/SIGTERM (see `_Run.watch_signals`).
     """
-    hooks = Hooks(progress=progress, call_echo=call_echo, warn_to=warn)
+    hooks = Hooks(progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts)
     concurrency, lowered = fit_concurrency(spec.limits.concurrency)
     if lowered is not None:
         spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))

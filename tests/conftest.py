@@ -5,6 +5,7 @@ Helpers that tests import live in tests/helpers.py, not here.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,6 +24,15 @@ def _zero_backoff() -> Iterator[None]:
     retrying.set_testing(True)
     yield
     retrying.set_testing(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """API calls honour *_PROXY variables: tests start without any (children too), so a
+    proxy set on the machine never carries a test's loopback traffic elsewhere."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from batchrunner.fakeapi import FakeOptions, FakeState, RunningServer, start_server
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable, Iterator, Mapping
     from types import TracebackType
 
@@ -39,9 +40,9 @@ def _root(base_url: str) -> str:
     return base_url.removesuffix("/v1")
 
 
-def _fetch(url: str, *, method: str = "GET") -> Any:
+def _fetch(url: str, *, method: str = "GET", context: ssl.SSLContext | None = None) -> Any:
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.loads(response.read())
 
 
@@ -49,7 +50,8 @@ class FakeServer:
     """`batchrunner.fakeapi` in a subprocess; `.base_url` ends in `/v1`.
 
     Without `env` the child inherits this environment minus CAICAINI_API_KEY, so only an
-    explicit `api_key` makes the server strict about keys.
+    explicit `api_key` makes the server strict about keys. `ssl_context` is what `/_fake/*`
+    requests trust when the server speaks HTTPS (`--tls-cert`).
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class FakeServer:
         api_key: str | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.args = args
+        self._context = ssl_context
         self._env = dict(os.environ if env is None else env)
         if env is None:
             self._env.pop("CAICAINI_API_KEY", None)
@@ -121,17 +125,21 @@ class FakeServer:
 
     def stats(self) -> dict[str, Any]:
         """`GET /_fake/stats`."""
-        result: dict[str, Any] = _fetch(_root(self.base_url) + "/_fake/stats")
+        result: dict[str, Any] = _fetch(
+            _root(self.base_url) + "/_fake/stats", context=self._context
+        )
         return result
 
     def log(self) -> list[dict[str, Any]]:
         """`GET /_fake/log`."""
-        result: list[dict[str, Any]] = _fetch(_root(self.base_url) + "/_fake/log")
+        result: list[dict[str, Any]] = _fetch(
+            _root(self.base_url) + "/_fake/log", context=self._context
+        )
         return result
 
     def reset(self) -> None:
         """`POST /_fake/reset`."""
-        _fetch(_root(self.base_url) + "/_fake/reset", method="POST")
+        _fetch(_root(self.base_url) + "/_fake/reset", method="POST", context=self._context)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,3 +112,13 @@ def test_every_option_of_the_read_commands_is_in_the_readme(name: str) -> None:
     names = _long_names(command)
     missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
     assert missing == []
+
+
+def test_every_fake_api_option_is_in_the_readme() -> None:
+    """`fake-api`'s long options (--tls-cert, --tls-key among them) are all documented."""
+    command = main.get_command(click.Context(main), "fake-api")
+    assert command is not None
+    names = _long_names(command)
+    assert "--tls-cert" in names
+    missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", README)]
+    assert missing == []

@@ -2,11 +2,12 @@
 
 FakeApi (service.py) holds what every /v1 route shares and the small routes; Generation
 (generation.py) the generation flow. `start_server` binds a loopback-friendly listener
-with a large backlog. No CLI concerns.
+with a large backlog, over TLS when given a certificate. No CLI concerns.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,11 +68,29 @@ async def start_server(options: FakeOptions, *, state: FakeState | None = None) 
         shutdown_timeout=0.25,  # a fake owes in-flight requests no graceful drain
     )
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, backlog=BACKLOG, reuse_address=True)
     try:
+        tls = _tls_context(options)
+        site = web.TCPSite(
+            runner,
+            options.host,
+            options.port,
+            backlog=BACKLOG,
+            reuse_address=True,
+            ssl_context=tls,
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     port = runner.addresses[0][1]
-    return RunningServer(runner, f"http://{_url_host(options.host)}:{port}/v1", state)
+    scheme = "https" if tls is not None else "http"
+    return RunningServer(runner, f"{scheme}://{_url_host(options.host)}:{port}/v1", state)
+
+
+def _tls_context(options: FakeOptions) -> ssl.SSLContext | None:
+    """HTTPS with the given certificate and key (SNI and ALPN as Python's defaults do)."""
+    if options.tls_cert is None or options.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(options.tls_cert, options.tls_key)
+    return context

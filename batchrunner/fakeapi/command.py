@@ -1,7 +1,8 @@
 """The `fake-api` click command: parse flags into FakeOptions, serve until SIGINT/SIGTERM.
 
 The only place of the fake API that reads the environment (CAICAINI_API_KEY) or writes to
-the terminal. The first stdout line is the contract: `listening on http://HOST:PORT/v1`.
+the terminal. The first stdout line is the contract: `listening on http://HOST:PORT/v1`
+(`https://` with --tls-cert and --tls-key).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 from typing import TYPE_CHECKING
 
 import click
@@ -52,6 +54,8 @@ async def _serve(options: FakeOptions) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         server = await start_server(options)
+    except ssl.SSLError as exc:  # before OSError, of which it is one
+        raise click.ClickException(f"cannot use the TLS certificate or key: {exc}") from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}"
@@ -150,6 +154,12 @@ async def _serve(options: FakeOptions) -> None:
     show_default=True,
     help="Larger request bodies get 413.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM certificate (chain): serve HTTPS (with --tls-key).",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
 def fake_api(
     host: str,
     port: int,
@@ -164,6 +174,8 @@ def fake_api(
     rate_limit_rpm: float,
     quota_exhausted: bool,
     max_body_mb: float,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Serve a local Caicaini-compatible API (both conventions) for tests and dry runs.
 
@@ -174,6 +186,7 @@ def fake_api(
     \b
     Example:
       batchrunner fake-api --port 0 --latency 0.02-0.05 --fault-rate 0.1
+      batchrunner fake-api --tls-cert server.pem --tls-key server.key   # https://
       CAICAINI_BASE=http://127.0.0.1:8765/v1 batchrunner run data.jsonl -o out
     """
     try:
@@ -192,6 +205,8 @@ def fake_api(
             quota_exhausted=quota_exhausted,
             max_body_mb=max_body_mb,
             api_key=os.environ.get("CAICAINI_API_KEY") or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

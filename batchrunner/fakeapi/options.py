@@ -52,6 +52,8 @@ class FakeOptions:
     max_body_mb: float = 32.0
     api_key: str | None = field(default=None, repr=False)
     log_limit: int = 100_000
+    tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS with it and tls_key
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -88,6 +90,8 @@ def _problems(options: FakeOptions) -> list[str]:
         problems.append("max body size must be > 0")
     if not 0 <= options.port <= 65535:
         problems.append(f"port must be within 0..65535, got {options.port}")
+    if (options.tls_cert is None) != (options.tls_key is None):
+        problems.append("--tls-cert and --tls-key go together")
     if options.api_key == "":
         problems.append("api_key must be None (any key) or a non-empty string")
     return problems

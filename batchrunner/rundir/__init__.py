@@ -5,7 +5,8 @@ Public surface: `RunDir` (the writer: lock, manifest, journal, parts, results.pa
 `DoneSet` with its `Outcome`s and `Counts`, and `OUTPUT_SCHEMA`. Modules, one job each:
 files (atomic write, fsync, disk errors, numbered files), manifest, doneset, journal
 (writing segments), lines (reading them), parts, results (assembly), replay (the one rule
-for counting parts and segments), recovery (repair on open), writer, status.
+for counting parts and segments), recovery (repair on open), writer, status, given (rows
+the Python API was given as objects, kept as the run's input file).
 """
 
 from __future__ import annotations

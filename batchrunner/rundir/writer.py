@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from batchrunner.errors import OutputError
 from batchrunner.rundir.doneset import DoneSet, Outcome
 from batchrunner.rundir.files import disk_errors
+from batchrunner.rundir.given import GIVEN_NAMES
 from batchrunner.rundir.journal import JournalWriter, encode_result
 from batchrunner.rundir.lines import parse_lines
 from batchrunner.rundir.manifest import NAME as MANIFEST
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from batchrunner.rundir.parts import PartInfo
     from batchrunner.spec import Durability
 
-_OWN_NAMES = {"lock", f"{MANIFEST}.tmp", "journal", "parts", "quarantine"}
+_OWN_NAMES = {"lock", f"{MANIFEST}.tmp", "journal", "parts", "quarantine", *GIVEN_NAMES}
 _LOCK_TRIES = 10  # `status` probes the lock for microseconds; don't mistake that for a run
 
 
