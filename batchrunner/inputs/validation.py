@@ -55,6 +55,7 @@ class InputSummary:
     files: list[Path]
     extra_columns: dict[str, str]
     seconds: float
+    max_output_tokens: int = 0  # every row's max_tokens (times `n` choices): plan's bound
 
 
 def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> InputSummary:
@@ -70,7 +71,7 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
     buckets = [array("Q") for _ in range(256)]
     kinds: dict[str, str] = {}
     last_types: dict[str, type] = {}
-    rows = 0
+    rows = bound = 0
     failure: SourceError | None = None
     parse = maker.parse
     # The run's own request building, less the Row and Request objects that cannot fail
@@ -82,7 +83,11 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
             for index, (record, where) in enumerate(records):
                 row_id, body, extra, api = parse(record, index, where)
                 shape = maker.shape or "simple"  # parse() has set it
-                builders[api or opts.api](body, defaults, shape=shape, api=api, where=where)
+                built, max_tokens = builders[api or opts.api](
+                    body, defaults, shape=shape, api=api, where=where
+                )
+                n = built.get("n")  # chat: n answers, each up to max_tokens
+                bound += max_tokens * n if type(n) is int and n > 1 else max_tokens
                 digest = _digest(row_id)
                 buckets[digest & 255].append(digest)
                 if not parquet:
@@ -110,6 +115,7 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
         files=input_files(path),
         extra_columns=columns,
         seconds=time.perf_counter() - started,
+        max_output_tokens=bound,
     )
 
 
