@@ -262,15 +262,15 @@ def _n(value: float) -> str:
 def _text_lines(p: Plan) -> list[str]:
     t = p.input_tokens
     if p.exact:
-        tokens = f"{_n(t['estimate'])}, counted on every row"
+        tokens = f"{_n(t['estimate'])}: count_tokens on every row"
     else:
         tokens = (
-            f"~{_n(t['estimate'])} (95% range {_n(t['low'])} to {_n(t['high'])}), from "
-            f"{p.counted_rows:,} rows spread over the input (mean {t['counted_mean']:,.1f})"
+            f"~{_n(t['estimate'])} (95% range {_n(t['low'])} to {_n(t['high'])}): "
+            f"count_tokens on {p.counted_rows:,} rows spread over the input"
         )
     lines = [
         f"input          {p.input}: {p.rows:,} rows ({p.api})",
-        f"input tokens   {tokens}, by POST /messages/count_tokens",
+        f"input tokens   {tokens}",
         f"output tokens  at most {_n(p.output_tokens['max'])} (every row's max_tokens)",
     ]
     c = p.cost
