@@ -271,7 +271,7 @@ def plan_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
 
     \b
     Example:
-      batchrunner plan --job jobs/nightly.toml --exact
+      batchrunner plan --job jobs/example.toml --exact
     """
     from batchrunner.plan import make_plan
 

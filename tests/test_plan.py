@@ -38,8 +38,8 @@ def _varied_rows(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _job(tmp_path: Path, *extra: str) -> Path:
-    write_jsonl(tmp_path / "in.jsonl", _varied_rows(ROWS))
+def _job(tmp_path: Path, *extra: str, rows: int = ROWS) -> Path:
+    write_jsonl(tmp_path / "in.jsonl", _varied_rows(rows))
     job = tmp_path / "job.toml"
     job.write_text(
         '[job]\ninput = "in.jsonl"\noutput = "run"\n[request]\nmax_tokens = 50\n'
@@ -63,15 +63,15 @@ def _recorded_input_tokens(out: Path) -> int:
     return total
 
 
-@pytest.mark.parametrize("api", ["messages", "chat"])
+@pytest.mark.parametrize(("api", "rows"), [("messages", ROWS), ("chat", 300)])
 def test_plan_counts_without_generating_and_matches_what_the_run_records(
-    tmp_path: Path, api: str
+    tmp_path: Path, api: str, rows: int
 ) -> None:
-    """On 1 000 rows: `plan --exact` sends 1 000 count_tokens requests and no generation; its
-    count is the sum of `usage.input_tokens` the run then records (chat rows, with a system
-    prompt, counted in the Messages shape, match too); a 100-row sample's range holds it;
-    the run's cost falls in the cost range."""
-    job = _job(tmp_path)
+    """On 1 000 rows (300 chat): `plan --exact` sends one count_tokens request a row and no
+    generation; its count is the sum of `usage.input_tokens` the run then records (chat rows,
+    with a system prompt, counted in the Messages shape, match too); a 100-row sample's range
+    holds it; the run's cost falls in the cost range."""
+    job = _job(tmp_path, rows=rows)
     flags = ["--job", str(job), "--api", api, "--system", "Answer in one word."]
     with FakeServer(api_key=TEST_KEY) as server:
         exact = _plan([*flags, "--exact"], server.base_url)
@@ -80,12 +80,12 @@ def test_plan_counts_without_generating_and_matches_what_the_run_records(
         run = run_cli(["run", *flags, "--base-url", server.base_url, "-q"])
     assert run.exit_code == 0, run.output
     assert log == [] and stats["answers_total"] == 0  # no generation was sent
-    assert stats["requests_total"] == ROWS
+    assert stats["requests_total"] == rows
     truth = _recorded_input_tokens(tmp_path / "run")
-    assert exact["exact"] and exact["counted_rows"] == ROWS == exact["rows"]
+    assert exact["exact"] and exact["counted_rows"] == rows == exact["rows"]
     assert exact["input_tokens"]["estimate"] == truth
     assert exact["converted_from_chat"] == (api == "chat")
-    assert exact["output_tokens"] == {"max": 50 * ROWS}
+    assert exact["output_tokens"] == {"max": 50 * rows}
     assert not sampled["exact"] and sampled["counted_rows"] == 100
     tokens = sampled["input_tokens"]
     assert tokens["low"] <= truth <= tokens["high"], (tokens, truth)
