@@ -86,8 +86,9 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
                 built, max_tokens = builders[api or opts.api](
                     body, defaults, shape=shape, api=api, where=where
                 )
-                n = built.get("n")  # chat: n answers, each up to max_tokens
-                bound += max_tokens * n if type(n) is int and n > 1 else max_tokens
+                bound += max_tokens
+                if "n" in built:  # chat: n answers, each up to max_tokens (a rare field)
+                    bound += max_tokens * (_choices(built["n"]) - 1)
                 digest = _digest(row_id)
                 buckets[digest & 255].append(digest)
                 if not parquet:
@@ -117,6 +118,10 @@ def validate(path: Path, opts: SourceOptions, *, _digest: Digest = _hash64) -> I
         seconds=time.perf_counter() - started,
         max_output_tokens=bound,
     )
+
+
+def _choices(n: object) -> int:
+    return n if type(n) is int and n > 1 else 1
 
 
 def _schema_check(maker: RowMaker) -> tuple[OnFile, list[Any]]:
