@@ -171,7 +171,7 @@ def execute(spec: JobSpec, *, api_key: str, hooks: RunHooks) -> tuple[RunStats, 
 
     if not _loop_running():
         with _handlers_kept():
-            return anyio.run(main, backend_options=_backend_options())
+            return anyio.run(main, backend_options=backend_options())
     return _on_own_thread(main)
 
 
@@ -193,7 +193,7 @@ def _handlers_kept() -> Iterator[None]:
 
 def _on_own_thread(main: Callable[[AsyncIterator[signal.Signals]], Awaitable[_T]]) -> _T:
     send, receive = anyio.create_memory_object_stream[signal.Signals](8)
-    portal = anyio.from_thread.start_blocking_portal("asyncio", _backend_options())
+    portal = anyio.from_thread.start_blocking_portal("asyncio", backend_options())
     with send, receive, portal as running, _ctrl_c_raises():
         future = running.start_task_soon(main, receive)
         while True:
@@ -289,7 +289,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _backend_options() -> dict[str, bool]:
+def backend_options() -> dict[str, bool]:
     """uvloop where it is installed: its event loop cut the client's CPU per request by a
     few percent at high concurrency (bench/littles_law.py); plain asyncio otherwise."""
     try:

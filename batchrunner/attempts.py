@@ -10,6 +10,7 @@ returned in its `Sent`, never raised. Nothing here touches files or decides abou
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -19,13 +20,15 @@ from batchrunner.client import exchange, post, redactor_of
 from batchrunner.errors import RequestError
 from batchrunner.records import Attempt, Completion, RawResponse, Request, Sent
 
+_MAX_MESSAGE = 300  # characters of an error message kept in calls.log
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import httpx
 
     from batchrunner.pacing import Pacer
-    from batchrunner.protocols.base import Protocol
+    from batchrunner.protocols.base import ResponseReader
     from batchrunner.retrying import RetryPolicy
 
 
@@ -33,7 +36,7 @@ async def send(
     client: httpx.AsyncClient,
     request: Request,
     *,
-    protocol: Protocol,
+    protocol: ResponseReader,
     policy: RetryPolicy,
     timeout_s: float,
     idle_timeout_s: float | None = None,
@@ -44,7 +47,9 @@ async def send(
     """Send one row's request with retries; never raises a `RequestError`.
 
     `timeout_s` is a total deadline per attempt (httpx's read timeout only bounds the gap
-    between chunks); `idle_timeout_s` bounds that gap for streams.
+    between chunks); `idle_timeout_s` bounds that gap for streams. With a cost cap on the
+    pacer (`Pacer.cost`), each attempt holds its worst-case cost while it is out. Raises
+    AdmissionClosedError when the pacer is closed or the cost cap refuses the attempt.
     """
     started = time.monotonic()
     attempts = _Attempts(
@@ -105,6 +110,7 @@ class _Attempts:
         "cap",
         "client",
         "cost",
+        "costcap",
         "count",
         "idle_timeout_s",
         "on_attempt",
@@ -120,7 +126,7 @@ class _Attempts:
         client: httpx.AsyncClient,
         request: Request,
         *,
-        protocol: Protocol,
+        protocol: ResponseReader,
         timeout_s: float,
         idle_timeout_s: float | None,
         pacer: Pacer | None,
@@ -128,6 +134,7 @@ class _Attempts:
         cap: int,
     ) -> None:
         self.client = client
+        self.costcap = pacer.cost if pacer is not None else None
         self.request = request
         self.protocol = protocol
         self.pacer = pacer
@@ -141,13 +148,20 @@ class _Attempts:
 
     async def one(self) -> tuple[RawResponse, Completion]:
         """One attempt: admission by the pacer, the exchange, the parsed answer; reported
-        to the pacer and `on_attempt` however it ends."""
+        to the pacer, the cost cap and `on_attempt` however it ends."""
+        held = await self.costcap.admit(self.request) if self.costcap is not None else None
         self.count += 1
         if self.pacer is not None:
-            await self.pacer.acquire(self.cost)
+            try:
+                await self.pacer.acquire(self.cost)
+            except BaseException:  # closed, or cancelled while waiting: nothing was sent
+                self._settle_cost(held, None)
+                raise
         t0 = time.monotonic()
         raw: RawResponse | None = None
+        completion: Completion | None = None
         error: RequestError | None = None
+        cancelled = False
         try:
             http = post(
                 self.client,
@@ -155,7 +169,7 @@ class _Attempts:
                 timeout_s=self.timeout_s,
                 idle_timeout_s=self.idle_timeout_s,
             )
-            raw, completion = await exchange(
+            raw, parsed = await exchange(
                 self.client,
                 http,
                 self.protocol.parse_response,
@@ -164,14 +178,32 @@ class _Attempts:
                 new_assembler=self.protocol.new_assembler if self.request.stream else None,
                 redactor=self.redactor,
             )
-            return raw, completion
+            completion = parsed  # for the cost cap: what the answer cost
+            return raw, parsed
         except RequestError as exc:
             error = exc
             raise
+        except anyio.get_cancelled_exc_class():
+            # A stop or the stall watchdog took the attempt off the wire: calls.log says
+            # so, rather than showing a line of nulls.
+            cancelled = True
+            raise
         finally:
-            self._report(raw, error, t0)
+            self._settle_cost(held, completion)
+            self._report(raw, error, t0, cancelled=cancelled)
 
-    def _report(self, raw: RawResponse | None, error: RequestError | None, t0: float) -> None:
+    def _settle_cost(self, held: float | None, completion: Completion | None) -> None:
+        if self.costcap is not None and held is not None:
+            self.costcap.settle(held, self.request, completion)
+
+    def _report(
+        self,
+        raw: RawResponse | None,
+        error: RequestError | None,
+        t0: float,
+        *,
+        cancelled: bool = False,
+    ) -> None:
         if self.pacer is not None:
             self.pacer.release(
                 status=raw.status if raw else (error.http_status if error else None),
@@ -181,7 +213,10 @@ class _Attempts:
                 used_tokens=_used_tokens(raw),
             )
         if self.on_attempt is not None:
-            self.on_attempt(_attempt_log(self.request, self.count, raw, error, t0))
+            attempt = _attempt_log(self.request, self.count, raw, error, t0)
+            if cancelled:
+                attempt = replace(attempt, error_type="cancelled")
+            self.on_attempt(attempt)
 
 
 def _attempt_log(
@@ -201,6 +236,7 @@ def _attempt_log(
         latency_ms=_ms_since(t0),
         error_type=error.error_type if error else None,
         retry_after=error.retry_after if error else None,
+        error_message=_shorten(error.message) if error else None,
     )
 
 
@@ -214,6 +250,13 @@ def _used_tokens(raw: RawResponse | None) -> int | None:
         if isinstance(value, int):
             total += value
     return total
+
+
+def _shorten(message: str) -> str:
+    """A message for calls.log: one line, at most `_MAX_MESSAGE` characters (an error body
+    can be a whole HTML page). It was redacted when the error was made."""
+    text = " ".join(message.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
 def _ms_since(t0: float) -> float:

@@ -10,6 +10,7 @@ already redacted what the server said; quotes are redacted again, as prose, to b
 from __future__ import annotations
 
 import re
+import shlex
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from batchrunner.config import BASE_ENV, KEY_ENV
@@ -54,18 +55,19 @@ def _model_named(err: RequestError) -> str | None:
     return redact(match.group(1)) if match else None
 
 
-def run_failure(err: RequestError) -> str | None:
+def run_failure(err: RequestError, *, settings_locked: bool = False) -> str | None:
     """A message naming the cause and the fix when `err` would hit every row, else None.
 
     Covered: the key refused (401), no permission (403), an unknown model or endpoint
     (404), no quota or credit (`RequestError.is_quota`: 402, or one of
-    `errors.QUOTA_CODES`). Everything else is a row's own failure.
+    `errors.QUOTA_CODES`). Everything else is a row's own failure. `settings_locked`: the
+    run directory holds outcomes, so its request settings (the model) cannot change.
     """
     names = _names(err)
     label = _label(err)
     if err.http_status == 401 or "authentication_error" in names or "invalid_api_key" in names:
-        # The server's text is left out on purpose: OpenAI's quotes part of the key.
-        return f"the API key was refused ({label}): check {KEY_ENV}, {_RESUME}"
+        # Quoted redacted: OpenAI's message shows part of the key (`sk-abc***xyz`).
+        return f"the API key was refused ({label}{_quote(err)}): check {KEY_ENV}, {_RESUME}"
     if err.is_quota:
         return (
             f"the account has no quota or credit left ({label}{_quote(err)}): add credit or "
@@ -82,9 +84,16 @@ def run_failure(err: RequestError) -> str | None:
     ):
         model = _model_named(err)
         which = f"unknown model '{model}'" if model else "unknown model"
+        if settings_locked:
+            return (
+                f"{which} ({label}{_quote(err)}): name a model the API serves with --model "
+                "(or `model` in the job file) and a new run directory (-o NEW_DIR); this one "
+                "holds rows recorded with the current model, which must stay the same in it"
+            )
         return (
             f"{which} ({label}{_quote(err)}): use --model (or `model` in the job file) to "
-            f"name a model the API serves, {_RESUME}"
+            f"name a model the API serves, {_RESUME} (no row is recorded yet, so the run "
+            "directory takes the new model)"
         )
     if err.http_status == 404:
         return (
@@ -175,13 +184,26 @@ class FailureStreak(Generic[T]):
         held, self.held = self.held, []
         return held
 
-    def message(self, last_error: str | None = None) -> str:
-        """Why the run stops and what to do, quoting the last error (redacted) if given."""
+    def message(
+        self, last_error: str | None = None, run_dir: str = "DIR", settings_locked: bool = False
+    ) -> str:
+        """Why the run stops and what to do, quoting the last error (redacted) if given.
+
+        `settings_locked`: the run directory holds outcomes, so a fix that changes request
+        settings needs a new one (otherwise the resume takes the new settings).
+        """
         last = ""
         if last_error:
             text = " ".join(redact(last_error).split())[:_MAX_QUOTE]
             last = f' (the last one: "{text}")'
+        where = (
+            "; a fix in the request settings needs a new run directory (-o NEW_DIR), as this "
+            "one holds recorded rows"
+            if settings_locked
+            else ""
+        )
         return (
-            f"the last {self.k} rows all failed{last}; they are left pending: fix the cause "
-            f"(calls.log in the run directory has every attempt), {_RESUME}"
+            f"the last {self.k} rows all failed{last}; they are left pending: "
+            f"`batchrunner report {shlex.quote(run_dir)}` shows the last error and calls.log "
+            f"every attempt; fix the cause, {_RESUME}{where}"
         )

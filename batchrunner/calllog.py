@@ -2,7 +2,10 @@
 
 The API docs ask users to log the response id of every call. Each line is appended with a
 single write() (O_APPEND), so concurrent attempts never interleave and a crash tears at most
-the last line. It never sees the API key: attempts carry ids, statuses and timings only.
+the last line. It never sees the API key: attempts carry ids, statuses, timings and, for a
+failed attempt, its error message, redacted when the error was made. `last_error` reads the
+newest failure back for `report` (a tripped breaker leaves its rows pending, so calls.log
+is the one file that holds why).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import json
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import DiskError
 
@@ -61,9 +64,39 @@ class CallLog:
             "error_type": attempt.error_type,
             "retry_after": attempt.retry_after,
         }
+        if attempt.error_message is not None:
+            record["error_message"] = attempt.error_message
         line = json.dumps(record, separators=(",", ":"))
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):
             os.write(self._fd, (line + "\n").encode())
         if self.echo is not None:
             self.echo(line)
+
+
+# Far enough back to pass the cancelled attempts of a stop (one per worker) and the
+# successes after a failure; reading more would make `report` slow on a long log.
+_TAIL_BYTES = 1 << 20
+
+
+def last_error(path: Path) -> dict[str, Any] | None:
+    """The newest failed attempt in the last MiB of calls.log (cancelled ones skipped), as
+    logged; None when there is none, or no calls.log."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail = fh.read()
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the cut first line of the tail, or a torn last one
+        if not isinstance(record, dict):
+            continue
+        error_type = record.get("error_type")
+        if isinstance(error_type, str) and error_type != "cancelled":
+            return record
+    return None

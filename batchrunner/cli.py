@@ -8,6 +8,7 @@ with the variables' names from `config`.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import anyio
 import click
 from click.core import ParameterSource
 
-from batchrunner.api import api_key, execute
+from batchrunner.api import api_key, backend_options, execute
 from batchrunner.config import BASE_ENV, base_url_problems, load_job
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.progress import ProgressPrinter
@@ -150,6 +151,11 @@ def _load(
 @click.option(
     "--max-response-bytes", type=click.IntRange(min=1), help="Cap on one answer. [64 MiB]"
 )
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop dispatching before the recorded cost passes USD (needs [pricing]). [off]",
+)
 @click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
 def run(
@@ -173,7 +179,8 @@ def run(
     Exit codes (of the run's own rows; judge failures show in `report`): 0 all
     succeeded, 1 some errored, 2 bad usage or input (nothing sent), 3 stopped with
     rows pending by a run-level cause (key, quota, model, input changed, waits over
-    the cap, disk; fix it and run again to resume), 130 SIGINT, 143 SIGTERM (run
+    the cap, disk,
+    --max-cost; fix it and run again to resume), 130 SIGINT, 143 SIGTERM (run
     again to resume).
     """
     with _user_errors():
@@ -260,6 +267,43 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
         if spec.eval is not None and (missing := check_columns(spec.eval, summary.extra_columns)):
             raise ConfigError("; ".join(missing))
     click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid")
+
+
+@main.command("plan")
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@_request_options
+@_base_url_option
+@click.option("--exact", is_flag=True, help="Count every row, not a sample.")
+@click.option(
+    "--sample", type=click.IntRange(min=2), default=100, show_default=True, help="Rows to count."
+)
+@click.option("--concurrency", type=click.IntRange(1, 10_000), help="Counts in flight. [32]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
+    """Rows, input tokens, the output bound and the cost of a job; sends no generation.
+
+    Input tokens are counted by the API (POST {base}/messages/count_tokens) on SAMPLE rows
+    spread over the input and extrapolated with a 95% range, or on every row with --exact;
+    chat rows in the Messages shape. Cost needs [pricing]. Exit codes: 0 done, 1 some
+    sampled rows could not be counted, 2 bad usage or input, 3 the API refused to count.
+
+    \b
+    Example:
+      batchrunner plan --job jobs/example.toml --exact
+    """
+    from batchrunner.plan import make_plan
+
+    with _user_errors():
+        key = api_key()
+        exact, sample, as_json = flags.pop("exact"), flags.pop("sample"), flags.pop("as_json")
+        spec = _load(job, input_path, Path(), flags)
+        found = anyio.run(
+            lambda: make_plan(spec, api_key=key, exact=exact, sample=sample),
+            backend_options=backend_options(),
+        )
+    click.echo(json.dumps(found.to_json()) if as_json else found.to_text())
+    if found.failed_rows:
+        sys.exit(1)
 
 
 @main.command()

@@ -49,6 +49,7 @@ _LIMITS_KEYS = {
     "grace": "grace_s",
     "max_wait": "max_wait_s",
     "max_response_bytes": "max_response_bytes",
+    "max_cost": "max_cost",
 }
 _PRICING_KEYS = {f.name for f in fields(PricingSpec)}
 # None: the section's own parser names unknown keys (evaluate.parse_eval, with a hint).
@@ -125,6 +126,11 @@ def load_job(
     problems += _check_job(api, durability, limit)
     shard = _shard(pick("shard", jsec, "shard", None), limit, problems)
     pricing, evals = _optional_sections(data, problems)
+    if limits_values["max_cost"] is not None and "pricing" not in data:
+        problems.append(
+            "--max-cost (or [limits] max_cost) needs a [pricing] section in the job file "
+            "(input_per_mtok, output_per_mtok: USD per million tokens) to price what is spent"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
     assert inp is not None and out is not None  # for mypy: problems caught both
@@ -274,6 +280,9 @@ def _check_limits(v: dict[str, Any]) -> list[str]:
         problems.append("breaker_window must be a whole number >= 0")
     if not _is_int(v["max_response_bytes"]) or v["max_response_bytes"] < 1:
         problems.append("max_response_bytes must be a whole number >= 1")
+    cost = v["max_cost"]
+    if cost is not None and (not _is_number(cost) or cost <= 0):
+        problems.append(f"max_cost must be a number of USD > 0{_not(cost)}")
     return problems
 
 

@@ -32,6 +32,8 @@ from batchrunner.ratelimits import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from batchrunner.costcap import CostCap
+
 # The longest single wait the server can impose (a cool-down, a learned budget's wait):
 # longer asks are obeyed this far and counted, and persistent ones stop the run.
 MAX_WAIT_S = 60.0
@@ -128,6 +130,8 @@ class Pacer:
         self._on_give_up = on_give_up
         self._head: tuple[float, str] | None = None  # (until, why) of the head waiter
         self.seats = Seats()  # workers take one per row: see `admission`
+        # --max-cost: each attempt reserves its worst case here before `acquire` (attempts)
+        self.cost: CostCap | None = None
 
     @property
     def in_flight(self) -> int:
@@ -221,6 +225,13 @@ class Pacer:
         self._notify()
         return True
 
+    def give_up(self, why: str) -> None:
+        """Admit nothing more, and tell the run why (`on_give_up`), once."""
+        if not self.seats.closed:
+            self.close()
+            if self._on_give_up is not None:
+                self._on_give_up(why)
+
     def close(self) -> None:
         """Admit nothing more: rows waiting (for admission or a retry backoff) are cancelled
         now, attempts on the wire may finish, and their rows are cancelled when they end."""
@@ -232,6 +243,8 @@ class Pacer:
         now = self._clock()
         if self._cooldown_until > now:
             return f"{math.ceil(self._cooldown_until - now)} s for {self._cooldown_why}"
+        if self.cost is not None and (held_back := self.cost.waiting()) is not None:
+            return held_back
         head = self._head
         if head is None or head[1] == "cooldown":  # a cool-down that just ended
             return None
@@ -354,10 +367,8 @@ class Pacer:
             states=states,
             cost=cost,
         )
-        if verdict is not None and not self.seats.closed:
-            self.close()
-            if self._on_give_up is not None:
-                self._on_give_up(verdict)
+        if verdict is not None:
+            self.give_up(verdict)
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, anyio.Event()

@@ -117,6 +117,7 @@ class Attempt:
     latency_ms: float
     error_type: str | None
     retry_after: float | None
+    error_message: str | None = None  # the server's message or the client's reason, shortened
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrunner.calllog import last_error
 from batchrunner.errors import ConfigError
 from batchrunner.rundir import read_status
 from batchrunner.rundir.recorded import Recorded
@@ -82,6 +83,7 @@ class Report:
     rows_per_s: float | None
     requests_per_s: float | None
     cost: Mapping[str, Any] | None
+    last_error: Mapping[str, Any] | None = None  # the newest failed attempt in calls.log
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -280,6 +282,7 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
         rows_per_s=round(done / busy, 3) if busy > 0 else None,
         requests_per_s=round(requests / busy, 3) if busy > 0 else None,
         cost=_cost(tally, pricing),
+        last_error=last_error(run_dir / "calls.log"),
         warnings=tuple(dict.fromkeys([*st.warnings, *recorded.warnings])),
     )
 
@@ -365,6 +368,8 @@ def _text_lines(r: Report) -> list[str]:
             f"(outcomes {r.completed_at['first']} to {r.completed_at['last']})"
         )
     lines.append(_cost_line(r.cost))
+    if r.last_error is not None:
+        lines.append(_last_error_line(r.last_error))
     lines += [f"warning: {w}" for w in r.warnings]
     return lines
 
@@ -376,4 +381,16 @@ def _cost_line(cost: Mapping[str, Any] | None) -> str:
         f"cost      ${cost['usd']:,.4f} (input ${cost['input_usd']:,.4f}, output "
         f"${cost['output_usd']:,.4f}; ${cost['input_per_mtok']:g}/${cost['output_per_mtok']:g} "
         f"per million tokens, from {cost['pricing_from']})"
+    )
+
+
+def _last_error_line(e: Mapping[str, Any]) -> str:
+    """The newest failed attempt: what a stop's message quotes, for a later look."""
+    ts = e.get("ts")
+    when = _iso(int(ts * 1e6)) if isinstance(ts, int | float) else None
+    status = f"HTTP {e['http_status']} " if e.get("http_status") is not None else ""
+    message = f': "{e["error_message"]}"' if e.get("error_message") else ""
+    return (
+        f"last error {when or '?'}, row {e.get('row_id')} attempt {e.get('attempt')}: "
+        f"{status}{e.get('error_type')}{message} (calls.log has every attempt)"
     )

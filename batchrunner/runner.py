@@ -21,6 +21,7 @@ from batchrunner.attempts import send
 from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
+from batchrunner.costcap import cost_cap
 from batchrunner.errors import (
     ConfigError,
     DiskError,
@@ -219,7 +220,8 @@ class _Run:
             # A success ends the failure streak: the errors held back are real outcomes.
             self._record(*self.streak.succeeded(), success_result(row, sent))
             return
-        cause = run_failure(sent.error)
+        locked = self.rundir.holds_outcomes  # then a stop's advice cannot be a new setting
+        cause = run_failure(sent.error, settings_locked=locked)
         if cause is not None:
             # Every row would fail the same way: stop, and leave this row pending.
             self._stop(StopReason(cause))
@@ -234,7 +236,8 @@ class _Run:
         # the run's reason, not their own, and stay pending (see FailureStreak).
         self.last_completion = time.monotonic()  # an outcome, for the stall watchdog
         if self.streak.failed(result):
-            self._stop(StopReason(self.streak.message(str(sent.error))))
+            why = self.streak.message(str(sent.error), str(self.spec.output), locked)
+            self._stop(StopReason(why))
 
     def _record(self, *results: Result) -> None:
         for result in results:
@@ -357,6 +360,7 @@ async def run_job(
     )
     with rundir:
         run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
+        run.pacer.cost = await cost_cap(spec, rundir.path, on_refused=run.pacer.give_up)
         try:
             if run.progress.done < run.progress.total:
                 await _fan_out(run, api_key)

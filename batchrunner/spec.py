@@ -66,6 +66,7 @@ class LimitsSpec:
     grace_s: float = 30.0  # SIGINT/SIGTERM: how long in-flight requests may finish
     max_wait_s: float = 60.0  # the longest single wait the server may impose (pacing)
     max_response_bytes: int = 64 * 1024 * 1024  # decoded; a bigger answer errors its row
+    max_cost: float | None = None  # USD: stop dispatching before recorded cost passes it
 
     def attempt_timeout(self, stream: bool) -> float:
         if self.timeout_s is not None:

@@ -11,20 +11,22 @@ from batchrunner.redaction import redact
 KEY = "sk-live-abcdef0123456789"
 
 
-def test_401_names_the_key_variable_and_never_the_key() -> None:
-    """A refused key stops the run, says to check CAICAINI_API_KEY, and quotes nothing secret."""
+def test_401_names_the_key_variable_and_quotes_the_server_without_the_key() -> None:
+    """A refused key stops the run, quotes the server's message with anything key-shaped
+    redacted (OpenAI's shows part of the key), and says to check CAICAINI_API_KEY."""
     err = PermanentError(
         "invalid_request_error",
-        f"Incorrect API key provided: {KEY}",
+        f"Incorrect API key provided: {KEY}. Also sk-abc***wxyz.",
         http_status=401,
         code="invalid_api_key",
     )
     message = run_failure(err)
     assert message == (
-        "the API key was refused (HTTP 401 invalid_request_error): check CAICAINI_API_KEY, "
+        'the API key was refused (HTTP 401 invalid_request_error: "Incorrect API key '
+        'provided: [redacted] Also [redacted]"): check CAICAINI_API_KEY, '
         "then run the same command again to resume"
     )
-    assert KEY not in message
+    assert KEY not in message and "wxyz" not in message
 
 
 def test_authentication_error_type_without_status_still_stops() -> None:
@@ -67,6 +69,21 @@ def test_unknown_model_names_it_and_the_flag(err: RequestError, model: str) -> N
     assert message is not None
     assert message.startswith(f"unknown model '{model}' (")
     assert "--model" in message
+
+
+def test_unknown_model_advice_depends_on_whether_rows_are_recorded() -> None:
+    """With nothing recorded the advice is --model and the same command (the run directory
+    takes the new model); with rows recorded it is a new run directory, since a resume
+    there must keep the model."""
+    err = PermanentError("not_found_error", "model: nope", http_status=404)
+    fresh = run_failure(err)
+    assert fresh is not None
+    assert "use --model" in fresh and "then run the same command again to resume" in fresh
+    assert "no row is recorded yet" in fresh
+    locked = run_failure(err, settings_locked=True)
+    assert locked is not None
+    assert '"model: nope"' in locked and "--model" in locked
+    assert "new run directory (-o NEW_DIR)" in locked and "same command" not in locked
 
 
 def test_unknown_model_without_a_name_in_the_message() -> None:
@@ -173,9 +190,21 @@ def test_streak_message_names_the_cause_and_the_fix() -> None:
         'the last 50 rows all failed (the last one: "HTTP 502 bad gateway via [redacted]")'
     )
     assert "left pending" in message and "--retry-errors" not in message
+    assert "`batchrunner report DIR` shows the last error" in message
     assert message.endswith("then run the same command again to resume")
     assert KEY not in message
     assert "the last 50 rows all failed; they are left pending" in FailureStreak(50).message()
+
+
+def test_streak_message_names_the_run_dir_and_a_new_one_when_settings_are_locked() -> None:
+    """The report command names the run directory (shell-quoted); with rows recorded, a
+    fix in the settings is said to need a new run directory."""
+    streak: FailureStreak[object] = FailureStreak(5)
+    message = streak.message("HTTP 400 invalid_request_error: bad", "runs/my night", True)
+    assert "`batchrunner report 'runs/my night'`" in message
+    assert message.endswith(
+        "needs a new run directory (-o NEW_DIR), as this one holds recorded rows"
+    )
 
 
 def test_streak_refuses_a_negative_window() -> None:

@@ -287,6 +287,31 @@ def test_bad_values_refused(tmp_path: Path, toml: str, fragment: str) -> None:
     assert fragment in problems(job_file(tmp_path, toml))
 
 
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("[limits]\nmax_cost = 0\n", "max_cost must be a number of USD > 0"),
+        ('[limits]\nmax_cost = "5"\n', "max_cost must be a number of USD > 0"),
+        ("[limits]\nmax_cost = nan\n", "max_cost must be a number of USD > 0, not nan"),
+        ("[limits]\nmax_cost = 5\n", "needs a [pricing] section in the job file"),
+    ],
+)
+def test_a_bad_cost_cap_or_one_without_pricing_is_refused(
+    tmp_path: Path, toml: str, fragment: str
+) -> None:
+    """max_cost must be a positive number, and it needs [pricing] to price the spend."""
+    assert fragment in problems(job_file(tmp_path, toml))
+
+
+def test_the_cost_cap_comes_from_the_job_file_or_the_flag(tmp_path: Path) -> None:
+    """[limits] max_cost with [pricing] sets the cap; --max-cost wins; absent, no cap."""
+    job = job_file(tmp_path, "[limits]\nmax_cost = 2.5\n[pricing]\ninput_per_mtok = 1\n")
+    assert load(job).limits.max_cost == 2.5
+    assert load(job, max_cost=7.0).limits.max_cost == 7.0
+    assert load().limits.max_cost is None
+    assert "needs a [pricing] section" in problems(max_cost=1.0)
+
+
 def test_limit_flag_must_be_positive() -> None:
     """--limit 0 is refused."""
     assert "--limit must be at least 1" in problems(limit=0)

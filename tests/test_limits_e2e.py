@@ -211,7 +211,8 @@ def test_a_429_pauses_every_worker_for_its_retry_after(tmp_path: Path) -> None:
 
 
 def test_the_stall_watchdog_requeues_hung_requests(tmp_path: Path) -> None:
-    """With every first attempt hung, --stall-timeout 1 requeues them and the run completes."""
+    """With every first attempt hung, --stall-timeout 1 requeues them and the run completes;
+    calls.log says each hung attempt was `cancelled` (not a line of nulls)."""
     src = write_jsonl(tmp_path / "in.jsonl", _rows(24))
     out = tmp_path / "run"
     fake = ["--faults", "hang", "--fault-rate", "1.0", "--fault-max-per-prompt", "1"]
@@ -238,6 +239,11 @@ def test_the_stall_watchdog_requeues_hung_requests(tmp_path: Path) -> None:
     assert "24 rows: 24 succeeded, 0 errored" in done.stdout
     by_prompt = _by_prompt(log)
     assert len(by_prompt) == 24
+    calls = [json.loads(line) for line in (out / "calls.log").read_text().splitlines()]
+    cancelled = [c for c in calls if c["error_type"] == "cancelled"]
+    assert {c["row_id"] for c in cancelled} == {f"q{i}" for i in range(24)}
+    assert all(c["attempt"] == 1 and c["http_status"] is None for c in cancelled)
+    assert all(c["error_type"] is not None or c["http_status"] is not None for c in calls)
     for entries in by_prompt.values():
         # The first attempt hung and was requeued; a later one was answered.
         assert entries[0]["fault"] == "hang" and entries[0]["status"] is None, entries

@@ -184,5 +184,37 @@ def test_text_report_for_people_and_an_empty_run(tmp_path: Path) -> None:
         "cost      unknown: give --job FILE with a [pricing] section",
     ):
         assert expected in out, out
+    assert "last error" not in out  # no calls.log: nothing failed on the wire
     missing = run_cli(["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "not a batchrunner run directory" in missing.stderr
+
+
+def test_the_last_failed_attempt_comes_from_calls_log(tmp_path: Path) -> None:
+    """The newest failed attempt of calls.log (cancelled ones and a torn last line skipped)
+    is in `last_error` and in the text: what a tripped breaker's pending rows failed with."""
+    run = tmp_path / "run"
+    open_run(run, total=3).close()
+    lines = [
+        {"ts": 1.0, "row_id": "r0", "attempt": 1, "http_status": 200, "error_type": None},
+        {
+            "ts": 1_760_000_000.5,
+            "row_id": "r1",
+            "attempt": 2,
+            "http_status": 400,
+            "error_type": "invalid_request_error",
+            "error_message": "Invalid model name passed in model=nope",
+        },
+        {"ts": 3.0, "row_id": "r2", "attempt": 1, "http_status": None, "error_type": "cancelled"},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"ts": 4.0, "row_id'
+    (run / "calls.log").write_text(text)
+    report = summarize(run)
+    assert report.last_error == lines[1]
+    assert json.loads(report.to_json())["last_error"]["row_id"] == "r1"
+    assert (
+        "last error 2025-10-09T08:53:20.500000Z, row r1 attempt 2: HTTP 400 "
+        'invalid_request_error: "Invalid model name passed in model=nope" '
+        "(calls.log has every attempt)"
+    ) in report.to_text()
+    (run / "calls.log").write_text(json.dumps(lines[0]) + "\n")
+    assert summarize(run).last_error is None

@@ -615,3 +615,20 @@ def test_rows_are_built_with_the_jobs_defaults(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="max_tokens must be at least 1, got 0") as err:
         validate(path, SourceOptions(request=RequestSpec(max_tokens=0)))
     assert err.value.where == f"{path}:2"
+
+
+def test_the_output_bound_sums_every_rows_max_tokens_times_its_choices(tmp_path: Path) -> None:
+    """`max_output_tokens`: each row's own max_tokens or the default, times chat's `n`."""
+    from batchrunner.spec import RequestSpec
+
+    rows = [
+        {"prompt": "a"},
+        {"prompt": "b", "max_tokens": 10},
+        {"prompt": "c", "max_tokens": 10, "n": 3},
+        {"prompt": "d", "max_completion_tokens": 7},
+    ]
+    src = write_lines(tmp_path / "in.jsonl", rows)
+    chat = SourceOptions(api="chat", request=RequestSpec(max_tokens=100))
+    assert validate(src, chat).max_output_tokens == 100 + 10 + 30 + 7
+    messages = SourceOptions(request=RequestSpec(max_tokens=100))
+    assert validate(write_lines(tmp_path / "m.jsonl", rows[:2]), messages).max_output_tokens == 110

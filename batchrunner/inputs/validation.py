@@ -57,6 +57,7 @@ class InputSummary:
     extra_columns: dict[str, str]
     seconds: float
     shard_rows: int | None = None  # with a shard: how many of the rows are its own
+    max_output_tokens: int = 0  # every row's max_tokens (times `n` choices): plan's bound
 
 
 def validate(
@@ -76,7 +77,7 @@ def validate(
     buckets = [array("Q") for _ in range(256)]
     kinds: dict[str, str] = {}
     last_types: dict[str, type] = {}
-    rows = shard_rows = 0
+    rows = shard_rows = bound = 0
     owns = shard.owns if shard is not None else None
     failure: SourceError | None = None
     parse = maker.parse
@@ -89,7 +90,12 @@ def validate(
             for index, (record, where) in enumerate(records):
                 row_id, body, extra, api = parse(record, index, where)
                 shape = maker.shape or "simple"  # parse() has set it
-                builders[api or opts.api](body, defaults, shape=shape, api=api, where=where)
+                built, max_tokens = builders[api or opts.api](
+                    body, defaults, shape=shape, api=api, where=where
+                )
+                bound += max_tokens
+                if "n" in built:  # chat: n answers, each up to max_tokens (a rare field)
+                    bound += max_tokens * (_choices(built["n"]) - 1)
                 digest = _digest(row_id)
                 buckets[digest & 255].append(digest)
                 if owns is not None and owns(row_id):
@@ -120,7 +126,12 @@ def validate(
         extra_columns=columns,
         seconds=time.perf_counter() - started,
         shard_rows=shard_rows if shard is not None else None,
+        max_output_tokens=bound,
     )
+
+
+def _choices(n: object) -> int:
+    return n if type(n) is int and n > 1 else 1
 
 
 def _schema_check(maker: RowMaker) -> tuple[OnFile, list[Any]]:

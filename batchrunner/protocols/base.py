@@ -44,6 +44,19 @@ class StreamAssembler(typing.Protocol):
         ...
 
 
+class ResponseReader(typing.Protocol):
+    """What sending needs of an endpoint (`attempts.send`): how to read its answer."""
+
+    def parse_response(self, body: JSONObject) -> Completion:
+        """The fields the caller keeps; raises ResponseFormatError for a body that does not
+        fit."""
+        ...
+
+    def new_assembler(self) -> StreamAssembler:
+        """A fresh assembler for one streamed response."""
+        ...
+
+
 class Protocol(typing.Protocol):
     """One API convention: how a row becomes a request and a response becomes a Completion."""
 

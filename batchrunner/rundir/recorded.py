@@ -66,6 +66,16 @@ def read_recorded(path: Path, columns: Sequence[str] = COLUMNS) -> Iterator[pa.T
     return Recorded(path, tuple(columns)).tables()
 
 
+def token_sums(path: Path) -> tuple[int, int]:
+    """Input and output tokens of the recorded rows (the last outcome of each): what the
+    run directory has spent, for --max-cost on resume. Reads two columns only."""
+    sums = [0, 0]
+    for table in read_recorded(path, ("input_tokens", "output_tokens")):
+        for i, column in enumerate(table.columns):
+            sums[i] += pc.sum(column).as_py() or 0
+    return sums[0], sums[1]
+
+
 def results_current(path: Path) -> bool:
     """results.parquet holds every recorded outcome: no segment waits and no part is newer.
 

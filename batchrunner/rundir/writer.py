@@ -17,12 +17,12 @@ import fcntl
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import OutputError
 from batchrunner.rundir.doneset import DoneSet, Outcome
-from batchrunner.rundir.files import disk_errors
+from batchrunner.rundir.files import disk_errors, list_parts, list_segments
 from batchrunner.rundir.given import GIVEN_NAMES
 from batchrunner.rundir.journal import JournalWriter, encode_result
 from batchrunner.rundir.lines import parse_lines
@@ -88,16 +88,25 @@ def _take_lock(path: Path) -> int:
     raise OutputError(f"run dir {path} is in use by pid {holder}")
 
 
+def recorded_any(path: Path) -> bool:
+    """Whether `path` holds any outcome: a part, a journal line or results.parquet."""
+    if list_parts(path / "parts") or (path / "results.parquet").exists():
+        return True
+    return any(seg.stat().st_size > 0 for _, seg in list_segments(path / "journal"))
+
+
 def _claim(
     path: Path,
     lock_fd: int,
     fingerprint: Mapping[str, object],
     total_rows: int,
     summary: StoredSummary | None,
+    warnings: list[str],
 ) -> Manifest:
     """Check (or create) the manifest, note our pid in the lock file; the manifest in force.
 
-    A different fingerprint raises OutputError before anything is changed.
+    A different fingerprint raises OutputError before anything is changed, unless no
+    outcome is recorded yet: then the new fingerprint replaces the old (said in `warnings`).
     """
     manifest = read_manifest(path)
     if manifest is None:
@@ -110,9 +119,18 @@ def _claim(
             "no runs; resume a shard in its own directory, or use a new output directory"
         )
     elif diff := manifest.differences(fingerprint):
-        raise OutputError(
-            f"run dir {path} holds a different run ({'; '.join(diff)}); "
-            "use a new output directory, or the original input and settings"
+        if recorded_any(path):
+            raise OutputError(
+                f"run dir {path} holds a different run ({'; '.join(diff)}); "
+                "use a new output directory, or the original input and settings"
+            )
+        # Nothing is recorded here, so no outcome can be mixed with the new settings: a
+        # stop's advice ("use --model X, then run the same command again") must work.
+        manifest = replace(Manifest.new(fingerprint, total_rows, summary), unknown=manifest.unknown)
+        write_manifest(path, manifest)
+        warnings.append(
+            f"no row of {path} was recorded yet: it takes this command's input and settings "
+            f"({'; '.join(diff)})"
         )
     with disk_errors(path):
         os.ftruncate(lock_fd, 0)
@@ -163,6 +181,8 @@ class RunDir:
         self._oldest = 0.0
         self._uncommitted: dict[int, Sealed] = {}
         self._parts = parts
+        # Once an outcome is recorded, the run's input and settings are fixed (see _claim).
+        self._holds_outcomes = bool(parts) or (path / "results.parquet").exists()
         self._mutex = threading.Lock()  # guards the two fields below across threads
         self._committing = threading.RLock()  # one commit (or finalize) at a time
 
@@ -192,11 +212,11 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=True)
             lock_fd = _take_lock(path)
         try:
-            manifest = _claim(path, lock_fd, fingerprint, total_rows, input_summary)
+            warnings: list[str] = []
+            manifest = _claim(path, lock_fd, fingerprint, total_rows, input_summary, warnings)
             with disk_errors(path):
                 outside = manifest.total_rows - manifest.rows  # other shards' rows
                 done = DoneSet(total_rows, retry_errors=retry_errors, outside=outside)
-                warnings: list[str] = []
                 parts, next_seq = recover(path, done, warnings)
         except BaseException:
             os.close(lock_fd)
@@ -223,6 +243,11 @@ class RunDir:
         """The done set, for inspection; the runner goes through `counts` and `is_done`."""
         return self._done
 
+    @property
+    def holds_outcomes(self) -> bool:
+        """Whether any outcome is recorded here, so a resume must keep input and settings."""
+        return self._holds_outcomes
+
     def counts(self) -> Counts:
         """Rows of the current input by outcome, as a frozen value."""
         return self._done.counts()
@@ -236,6 +261,7 @@ class RunDir:
         self._buffer.append(result)
         self._lines.append(line)
         self._done.mark(result.index, succeeded=result.status == "succeeded")
+        self._holds_outcomes = True
 
     def should_seal(self, now: float) -> bool:
         """True when flush_rows outcomes wait, or the oldest waited flush_s (time.monotonic)."""

@@ -217,6 +217,30 @@ def test_fingerprint_mismatch_names_every_key_and_touches_nothing(tmp_path: Path
         assert rd.done.succeeded == 1
 
 
+def test_with_nothing_recorded_a_new_fingerprint_replaces_the_old_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """No outcome recorded (a run stopped before its first answer): the directory takes the
+    new input and settings, says so naming each change, and keeps them from then on."""
+    run = tmp_path / "run"
+    old = {"input": {"size": 1}, "settings": {"model": "nope"}}
+    open_run(run, fingerprint=old).close()
+    new = {"input": {"size": 1}, "settings": {"model": "caicaini/auto"}}
+    with open_run(run, fingerprint=new) as rd:
+        assert rd.warnings == [
+            f"no row of {run} was recorded yet: it takes this command's input and settings "
+            "(settings.model: nope -> caicaini/auto)"
+        ]
+        assert not rd.holds_outcomes
+        rd.record(make_result(0))
+        assert rd.holds_outcomes
+        commit_all(rd)  # the outcome now lives in a part, the journal is empty
+    with pytest.raises(OutputError, match=r"settings\.model: caicaini/auto -> nope"):
+        open_run(run, fingerprint=old)
+    with open_run(run, fingerprint=new) as rd:
+        assert rd.warnings == [] and rd.holds_outcomes
+
+
 def test_a_directory_that_is_not_a_run_dir_is_refused(tmp_path: Path) -> None:
     """An existing directory with other files and no manifest is never taken over."""
     (tmp_path / "notes.txt").write_text("mine")
