@@ -19,15 +19,23 @@ import click
 from click.core import ParameterSource
 
 from batchrunner import __version__
-from batchrunner.config import BASE_ENV, KEY_ENV, base_url_problems, load_job
+from batchrunner.cmdline import command_line
+from batchrunner.config import (
+    BASE_ENV,
+    KEY_ENV,
+    base_url_problems,
+    load_job,
+    plain_http_warning,
+)
+from batchrunner.display import open_display
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
-from batchrunner.progress import ProgressPrinter
-from batchrunner.spec import DEFAULT_BASE
+from batchrunner.spec import DEFAULT_BASE, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from batchrunner.spec import JobSpec
+    from batchrunner.progress import RunEnd
+    from batchrunner.spec import JobSpec, PricingSpec
 
 
 @contextmanager
@@ -147,13 +155,15 @@ def _load(
 @click.option(
     "--max-response-bytes", type=click.IntRange(min=1), help="Cap on one answer. [64 MiB]"
 )
-@click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
+@click.option("--no-progress", is_flag=True, help="No live display: a plain line every 10 s.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress at all: only the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
 def run(
     input_path: Path | None,
     output: Path | None,
     job: Path | None,
     no_progress: bool,
+    quiet: bool,
     verbose: bool,
     **flags: Any,
 ) -> None:
@@ -165,36 +175,47 @@ def run(
     \b
     Example:
       batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
+    Progress: a live display on a terminal, a plain line every 10 s otherwise (or with
+    --no-progress), nothing with -q. Every run ends with a summary on stdout saying what
+    the exit code means and what to do.
+
     Exit codes: 0 all succeeded, 1 some errored, 2 bad usage or input (nothing
     sent), 3 stopped with rows pending by a run-level cause (key, quota, model, input
     changed, waits over the cap, disk; fix it and run again to resume), 130 SIGINT,
     143 SIGTERM (run again to resume).
     """
     from batchrunner.runner import run_job
+    from batchrunner.summary import summary_lines
 
-    with _user_errors():
-        api_key = _api_key()
-        spec = _load(job, input_path, output, dict(flags))
-        printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
-        echo = (lambda line: click.echo(line, err=True)) if verbose else None
-        try:
-            stats = anyio.run(
-                lambda: run_job(
-                    spec,
-                    api_key=api_key,
-                    progress=printer.update,
-                    call_echo=echo,
-                    warn=lambda msg: click.echo(f"warning: {msg}", err=True),
-                ),
-                backend_options=_loop_options(),
-            )
-        finally:
-            printer.close()
-    where = stats.results or str(spec.output)
-    click.echo(
-        f"{stats.total} rows: {stats.succeeded} succeeded, {stats.errored} errored"
-        f" ({stats.sent_rows} recorded by this run) -> {where}"
-    )
+    ended: list[RunEnd] = []
+    pricing: PricingSpec | None = None
+    try:
+        with _user_errors():
+            api_key = _api_key()
+            spec = _load(job, input_path, output, dict(flags))
+            pricing = spec.pricing
+            display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
+            echo = (lambda line: click.echo(line, err=True)) if verbose else None
+            try:
+                stats = anyio.run(
+                    lambda: run_job(
+                        spec,
+                        api_key=api_key,
+                        progress=display.update if display is not None else None,
+                        call_echo=echo,
+                        warn=lambda msg: click.echo(f"warning: {msg}", err=True),
+                        ended=ended.append,
+                    ),
+                    backend_options=_loop_options(),
+                )
+            finally:
+                if display is not None:
+                    display.close()
+    finally:
+        # Also after an error (its line is on stderr already): what happened, what to do.
+        if ended:
+            retry = command_line(click.get_current_context(), "--retry-errors")
+            click.echo("\n".join(summary_lines(ended[-1], pricing=pricing, retry_command=retry)))
     # run_job returns only when every row has an outcome (it raises otherwise, exit 3 /
     # 130 / 143); a pending row here would be a bug, and must not pass for success.
     if stats.pending or stats.results is None:
@@ -247,17 +268,30 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 
 @main.command()
 @_base_url_option
-def check(base_url: str | None) -> None:
-    """Preflight: the key and base URL work (GET /models). Sends no generation."""
-    from batchrunner.preflight import list_models
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model to look for.")
+def check(base_url: str | None, model: str) -> None:
+    """Preflight: does the base URL answer, is the key accepted, is the model listed.
+
+    One line for each, from GET {base}/models (no generation is sent). Exit 0 when all
+    three hold, 3 when one does not (the line says why), 2 for a bad base URL or no key.
+    """
+    from batchrunner.preflight import check_api
 
     with _user_errors():
         key = _api_key()
         url = (base_url or DEFAULT_BASE).rstrip("/")
         if problems := base_url_problems(url):
             raise ConfigError("; ".join(problems))
-        models = anyio.run(lambda: list_models(base_url=url, api_key=key))
-    click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
+        if (plain := plain_http_warning(url)) is not None:
+            click.echo(f"warning: {plain}", err=True)
+        facts = anyio.run(lambda: check_api(base_url=url, api_key=key, model=model))
+    for fact in facts:
+        state = {True: "ok", False: "FAIL", None: "skipped"}[fact.ok]
+        click.echo(f"{fact.name:<9} {state:<7} {fact.detail}")
+    if not all(fact.ok for fact in facts):
+        failed = ", ".join(fact.name for fact in facts if fact.ok is False)
+        click.echo(f"Error: check failed ({failed}): fix it, then run check again", err=True)
+        sys.exit(3)
 
 
 def _loop_options() -> dict[str, bool]:

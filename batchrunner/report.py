@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from batchrunner.errors import ConfigError
 from batchrunner.rundir import read_status
+from batchrunner.rundir.history import invocation_line, load_history
 from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
@@ -82,10 +83,13 @@ class Report:
     rows_per_s: float | None
     requests_per_s: float | None
     cost: Mapping[str, Any] | None
+    invocations: tuple[Mapping[str, Any], ...] = ()  # run.json's entries, oldest first
     warnings: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "warnings": list(self.warnings)})
+        return json.dumps(
+            {**asdict(self), "invocations": list(self.invocations), "warnings": list(self.warnings)}
+        )
 
     def to_text(self) -> str:
         """The same figures for people, one topic per line."""
@@ -252,6 +256,8 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
     done = tally.status["succeeded"] + tally.status["errored"]
     busy = tally.busy_s()
     requests = sum(k * n for k, n in tally.attempts.items())
+    history, problem = load_history(run_dir)
+    unread = [f"{run_dir / 'run.json'} is unreadable ({problem})"] if problem else []
     return Report(
         run_dir=str(run_dir),
         total=st.total,
@@ -277,7 +283,8 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
         rows_per_s=round(done / busy, 3) if busy > 0 else None,
         requests_per_s=round(requests / busy, 3) if busy > 0 else None,
         cost=_cost(tally, pricing),
-        warnings=tuple(dict.fromkeys([*st.warnings, *recorded.warnings])),
+        invocations=tuple(history["invocations"]) if history else (),
+        warnings=tuple(dict.fromkeys([*st.warnings, *recorded.warnings, *unread])),
     )
 
 
@@ -362,6 +369,7 @@ def _text_lines(r: Report) -> list[str]:
             f"(outcomes {r.completed_at['first']} to {r.completed_at['last']})"
         )
     lines.append(_cost_line(r.cost))
+    lines += [f"run       {invocation_line(entry)}" for entry in r.invocations]
     lines += [f"warning: {w}" for w in r.warnings]
     return lines
 
