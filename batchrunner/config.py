@@ -204,10 +204,13 @@ def plain_http_warning(url: str) -> str | None:
     if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
         return None
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        pass  # a name: it may resolve anywhere
+        ip = None  # a name: it may resolve anywhere
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if ip is not None and ip.is_loopback:
+        return None
     return (
         f"the API key will be sent unencrypted: http://{parts.netloc} is plain http:// to a "
         f"host that is not loopback, so anyone on the way can read it; use https://"

@@ -172,7 +172,7 @@ def progress_items(
         ("cost", f"${cost:,.4f} so far" if cost is not None else "unknown: no [pricing]"),
         (
             "wire",
-            f"{p.in_flight:,} on the wire (limit {limit})  {p.retry_waiting:,} waiting to "
+            f"{p.in_flight:,} on the wire (limit {limit})  {p.retry_waiting:,} rows to "
             f"retry  retries {p.retries:,}  429s {p.http_429:,}  529s {p.http_529:,}",
         ),
         ("errors", ", ".join(f"{_printable(kind)} {n:,}" for kind, n in errors) or "none"),
