@@ -195,15 +195,16 @@ def run(
             spec = _load(job, input_path, output, dict(flags))
             pricing = spec.pricing
             display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
-            echo = (lambda line: click.echo(line, err=True)) if verbose else None
+            # While a live display holds the terminal, stderr lines go through it.
+            say = display.echo if display is not None else _say
             try:
                 stats = anyio.run(
                     lambda: run_job(
                         spec,
                         api_key=api_key,
                         progress=display.update if display is not None else None,
-                        call_echo=echo,
-                        warn=lambda msg: click.echo(f"warning: {msg}", err=True),
+                        call_echo=say if verbose else None,
+                        warn=lambda msg: say(f"warning: {msg}"),
                         ended=ended.append,
                     ),
                     backend_options=_loop_options(),
@@ -292,6 +293,10 @@ def check(base_url: str | None, model: str) -> None:
         failed = ", ".join(fact.name for fact in facts if fact.ok is False)
         click.echo(f"Error: check failed ({failed}): fix it, then run check again", err=True)
         sys.exit(3)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _loop_options() -> dict[str, bool]:

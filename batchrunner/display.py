@@ -1,7 +1,9 @@
 """The live progress display of `run` on a terminal: one line per item, fitted to its width.
 
-rich redraws the block in place (cursor up, erase line) and prints warnings and `-v`
-lines above it (it stands in for sys.stderr while live). Every line is cut to one column
+rich redraws the block in place (cursor up, erase line); warnings and `-v` lines go
+through `echo`, which prints them above the block and redraws it below. (click.echo
+would not do: it wraps stderr's buffer, bypassing rich's stand-in for sys.stderr, and a
+line written behind rich's back leaves a stale copy of the block.) Every line is cut to one column
 less than the terminal is wide, read again at each refresh (a resized pane is followed),
 so no line ever wraps: a wrapped line is what left stale copies on the screen before. Only
 this module imports rich, and only when a terminal display is used (40-70 ms of imports).
@@ -81,6 +83,7 @@ class LiveDisplay:
         )
         self._rates = Rates()
         self._live_started = False
+        self._width = 79
 
     def update(self, p: Progress) -> None:
         from rich.console import Group
@@ -90,7 +93,7 @@ class LiveDisplay:
         self._console.size = (columns, rows)
         # One column spare: a line that fills the last column leaves some terminals in a
         # pending wrap, and the next cursor move then lands a line off.
-        width = max(columns - 1, 1)
+        width = self._width = max(columns - 1, 1)
         lines = display_lines(p, self._rates.add(p, time.monotonic()), self.pricing, width=width)
         texts = [Text(line, no_wrap=True, overflow="ellipsis") for line in lines]
         for text in texts:
@@ -100,6 +103,16 @@ class LiveDisplay:
             self._live.start()
             self._live_started = True
         self._live.update(block, refresh=True)
+
+    def echo(self, line: str) -> None:
+        """A line above the block (a warning, a `-v` call line); the block follows below."""
+        from rich.text import Text
+
+        if self._live_started:
+            self._console.print(Text(line), width=self._width)  # wrapped short of the edge
+        else:
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Clear the block (the summary follows) and give sys.stderr back."""
@@ -112,9 +125,11 @@ def open_display(
     *, quiet: bool, no_progress: bool, pricing: PricingSpec | None
 ) -> LiveDisplay | PlainProgress | None:
     """The progress display `run` asked for: live on a terminal (stderr), plain lines
-    elsewhere or with --no-progress, none with -q."""
+    elsewhere (a dumb terminal, which cannot move its cursor, included) or with
+    --no-progress, none with -q."""
     if quiet:
         return None
-    if no_progress or not sys.stderr.isatty():
+    dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
+    if no_progress or dumb or not sys.stderr.isatty():
         return PlainProgress(pricing=pricing)
     return LiveDisplay(sys.stderr, pricing=pricing)

@@ -216,6 +216,11 @@ class PlainProgress:
             sys.stderr.write(render(p, pricing=self.pricing, rates=rates) + "\n")
             sys.stderr.flush()
 
+    def echo(self, line: str) -> None:
+        """A line of its own (a warning, a `-v` call line)."""
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
     def close(self) -> None:
         """Nothing to clear: every line is complete."""
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import pyte
 import pytest
 
-from batchrunner.display import display_lines
-from batchrunner.progress import Progress, Rates
+from batchrunner.display import LiveDisplay, display_lines, open_display
+from batchrunner.progress import PlainProgress, Progress, Rates
 from batchrunner.records import Attempt, Result
 from batchrunner.spec import PricingSpec
 from tests.fakeserver import FakeServer
@@ -71,13 +71,14 @@ def _drive(cmd: list[str], *, columns: int, env: dict[str, str]) -> tuple[int, b
     return code, bytes(data), stdout
 
 
-@pytest.mark.parametrize("columns", [80, 44])
+@pytest.mark.parametrize(("columns", "verbose"), [(80, False), (44, False), (80, True)])
 def test_the_live_display_fits_a_narrow_terminal_and_redraws_in_place(
-    tmp_path: Path, columns: int
+    tmp_path: Path, columns: int, verbose: bool
 ) -> None:
     """Through a pty `columns` wide: no piece of text wider than the terminal, never more
     than one `rows` line on the emulated screen (no stale copies), rows and errors shown,
-    the block cleared at the end and the summary on stdout."""
+    the block cleared at the end and the summary on stdout. With -v every attempt's line
+    prints above the block, and the block still redraws in place."""
     src = write_jsonl(
         tmp_path / "in.jsonl", [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(_ROWS)]
     )
@@ -88,6 +89,7 @@ def test_the_live_display_fits_a_narrow_terminal_and_redraws_in_place(
         env.update(CAICAINI_API_KEY=TEST_KEY, TERM="xterm-256color")
         cmd = [sys.executable, "-m", "batchrunner", "run", str(src), "-o", str(out)]
         cmd += ["--base-url", server.base_url, "--concurrency", "2", "--max-attempts", "1"]
+        cmd += ["-v"] if verbose else []
         code, raw, stdout = _drive(cmd, columns=columns, env=env)
     assert code == 1, stdout  # the 500s errored their rows
     text = raw.decode("utf-8")
@@ -112,6 +114,9 @@ def test_the_live_display_fits_a_narrow_terminal_and_redraws_in_place(
     assert any(f"/{_ROWS}" in line for line in seen_rows), seen_rows
     assert any("api_error" in line for line in seen_errors), seen_errors
     assert not any(line.startswith("rows ") for line in screen.display)  # cleared at the end
+    if verbose:  # calls.log lines, wrapped short of the edge, then the block below them
+        assert sum('"row_id":' in line for line in screen.display) >= 5, screen.display
+        assert any(line.startswith("rows ") for line in seen[len(seen) // 2])
     assert stdout.startswith(f"{_ROWS} rows: ") and "exit 1: " in stdout
 
 
@@ -164,3 +169,17 @@ def test_rates_follow_the_last_ten_seconds() -> None:
         p.attempts += 1
         req_s, _, _, _ = rates.add(p, float(t))
     assert req_s == pytest.approx(1.0, abs=0.15)
+
+
+def test_the_display_is_chosen_by_flags_and_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """-q: none; --no-progress, no terminal or a dumb one: plain lines; else live."""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")
+    assert open_display(quiet=True, no_progress=False, pricing=None) is None
+    assert isinstance(open_display(quiet=False, no_progress=True, pricing=None), PlainProgress)
+    assert isinstance(open_display(quiet=False, no_progress=False, pricing=None), LiveDisplay)
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(open_display(quiet=False, no_progress=False, pricing=None), PlainProgress)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    assert isinstance(open_display(quiet=False, no_progress=False, pricing=None), PlainProgress)
