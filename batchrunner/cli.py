@@ -20,21 +20,17 @@ from click.core import ParameterSource
 
 from batchrunner import __version__
 from batchrunner.cmdline import command_line
-from batchrunner.config import (
-    BASE_ENV,
-    KEY_ENV,
-    base_url_problems,
-    load_job,
-    plain_http_warning,
-)
+from batchrunner.config import BASE_ENV, KEY_ENV, base_url_problems, load_job, plain_http_warning
 from batchrunner.display import open_display
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.spec import DEFAULT_BASE, DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    from batchrunner.progress import RunEnd
+    from batchrunner.display import LiveDisplay
+    from batchrunner.progress import PlainProgress, RunEnd
+    from batchrunner.runner import RunStats
     from batchrunner.spec import JobSpec, PricingSpec
 
 
@@ -175,19 +171,13 @@ def run(
     \b
     Example:
       batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
-    Progress: a live display on a terminal, a plain line every 10 s otherwise (or with
-    --no-progress), nothing with -q. Every run ends with a summary on stdout saying what
-    the exit code means and what to do.
 
-    Exit codes: 0 all succeeded, 1 some errored, 2 bad usage or input (nothing
-    sent), 3 stopped with rows pending by a run-level cause (key, quota, model, input
-    changed, waits over the cap, disk; fix it and run again to resume), 130 SIGINT,
-    143 SIGTERM (run again to resume).
+    Exit codes (the summary at the end says which, and what to do): 0 all succeeded,
+    1 some errored, 2 bad usage or input (nothing sent), 3 stopped with rows pending by
+    a run-level cause (key, quota, model, input changed, waits over the cap, disk; fix
+    it and run again to resume), 130 SIGINT, 143 SIGTERM (run again to resume).
     """
-    from batchrunner.runner import run_job
-    from batchrunner.summary import summary_lines
-
-    ended: list[RunEnd] = []
+    ended: list[RunEnd] = []  # how the invocation ended, once its run directory opened
     pricing: PricingSpec | None = None
     try:
         with _user_errors():
@@ -195,26 +185,12 @@ def run(
             spec = _load(job, input_path, output, dict(flags))
             pricing = spec.pricing
             display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
-            # While a live display holds the terminal, stderr lines go through it.
-            say = display.echo if display is not None else _say
-            try:
-                stats = anyio.run(
-                    lambda: run_job(
-                        spec,
-                        api_key=api_key,
-                        progress=display.update if display is not None else None,
-                        call_echo=say if verbose else None,
-                        warn=lambda msg: say(f"warning: {msg}"),
-                        ended=ended.append,
-                    ),
-                    backend_options=_loop_options(),
-                )
-            finally:
-                if display is not None:
-                    display.close()
+            stats = _run_showing(spec, api_key, display, verbose=verbose, ended=ended.append)
     finally:
         # Also after an error (its line is on stderr already): what happened, what to do.
         if ended:
+            from batchrunner.summary import summary_lines
+
             retry = command_line(click.get_current_context(), "--retry-errors")
             click.echo("\n".join(summary_lines(ended[-1], pricing=pricing, retry_command=retry)))
     # run_job returns only when every row has an outcome (it raises otherwise, exit 3 /
@@ -293,6 +269,36 @@ def check(base_url: str | None, model: str) -> None:
         failed = ", ".join(fact.name for fact in facts if fact.ok is False)
         click.echo(f"Error: check failed ({failed}): fix it, then run check again", err=True)
         sys.exit(3)
+
+
+def _run_showing(
+    spec: JobSpec,
+    api_key: str,
+    display: LiveDisplay | PlainProgress | None,
+    *,
+    verbose: bool,
+    ended: Callable[[RunEnd], None],
+) -> RunStats:
+    """run_job with `display` fed, then closed; while a live display holds the terminal,
+    warnings and -v lines go through it."""
+    from batchrunner.runner import run_job
+
+    say = display.echo if display is not None else _say
+    try:
+        return anyio.run(
+            lambda: run_job(
+                spec,
+                api_key=api_key,
+                progress=display.update if display is not None else None,
+                call_echo=say if verbose else None,
+                warn=lambda msg: say(f"warning: {msg}"),
+                ended=ended,
+            ),
+            backend_options=_loop_options(),
+        )
+    finally:
+        if display is not None:
+            display.close()
 
 
 def _say(line: str) -> None:

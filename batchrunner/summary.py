@@ -37,9 +37,9 @@ def summary_lines(
     when errored rows could be sent again."""
     p = end.progress
     where = f" -> {end.results}" if end.results else ""
-    lines = [
-        f"{end.total:,} rows: {end.succeeded:,} succeeded, {end.errored:,} errored, "
-        f"{end.pending:,} pending{where}",
+    lines = [  # plain numbers in the first line: scripts grep it
+        f"{end.total} rows: {end.succeeded} succeeded, {end.errored} errored, "
+        f"{end.pending} pending{where}",
         f"this run: {_rows(p.succeeded + p.errored)} recorded in {end.wall_s:,.1f} s; "
         f"{p.attempts:,} requests ({p.retries:,} retries, 429s {p.http_429:,}, "
         f"529s {p.http_529:,}); tokens {p.input_tokens:,} in, {p.output_tokens:,} out",
