@@ -42,12 +42,15 @@ def test_run_json_holds_both_invocations_of_a_resumed_run(
     its version, times, the job as run, the input's identity and right counts."""
     job = _job(tmp_path, 10)
     out = tmp_path / "run"
-    base = ["run", "--job", str(job), "--base-url", shared_api.base_url, "-q"]
-    first = run_cli([*base, "--limit", "4"])
+    base = ["run", "--job", str(job), "--base-url", shared_api.base_url]
+    first = run_cli([*base, "--limit", "4", "--no-progress"])
     assert first.exit_code == 0, first.stderr
+    assert " | cost $0.0000 so far | " in first.stderr  # [pricing] reaches the display
     assert len(_run_json(out)["invocations"]) == 1
-    second = run_cli(base)
+    second = run_cli([*base, "-q"])
     assert second.exit_code == 0, second.stderr
+    cost_line = next(line for line in second.stdout.splitlines() if line.startswith("cost: "))
+    assert cost_line.startswith("cost: $0.00") and cost_line.endswith(" this run")
 
     data = _run_json(out)
     one, two = data["invocations"]
