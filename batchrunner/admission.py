@@ -68,6 +68,11 @@ class Seats:
         the stall watchdog's candidates."""
         return [seat for seat in list(self._seats) if seat.on_wire and seat.since <= when]
 
+    def retry_waiting(self) -> int:
+        """Rows between a failed attempt and their next one (a retry backoff, or admission
+        again): off the wire, yet admitted before. Once a second for the display."""
+        return sum(1 for seat in list(self._seats) if not seat.on_wire and seat.since > -math.inf)
+
     def admitted(self, now: float) -> None:
         """The current task's attempt was admitted: its row is on the wire."""
         seat = _SEAT.get()

@@ -27,11 +27,19 @@ if TYPE_CHECKING:
 
 
 class CallLog:
-    """Appends attempt lines to a file; echoes each to `echo` too (the CLI's `-v`)."""
+    """Appends attempt lines to a file; echoes each to `echo` too (the CLI's `-v`), and
+    hands each attempt to `tap` (the run's progress counters)."""
 
-    def __init__(self, path: Path, *, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        echo: Callable[[str], None] | None = None,
+        tap: Callable[[Attempt], None] | None = None,
+    ) -> None:
         self.path = path
         self.echo = echo
+        self.tap = tap
         self._fd = -1
 
     def __enter__(self) -> CallLog:
@@ -52,6 +60,8 @@ class CallLog:
             self._fd = -1
 
     def write(self, attempt: Attempt) -> None:
+        if self.tap is not None:
+            self.tap(attempt)
         # Built by hand: dataclasses.asdict deep-copies and cost more than the write.
         record = {
             "ts": round(time.time(), 3),

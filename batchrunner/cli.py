@@ -20,17 +20,21 @@ import click
 from click.core import ParameterSource
 
 from batchrunner.api import api_key, backend_options, execute
-from batchrunner.config import BASE_ENV, base_url_problems, load_job
+from batchrunner.cmdline import command_line
+from batchrunner.config import BASE_ENV, base_url_problems, load_job, plain_http_warning
+from batchrunner.display import open_display
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
-from batchrunner.progress import ProgressPrinter
-from batchrunner.spec import DEFAULT_BASE
+from batchrunner.spec import DEFAULT_BASE, DEFAULT_MODEL
 from batchrunner.version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    from batchrunner.judging import RunHooks
-    from batchrunner.spec import JobSpec
+    from batchrunner.display import LiveDisplay
+    from batchrunner.judging import JudgeStats
+    from batchrunner.progress import PlainProgress, RunEnd
+    from batchrunner.runner import RunStats
+    from batchrunner.spec import JobSpec, PricingSpec
 
 
 @contextmanager
@@ -156,13 +160,15 @@ def _load(
     type=click.FloatRange(min=0, min_open=True),
     help="Stop dispatching before the recorded cost passes USD (needs [pricing]). [off]",
 )
-@click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
+@click.option("--no-progress", is_flag=True, help="No live display: a plain line every 10 s.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress at all: only the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
 def run(
     input_path: Path | None,
     output: Path | None,
     job: Path | None,
     no_progress: bool,
+    quiet: bool,
     verbose: bool,
     **flags: Any,
 ) -> None:
@@ -176,52 +182,37 @@ def run(
     \b
     Example:
       batchrunner run prompts.jsonl -o runs/first --api messages --concurrency 64
-    Exit codes (of the run's own rows; judge failures show in `report`): 0 all
-    succeeded, 1 some errored, 2 bad usage or input (nothing sent), 3 stopped with
-    rows pending by a run-level cause (key, quota, model, input changed, waits over
-    the cap, disk,
-    --max-cost; fix it and run again to resume), 130 SIGINT, 143 SIGTERM (run
-    again to resume).
+    Exit codes (of the run's own rows; judge failures show in `report`; the summary at
+    the end says which, and what to do): 0 all succeeded, 1 some errored, 2 bad usage or
+    input (nothing sent), 3 stopped with rows pending by a run-level cause (key, quota,
+    model, input changed, waits over the cap, disk, --max-cost; fix it and run again to
+    resume), 130 SIGINT, 143 SIGTERM (run again to resume).
     """
-    with _user_errors():
-        key = api_key()
-        spec = _load(job, input_path, output, dict(flags))
-        printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
-        hooks = _run_hooks(printer, verbose=verbose)
-        try:
-            stats, judged = execute(spec, api_key=key, hooks=hooks)
-        finally:
-            printer.close()
-    where = stats.results or str(spec.output)
-    click.echo(
-        f"{stats.total} rows: {stats.succeeded} succeeded, {stats.errored} errored"
-        f" ({stats.sent_rows} recorded by this run) -> {where}"
-    )
-    if judged is not None:  # judge failures are not row failures: the exit code ignores them
-        click.echo(judged.summary())
+    ended: list[RunEnd] = []  # how the invocation ended, once its run directory opened
+    pricing: PricingSpec | None = None
+    try:
+        with _user_errors():
+            key = api_key()
+            spec = _load(job, input_path, output, dict(flags))
+            pricing = spec.pricing
+            display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
+            stats, judged = _run_showing(spec, key, display, verbose=verbose, ended=ended.append)
+    finally:
+        # Also after an error (its line is on stderr already): what happened, what to do.
+        if ended:
+            from batchrunner.summary import summary_lines
+
+            retry = command_line(click.get_current_context(), "--retry-errors")
+            click.echo("\n".join(summary_lines(ended[-1], pricing=pricing, retry_command=retry)))
     # run_job returns only when every row has an outcome (it raises otherwise, exit 3 /
     # 130 / 143); a pending row here would be a bug, and must not pass for success.
     if stats.pending or stats.results is None:
         click.echo(f"Error: {stats.pending} rows pending; run the same command again", err=True)
         sys.exit(3)
+    if judged is not None:  # judge failures are not row failures: the exit code ignores them
+        click.echo(judged.summary())
     if stats.errored:
         sys.exit(1)
-
-
-def _run_hooks(printer: ProgressPrinter, *, verbose: bool) -> RunHooks:
-    """`run`'s callbacks: progress, -v call lines, warnings and judge-phase notes (stderr)."""
-    from batchrunner.judging import RunHooks
-
-    def note(message: str) -> None:
-        printer.close()  # end the bar's line: the judge phase starts a new one
-        click.echo(message, err=True)
-
-    return RunHooks(
-        progress=printer.update,
-        call_echo=(lambda line: click.echo(line, err=True)) if verbose else None,
-        warn=lambda msg: click.echo(f"warning: {msg}", err=True),
-        note=note,
-    )
 
 
 @main.command()
@@ -308,17 +299,61 @@ def plan_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
 
 @main.command()
 @_base_url_option
-def check(base_url: str | None) -> None:
-    """Preflight: the key and base URL work (GET /models). Sends no generation."""
-    from batchrunner.preflight import list_models
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model to look for.")
+def check(base_url: str | None, model: str) -> None:
+    """Preflight: does the base URL answer, is the key accepted, is the model listed.
+
+    One line for each, from GET {base}/models (no generation is sent). Exit 0 when all
+    three hold, 3 when one does not (the line says why), 2 for a bad base URL or no key.
+    """
+    from batchrunner.preflight import check_api
 
     with _user_errors():
         key = api_key()
         url = (base_url or DEFAULT_BASE).rstrip("/")
         if problems := base_url_problems(url):
             raise ConfigError("; ".join(problems))
-        models = anyio.run(lambda: list_models(base_url=url, api_key=key))
-    click.echo(f"{url}: key accepted; {len(models)} models: {', '.join(models[:10])}")
+        if (plain := plain_http_warning(url)) is not None:
+            click.echo(f"warning: {plain}", err=True)
+        facts = anyio.run(lambda: check_api(base_url=url, api_key=key, model=model))
+    for fact in facts:
+        state = {True: "ok", False: "FAIL", None: "skipped"}[fact.ok]
+        click.echo(f"{fact.name:<9} {state:<7} {fact.detail}")
+    if not all(fact.ok for fact in facts):
+        failed = ", ".join(fact.name for fact in facts if fact.ok is False)
+        click.echo(f"Error: check failed ({failed}): fix it, then run check again", err=True)
+        sys.exit(3)
+
+
+def _run_showing(
+    spec: JobSpec,
+    key: str,
+    display: LiveDisplay | PlainProgress | None,
+    *,
+    verbose: bool,
+    ended: Callable[[RunEnd], None],
+) -> tuple[RunStats, JudgeStats | None]:
+    """The run (and its judge phase) with `display` fed, then closed; while a live
+    display holds the terminal, warnings, -v lines and judge notes go through it."""
+    from batchrunner.judging import RunHooks
+
+    say = display.echo if display is not None else _say
+    hooks = RunHooks(
+        progress=display.update if display is not None else None,
+        call_echo=say if verbose else None,
+        warn=lambda msg: say(f"warning: {msg}"),
+        note=say,
+        ended=ended,
+    )
+    try:
+        return execute(spec, api_key=key, hooks=hooks)
+    finally:
+        if display is not None:
+            display.close()
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
 
 
 @main.command("merge")

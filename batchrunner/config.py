@@ -8,6 +8,7 @@ the environment variables live here; the environment itself is read by the CLI (
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -219,6 +220,27 @@ def base_url_problems(url: object) -> list[str]:
     if not url.isascii() or not url.isprintable():
         return ["the base URL holds a control or non-ASCII character"]
     return []
+
+
+def plain_http_warning(url: str) -> str | None:
+    """A warning when the key would cross a network unencrypted: plain http:// to a host
+    that is not this machine (loopback: 127.0.0.0/8, ::1, localhost). None otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None  # a name: it may resolve anywhere
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if ip is not None and ip.is_loopback:
+        return None
+    return (
+        f"the API key will be sent unencrypted: http://{parts.netloc} is plain http:// to a "
+        f"host that is not loopback, so anyone on the way can read it; use https://"
+    )
 
 
 def _output_problems(out: Path | None) -> list[str]:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from batchrunner.evaluate import EvalSpec
-    from batchrunner.progress import Progress
+    from batchrunner.progress import Progress, RunEnd
     from batchrunner.records import JSONObject
     from batchrunner.retrying import RetryPolicy
     from batchrunner.runner import RunStats
@@ -76,6 +76,7 @@ class RunHooks:
     note: Callable[[str], None] | None = None  # what the judge phase is doing, for stderr
     # Stop signals from the caller (api.execute, arun) instead of the process's handlers.
     interrupts: AsyncIterable[signal.Signals] | None = None
+    ended: Callable[[RunEnd], None] | None = None  # how the run's own invocation ended
 
 
 def _judge_settings(spec: EvalSpec, api: str) -> dict[str, Any]:
@@ -150,6 +151,7 @@ async def _run(spec: JobSpec, api_key: str, hooks: RunHooks) -> RunStats:
         call_echo=hooks.call_echo,
         warn=hooks.warn,
         interrupts=hooks.interrupts,
+        ended=hooks.ended,
     )
 
 
@@ -186,12 +188,16 @@ async def judge(spec: JobSpec, *, api_key: str, hooks: RunHooks) -> JudgeStats:
             done = (round_paths(spec.output, number)[1] / "results.parquet").exists()
             if not done or spec.retry_errors:
                 _say(hooks, f"judge: resuming round {number}")
-                sent += (await _run(_round_spec(spec, number), api_key, hooks)).sent_rows
+                sent += (
+                    await _run(_round_spec(spec, number), api_key, replace(hooks, ended=None))
+                ).sent_rows
         number = (rounds[-1] if rounds else 0) + 1
         count = await anyio.to_thread.run_sync(_write_round, spec, number)
         if count:
             _say(hooks, f"judge: {count} answers to {spec.eval.judge_model} (round {number})")
-            sent += (await _run(_round_spec(spec, number), api_key, hooks)).sent_rows
+            sent += (
+                await _run(_round_spec(spec, number), api_key, replace(hooks, ended=None))
+            ).sent_rows
         verdicts, _ = await anyio.to_thread.run_sync(read_verdicts, spec.output)
     passed = [v[0] for v in verdicts.values()]
     return JudgeStats(

@@ -137,6 +137,11 @@ class Pacer:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def limit(self) -> int:
+        """The adaptive in-flight limit now (AIMD), for the progress display."""
+        return self._aimd.limit
+
     async def acquire(self, cost_tokens: int) -> None:
         """Wait until an attempt reserving `cost_tokens` may be sent, then count it in flight.
 

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
-from batchrunner.breakers import cannot_connect, not_an_api, run_failure, wrong_base_url
+from batchrunner.breakers import cannot_connect, not_an_api, wrong_base_url
 from batchrunner.client import exchange, make_client
+from batchrunner.config import BASE_ENV, KEY_ENV
 from batchrunner.errors import (
     ConnectionSetupError,
     PeerProtocolError,
     RequestError,
-    RunAbortedError,
 )
+from batchrunner.redaction import redact
 
 if TYPE_CHECKING:
     import httpx
 
     from batchrunner.records import JSONObject
+
+_MAX_QUOTE = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,8 +37,9 @@ class Preflight:
     """What GET {base}/models said.
 
     `stop`: the base URL is not this kind of API (the message names the URL and the fix).
-    `error`: the API's own refusal (a 401, say), for the caller to judge. `unreachable`:
-    no answer at all (refused, timed out), which the run's own retries may still meet.
+    `error`: the API's own refusal (a 401, say), for the caller to judge (with `stop`:
+    what showed it). `unreachable`: no answer at all (refused, timed out), which the run's
+    own retries may still meet. `more`: the model list has further pages.
     """
 
     headers: dict[str, str]
@@ -42,6 +47,7 @@ class Preflight:
     stop: str | None = None
     unreachable: str | None = None
     models: list[str] | None = None
+    more: bool = False
 
 
 async def preflight(
@@ -59,16 +65,16 @@ async def preflight(
         )
     except ConnectionSetupError as exc:
         # Not the URL's fault: the trusted CAs or the proxy, which the message names.
-        return Preflight(headers={}, stop=cannot_connect(base, exc.message))
+        return Preflight(headers={}, stop=cannot_connect(base, exc.message), error=exc)
     except PeerProtocolError as exc:
         # A TLS or protocol failure is no passing outage: this URL will never answer.
-        return Preflight(headers={}, stop=wrong_base_url(base, exc.message))
+        return Preflight(headers={}, stop=wrong_base_url(base, exc.message), error=exc)
     except RequestError as exc:
         if exc.http_status is None:
             return Preflight(headers={}, unreachable=exc.message)
         stop = not_an_api(f"{base}/models", exc)
         return Preflight(headers=dict(exc.headers), error=exc, stop=stop)
-    return Preflight(headers=raw.headers, models=models)
+    return Preflight(headers=raw.headers, models=models, more=raw.body.get("has_more") is True)
 
 
 def _model_ids(body: JSONObject) -> list[str] | None:
@@ -78,24 +84,93 @@ def _model_ids(body: JSONObject) -> list[str] | None:
     return [str(m.get("id")) for m in data if isinstance(m, dict)]
 
 
-async def list_models(
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One line of `check`: what was asked, whether it holds (None: not asked, since an
+    earlier answer made it moot), and what was seen."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+
+async def check_api(
     *,
     base_url: str,
     api_key: str,
+    model: str,
     timeout_s: float = 30.0,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> list[str]:
-    """`check`: GET {base}/models once (no retries: a preflight should answer fast or say
-    why). Raises RunAbortedError naming the cause when it cannot."""
+) -> list[Fact]:
+    """`check`: does the base URL answer like the API, is the key accepted, is `model`
+    listed. One GET {base}/models (plus GET {base}/models/{model} when the list is
+    paginated and its first page lacks the model); no retries, no generation."""
     client = make_client(base_url=base_url, api_key=api_key, concurrency=1, transport=transport)
     async with client:
-        check = await preflight(client, timeout_s=timeout_s)
-    if check.stop is not None:
-        raise RunAbortedError(check.stop)
-    if check.unreachable is not None:
-        raise RunAbortedError(f"cannot reach {base_url}: {check.unreachable}")
-    if check.error is not None:
-        raise RunAbortedError(run_failure(check.error) or str(check.error))
-    if check.models is None:
-        raise RunAbortedError(f"{base_url}/models did not return a model list")
-    return check.models
+        pre = await preflight(client, timeout_s=timeout_s)
+        facts = _url_and_key(base_url, pre)
+        if len(facts) == 3:
+            return facts
+        if pre.models is None:
+            return [*facts, Fact("model", False, "GET /models answered no list of models")]
+        listed = model in pre.models
+        if not listed and pre.more:
+            listed = await _model_known(client, model, timeout_s=timeout_s)
+    shown = ", ".join(pre.models[:8]) + (", …" if len(pre.models) > 8 else "")
+    if listed:
+        return [*facts, Fact("model", True, f"{model} is listed")]
+    detail = (
+        f"{model} is not listed (the API lists {len(pre.models)}: {shown or 'none'}); "
+        "name a listed one with --model"
+    )
+    return [*facts, Fact("model", False, detail)]
+
+
+def _url_and_key(base_url: str, pre: Preflight) -> list[Fact]:
+    """The facts about the base URL and the key that one GET /models tells."""
+    not_asked = "not checked: the base URL did not answer like the API"
+    if pre.unreachable is not None:
+        url = Fact("base URL", False, f"no answer from {base_url}: {pre.unreachable}")
+        return [url, Fact("key", None, not_asked), Fact("model", None, not_asked)]
+    err = pre.error
+    if isinstance(err, ConnectionSetupError) and pre.stop is not None:
+        url = Fact("base URL", False, pre.stop)  # TLS trust or a proxy: its own advice
+        return [url, Fact("key", None, not_asked), Fact("model", None, not_asked)]
+    if pre.stop is not None:
+        what = "it is no API" if err is None else err.message
+        if err is not None and err.http_status is not None:
+            what = f"GET {base_url}/models answered {_said(err)}"
+        detail = (
+            f"{base_url} does not answer like the Caicaini API: {what}; give the API's "
+            f"address, ending in /v1, with --base-url or {BASE_ENV}"
+        )
+        url = Fact("base URL", False, detail)
+        return [url, Fact("key", None, not_asked), Fact("model", None, not_asked)]
+    status = err.http_status if err is not None else 200
+    url = Fact("base URL", True, f"{base_url} answers (GET /models: HTTP {status})")
+    if err is None:
+        return [url, Fact("key", True, "accepted")]
+    unlisted = Fact("model", None, "not checked: listing the models needs an accepted key")
+    names = {name.lower() for name in (err.error_type, err.code) if name}
+    if err.http_status == 401 or names & {"authentication_error", "invalid_api_key"}:
+        # The server's text is left out: OpenAI's quotes part of the key.
+        refused = f"refused (HTTP {err.http_status} {err.error_type}): check {KEY_ENV}"
+        return [url, Fact("key", False, refused), unlisted]
+    return [url, Fact("key", False, f"not confirmed: GET /models answered {_said(err)}"), unlisted]
+
+
+def _said(err: RequestError) -> str:
+    """An error as `HTTP 403 permission_error: "..."`, the server's text redacted, short."""
+    text = " ".join(redact(err.message or "").split())
+    text = text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 1] + "…"
+    return f"HTTP {err.http_status} {err.error_type}" + (f': "{text}"' if text else "")
+
+
+async def _model_known(client: httpx.AsyncClient, model: str, *, timeout_s: float) -> bool:
+    """GET {base}/models/{model}: True on a 2xx (for lists too long for one page)."""
+    http = client.build_request("GET", "models/" + quote(model, safe="/"), timeout=timeout_s)
+    try:
+        await exchange(client, http, dict, timeout_s=timeout_s, cap=DEFAULT_MAX_RESPONSE_BYTES)
+    except RequestError:
+        return False
+    return True

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from batchrunner.calllog import last_error
 from batchrunner.errors import ConfigError
 from batchrunner.rundir import read_status
+from batchrunner.rundir.history import invocation_line, load_history
 from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
@@ -84,10 +85,15 @@ class Report:
     requests_per_s: float | None
     cost: Mapping[str, Any] | None
     last_error: Mapping[str, Any] | None = None  # the newest failed attempt in calls.log
+    invocations: tuple[Mapping[str, Any], ...] = ()  # run.json's entries, oldest first
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "warnings": list(self.warnings)}
+        return {
+            **asdict(self),
+            "invocations": list(self.invocations),
+            "warnings": list(self.warnings),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -257,6 +263,8 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
     done = tally.status["succeeded"] + tally.status["errored"]
     busy = tally.busy_s()
     requests = sum(k * n for k, n in tally.attempts.items())
+    history, problem = load_history(run_dir)
+    unread = [f"{run_dir / 'run.json'} is unreadable ({problem})"] if problem else []
     return Report(
         run_dir=str(run_dir),
         total=st.total,
@@ -283,7 +291,8 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
         requests_per_s=round(requests / busy, 3) if busy > 0 else None,
         cost=_cost(tally, pricing),
         last_error=last_error(run_dir / "calls.log"),
-        warnings=tuple(dict.fromkeys([*st.warnings, *recorded.warnings])),
+        invocations=tuple(history["invocations"]) if history else (),
+        warnings=tuple(dict.fromkeys([*st.warnings, *recorded.warnings, *unread])),
     )
 
 
@@ -370,6 +379,7 @@ def _text_lines(r: Report) -> list[str]:
     lines.append(_cost_line(r.cost))
     if r.last_error is not None:
         lines.append(_last_error_line(r.last_error))
+    lines += [f"run       {invocation_line(entry)}" for entry in r.invocations]
     lines += [f"warning: {w}" for w in r.warnings]
     return lines
 

@@ -31,12 +31,13 @@ from batchrunner.errors import (
     run_level_error,
 )
 from batchrunner.evaluate.settings import check_columns
+from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
 from batchrunner.process import fit_concurrency, quiet_gc
 from batchrunner.producer import produce
-from batchrunner.progress import Hooks, Progress
+from batchrunner.progress import Hooks, Progress, RunEnd
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.retrying import RetryPolicy
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from batchrunner.records import Result, Row, Sent
     from batchrunner.spec import JobSpec
 
-__all__ = ["Progress", "RunStats", "run_job"]
+__all__ = ["Progress", "RunEnd", "RunStats", "run_job"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,7 +127,8 @@ class _Run:
         """The preflight, then the producer, the workers and the watchers until all rows
         are done or the run stops."""
         n, url = self.spec.limits.concurrency, self.spec.base_url
-        with CallLog(self.spec.output / "calls.log", echo=self.hooks.call_echo) as calllog:
+        log = self.spec.output / "calls.log"
+        with CallLog(log, echo=self.hooks.call_echo, tap=self.progress.attempted) as calllog:
             async with make_client(base_url=url, api_key=api_key, concurrency=n) as client:
                 await self._preflight(client)
                 if self.stop is not None:
@@ -244,10 +246,7 @@ class _Run:
             if not self.recorder.record(result):  # synchronous: see `recorder`
                 return  # the run directory refused it, and the run is stopping
             self.last_completion = time.monotonic()
-            if result.status == "succeeded":
-                self.progress.succeeded += 1
-            else:
-                self.progress.errored += 1
+            self.progress.recorded(result)
 
     def _stop(self, reason: StopReason, *, drain: bool = False) -> None:
         """Stop sending for `reason` (see `StopReason.replaces` for which one stands).
@@ -265,6 +264,8 @@ class _Run:
     def snapshot(self) -> Progress:
         """The live counters with what the pacer and the stop say now, for `hooks.progress`."""
         self.progress.in_flight = self.pacer.in_flight
+        self.progress.limit = self.pacer.limit
+        self.progress.retry_waiting = self.pacer.seats.retry_waiting()
         self.progress.waiting = None if self.stop is not None else self.pacer.waiting()
         self.progress.stopping = self.stop.shown if self.stop is not None else None
         return self.progress
@@ -319,15 +320,20 @@ async def run_job(
     call_echo: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     interrupts: AsyncIterable[signal.Signals] | None = None,
+    ended: Callable[[RunEnd], None] | None = None,
 ) -> RunStats:
     """Run (or resume) the job; return final counts when every row has an outcome.
 
     Raises the run-level errors: before sending (exit 2), and for a run that stops with
     rows pending (exit 3, 130 or 143; see `errors`). Every warning goes to `warn` as it
     arises (RunStats.warnings has them all again). `interrupts` replaces the process's
-    SIGINT/SIGTERM (see `_Run.watch_signals`).
+    SIGINT/SIGTERM (see `_Run.watch_signals`). Once the run directory is open, the
+    invocation is recorded in its run.json, and `ended` hears how it ended (`RunEnd`).
     """
-    hooks = Hooks(progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts)
+    started = (time.time(), time.monotonic())
+    hooks = Hooks(
+        progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts, ended=ended
+    )
     concurrency, lowered = fit_concurrency(spec.limits.concurrency)
     if lowered is not None:
         spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))
@@ -358,16 +364,17 @@ async def run_job(
         durability=spec.durability,
         input_summary=known,
     )
-    with rundir:
+    with rundir, recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv:
         run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
         run.pacer.cost = await cost_cap(spec, rundir.path, on_refused=run.pacer.give_up)
+        inv.progress = run.progress
         try:
             if run.progress.done < run.progress.total:
                 await _fan_out(run, api_key)
         finally:
             run.recorder.record_held()
         await run.recorder.commit()
-        if run.progress.done < run.progress.total and progress:
+        if progress:  # the last word, so a display shows the final counts
             progress(run.snapshot())
         return await _finish(run, extra_columns)
 

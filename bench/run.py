@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import littles_law, resume_startup, validation
+from bench import display_refresh, littles_law, resume_startup, validation
 
 
 def main() -> int:
@@ -21,6 +21,7 @@ def main() -> int:
     )
     print(resume_startup.summary(resume_startup.main()), flush=True)
     print(validation.summary(validation.main()), flush=True)
+    print(display_refresh.summary(display_refresh.main()), flush=True)
     return 0
 
 

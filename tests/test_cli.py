@@ -119,7 +119,7 @@ def test_flags_are_named_after_the_spec_fields_they_fill(command: click.Command)
     """Each option's parameter name is the JobSpec / RequestSpec / LimitsSpec field it sets
     (`--timeout` is `timeout_s`), so no flag is renamed by hand on its way to the spec."""
     spec_fields = {f.name for cls in (JobSpec, RequestSpec, LimitsSpec) for f in fields(cls)}
-    own = {"input_path", "output", "job", "no_progress", "verbose"}  # the command handles these
+    own = {"input_path", "output", "job", "no_progress", "quiet", "verbose"}  # the command's own
     names = {param.name for param in command.params}
     assert names - own <= spec_fields, names - own - spec_fields
     if command is run:
@@ -264,7 +264,7 @@ def test_check_reads_the_base_url_from_the_environment(shared_api: FakeServer) -
     """Without --base-url, `check` asks the URL in CAICAINI_BASE; a flag beats the variable."""
     from_env = run_cli(["check"], env={BASE_ENV: shared_api.base_url})
     assert from_env.exit_code == 0, from_env.stderr
-    assert from_env.stdout.startswith(f"{shared_api.base_url}: key accepted; ")
+    assert from_env.stdout.startswith(f"base URL  ok      {shared_api.base_url} answers")
     flag = run_cli(["check", "--base-url", shared_api.base_url + "/"], env={BASE_ENV: OFFLINE})
     assert flag.exit_code == 0, flag.stderr
     assert shared_api.stats()["requests_total"] == 2

@@ -25,7 +25,6 @@ from batchrunner.errors import (
     RequestError,
     ResponseFormatError,
     RetryableError,
-    RunAbortedError,
 )
 from batchrunner.protocols import get_protocol
 from batchrunner.records import Api, Attempt, Request, Row, Sent
@@ -729,17 +728,41 @@ async def test_an_error_event_in_a_stream_gets_the_answers_status() -> None:
     assert (err.http_status, err.request_id) == (200, "req_s")
 
 
-async def test_check_lists_the_models_through_a_given_transport() -> None:
-    """`check` (list_models) goes through make_client's transport: the model ids, or a
-    RunAbortedError naming a refused key."""
+def _facts(facts: list[preflight.Fact]) -> list[tuple[str, bool | None]]:
+    return [(fact.name, fact.ok) for fact in facts]
+
+
+async def test_check_tells_three_facts_through_a_given_transport() -> None:
+    """`check` (check_api) goes through make_client's transport and says, each apart: the
+    URL answers, the key is accepted, the model is listed; a refused key leaves the model
+    unasked, and the key's refusal quotes nothing the server said."""
     ok = httpx.MockTransport(Server(reply(200, {"data": [{"id": "m1"}, {"id": "m2"}]})))
-    models = await preflight.list_models(base_url=BASE, api_key=KEY, transport=ok)
-    assert models == ["m1", "m2"]
-    refused = Server(reply(401, messages_error("authentication_error", "invalid x-api-key")))
-    with pytest.raises(RunAbortedError, match="the API key was refused"):
-        await preflight.list_models(
-            base_url=BASE, api_key=KEY, transport=httpx.MockTransport(refused)
-        )
+    facts = await preflight.check_api(base_url=BASE, api_key=KEY, model="m2", transport=ok)
+    assert _facts(facts) == [("base URL", True), ("key", True), ("model", True)]
+    facts = await preflight.check_api(base_url=BASE, api_key=KEY, model="m9", transport=ok)
+    assert _facts(facts)[2] == ("model", False) and "m1, m2" in facts[2].detail
+    refused = Server(reply(401, messages_error("authentication_error", "bad key sk-abc")))
+    facts = await preflight.check_api(
+        base_url=BASE, api_key=KEY, model="m1", transport=httpx.MockTransport(refused)
+    )
+    assert _facts(facts) == [("base URL", True), ("key", False), ("model", None)]
+    assert "sk-abc" not in facts[1].detail and "HTTP 401" in facts[1].detail
+
+
+async def test_check_asks_for_the_model_itself_when_the_list_has_more_pages() -> None:
+    """A first page without the model but with `has_more`: GET /models/{id} decides."""
+    page = reply(200, {"data": [{"id": "m1"}], "has_more": True})
+    server = Server(page, reply(200, {"id": "vendor/m7", "type": "model"}))
+    facts = await preflight.check_api(
+        base_url=BASE, api_key=KEY, model="vendor/m7", transport=httpx.MockTransport(server)
+    )
+    assert _facts(facts)[2] == ("model", True)
+    assert server.requests[1].url.path.endswith("/models/vendor/m7")
+    missing = Server(page, reply(404, messages_error("not_found_error", "model: vendor/m8")))
+    facts = await preflight.check_api(
+        base_url=BASE, api_key=KEY, model="vendor/m8", transport=httpx.MockTransport(missing)
+    )
+    assert _facts(facts)[2] == ("model", False)
 
 
 async def test_preflight_transport_error_is_silent() -> None:

@@ -167,7 +167,8 @@ def test_the_cli_stops_with_exit_1_instead_of_finishing_short(
     with monkeypatch.context() as mp:
         mp.setattr(RunDir, "finalize", losing_finalize)
         res = run_cli(args)
-    assert res.exit_code == 1 and "5 rows: 5 succeeded" not in res.stdout
+    assert res.exit_code == 1 and "results.parquet" not in res.stdout.splitlines()[0]
+    assert "exit 1: the run directory's data does not add up" in res.stdout
     assert "results.parquet not written: the parts hold 4 rows" in res.stderr
     assert not (out / "results.parquet").exists()
     shared_api.reset()

@@ -129,7 +129,7 @@ def test_check_uses_the_same_tls_settings(
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     refused = run_cli(["check", "--base-url", api.base_url])
     assert refused.exit_code == 3
-    assert "certificate is not trusted" in refused.stderr
+    assert "certificate is not trusted" in refused.stdout + refused.stderr
 
 
 def test_a_missing_ca_file_is_exit_2(api: FakeServer, tmp_path: Path) -> None:

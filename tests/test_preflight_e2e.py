@@ -82,7 +82,10 @@ def test_check_names_the_url_of_a_web_server(tmp_path: Path) -> None:
     with web_server("404") as server:
         res = run_cli(["check", "--base-url", server.base_url])
     assert res.exit_code == RunAbortedError.exit_code, res.output
-    assert server.base_url in res.stderr and "HTTP 404" in res.stderr
+    url_line = res.stdout.splitlines()[0]
+    assert url_line.startswith("base URL  FAIL")
+    assert server.base_url in url_line and "HTTP 404" in url_line
+    assert "resume" not in res.output and "check failed (base URL)" in res.stderr
 
 
 def test_a_refused_connection_is_left_to_the_retries(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from batchrunner.progress import Progress, ProgressPrinter, render
+from batchrunner.progress import PlainProgress, Progress, render
 
 if TYPE_CHECKING:
     import pytest
@@ -27,7 +27,7 @@ def test_plain_lines_come_every_10_s_and_at_once_when_waiting_begins(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Without a terminal: one heartbeat line, then none until the run starts waiting."""
-    printer = ProgressPrinter(bar=False)
+    printer = PlainProgress()
     p = Progress(total=10, started=time.monotonic())
     printer.update(p)
     printer.update(p)

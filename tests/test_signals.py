@@ -38,10 +38,13 @@ def test_signal_lets_requests_in_flight_finish_and_records_them(
         proc = start_run(src, out, server.base_url, "--concurrency", "8")
         _wait_in_flight(server, 8)
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)
+        said, err = proc.communicate(timeout=30)
         sent = len(server.log())
-    assert proc.returncode == (143 if signum == signal.SIGTERM else 130), err
+    code = 143 if signum == signal.SIGTERM else 130
+    assert proc.returncode == code, err
     assert "run the same command again" in err
+    # The summary (stdout) says what the code means, and how many rows are left.
+    assert f"exit {code}: interrupted by {signum.name}: what was received is recorded" in said
     assert "Traceback" not in err
     status = json.loads(run_cli(["status", str(out), "--json"]).stdout)
     # Every request the server answered was recorded: the grace period waited for them.

@@ -48,7 +48,7 @@ def _job(tmp_path: Path, **limits: float) -> Path:
 def _start(job: Path, base_url: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "batchrunner", "run", "--job", str(job)]
     return subprocess.Popen(
-        [*cmd, "--base-url", base_url, "-q"],
+        [*cmd, "--base-url", base_url, "--no-progress"],  # the waits are progress lines
         env={**os.environ, "CAICAINI_API_KEY": TEST_KEY},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
