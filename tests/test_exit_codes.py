@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from batchrunner.cli import _user_errors
+from batchrunner.clihelp import user_errors as _user_errors
 from batchrunner.errors import (
     BatchRunnerError,
     ConfigError,
