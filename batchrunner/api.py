@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from batchrunner.judging import JudgeStats, RunHooks
     from batchrunner.progress import Progress
-    from batchrunner.runner import RunStats
+    from batchrunner.records import RunStats
     from batchrunner.spec import JobSpec
 
 

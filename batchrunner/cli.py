@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from batchrunner.display import LiveDisplay
     from batchrunner.judging import JudgeStats
     from batchrunner.progress import PlainProgress, RunEnd
-    from batchrunner.runner import RunStats
+    from batchrunner.records import RunStats
     from batchrunner.spec import JobSpec, PricingSpec
 
 

@@ -36,9 +36,8 @@ if TYPE_CHECKING:
 
     from batchrunner.evaluate import EvalSpec
     from batchrunner.progress import Progress, RunEnd
-    from batchrunner.records import JSONObject
+    from batchrunner.records import JSONObject, RunStats
     from batchrunner.retrying import RetryPolicy
-    from batchrunner.runner import RunStats
     from batchrunner.spec import JobSpec
 
 # The default template asks for two short lines; room for a model that explains first.

@@ -142,3 +142,17 @@ class Result:
     response: str | None = None  # the complete response body as JSON text
     completed_at_us: int = 0  # microseconds since the epoch, UTC
     extra: JSONObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStats:
+    """The run's final counts over all rows (this invocation and earlier ones), and the
+    warnings of this invocation (each was also given to `warn` as it arose)."""
+
+    total: int
+    succeeded: int
+    errored: int
+    pending: int
+    sent_rows: int
+    results: str | None
+    warnings: tuple[str, ...] = ()

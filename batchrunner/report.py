@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from batchrunner.calllog import last_error
 from batchrunner.errors import ConfigError
 from batchrunner.rundir import read_status
-from batchrunner.rundir.history import invocation_line, load_history
+from batchrunner.rundir.history import load_history
 from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
@@ -100,7 +100,9 @@ class Report:
 
     def to_text(self) -> str:
         """The same figures for people, one topic per line."""
-        return "\n".join(_text_lines(self))
+        from batchrunner.report_text import text_lines
+
+        return "\n".join(text_lines(self))
 
 
 @dataclass(slots=True)
@@ -226,7 +228,7 @@ def _token_stats(tally: _Tally, name: str) -> dict[str, float] | None:
     return {"sum": tally.sums[name], "mean": round(tally.sums[name] / rows, 3)}
 
 
-def _iso(us: int | None) -> str | None:
+def iso(us: int | None) -> str | None:
     if us is None:
         return None
     stamp = pa.scalar(us, pa.timestamp("us", tz="UTC")).as_py()
@@ -285,7 +287,7 @@ def summarize(run_dir: Path, *, pricing: Pricing | None = None) -> Report:
             "sum": requests,
             "histogram": {str(k): n for k, n in sorted(tally.attempts.items())},
         },
-        completed_at={"first": _iso(tally.first_us), "last": _iso(tally.last_us)},
+        completed_at={"first": iso(tally.first_us), "last": iso(tally.last_us)},
         wall_s=round(busy, 3),
         rows_per_s=round(done / busy, 3) if busy > 0 else None,
         requests_per_s=round(requests / busy, 3) if busy > 0 else None,
@@ -331,76 +333,3 @@ def find_pricing(run_dir: Path, job: Path | None) -> Pricing | None:
     if section is None:
         return None
     return _pricing_of(section, str(run_dir / "run.json"))
-
-
-def _n(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-
-
-def _ms(value: float) -> str:
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
-
-
-def _text_lines(r: Report) -> list[str]:
-    state = "complete" if r.complete else ("running" if r.running else "incomplete")
-    s = r.status
-    lines = [
-        f"run dir   {r.run_dir} ({state})",
-        f"rows      {r.total:,}: {s['succeeded']:,} succeeded, {s['errored']:,} errored, "
-        f"{s['pending']:,} pending",
-    ]
-    if r.error_type:
-        lines.append("errors    " + ", ".join(f"{t} {n:,}" for t, n in r.error_type.items()))
-    lines.append(
-        f"tokens    input {_n(r.input_tokens['sum'])} (mean {_n(r.input_tokens['mean'])}), "
-        f"output {_n(r.output_tokens['sum'])} (mean {_n(r.output_tokens['mean'])})"
-    )
-    cache = [
-        f"{label} {_n(stats['sum'])}"
-        for label, stats in (
-            ("read", r.cache_read_input_tokens),
-            ("creation", r.cache_creation_input_tokens),
-        )
-        if stats is not None
-    ]
-    if cache:
-        lines.append("cache     " + ", ".join(cache) + " input tokens")
-    if r.latency_ms is not None:
-        lines.append("latency   " + ", ".join(f"{k} {_ms(v)}" for k, v in r.latency_ms.items()))
-    histogram = r.attempts["histogram"]
-    if histogram:
-        lines.append("attempts  " + ", ".join(f"{k}: {n:,}" for k, n in histogram.items()))
-    if r.rows_per_s is not None:
-        lines.append(
-            f"time      {r.wall_s:,.1f} s busy, {r.rows_per_s:,.1f} rows/s, "
-            f"{r.requests_per_s:,.1f} requests/s "
-            f"(outcomes {r.completed_at['first']} to {r.completed_at['last']})"
-        )
-    lines.append(_cost_line(r.cost))
-    if r.last_error is not None:
-        lines.append(_last_error_line(r.last_error))
-    lines += [f"run       {invocation_line(entry)}" for entry in r.invocations]
-    lines += [f"warning: {w}" for w in r.warnings]
-    return lines
-
-
-def _cost_line(cost: Mapping[str, Any] | None) -> str:
-    if cost is None:
-        return "cost      unknown: give --job FILE with a [pricing] section"
-    return (
-        f"cost      ${cost['usd']:,.4f} (input ${cost['input_usd']:,.4f}, output "
-        f"${cost['output_usd']:,.4f}; ${cost['input_per_mtok']:g}/${cost['output_per_mtok']:g} "
-        f"per million tokens, from {cost['pricing_from']})"
-    )
-
-
-def _last_error_line(e: Mapping[str, Any]) -> str:
-    """The newest failed attempt: what a stop's message quotes, for a later look."""
-    ts = e.get("ts")
-    when = _iso(int(ts * 1e6)) if isinstance(ts, int | float) else None
-    status = f"HTTP {e['http_status']} " if e.get("http_status") is not None else ""
-    message = f': "{e["error_message"]}"' if e.get("error_message") else ""
-    return (
-        f"last error {when or '?'}, row {e.get('row_id')} attempt {e.get('attempt')}: "
-        f"{status}{e.get('error_type')}{message} (calls.log has every attempt)"
-    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,26 +22,25 @@ from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.costcap import cost_cap
 from batchrunner.errors import (
-    ConfigError,
     DiskError,
     RunAbortedError,
     SourceError,
     StopReason,
     run_level_error,
 )
-from batchrunner.evaluate.settings import check_columns
 from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
-from batchrunner.process import fit_concurrency, quiet_gc
+from batchrunner.process import quiet_gc
 from batchrunner.producer import produce
 from batchrunner.progress import Hooks, Progress, RunEnd
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
+from batchrunner.records import RunStats
 from batchrunner.retrying import RetryPolicy
-from batchrunner.rundir import RunDir, stored_summary
-from batchrunner.runprep import stored_identity, validated
+from batchrunner.rundir import RunDir
+from batchrunner.runprep import prepare
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable
@@ -54,20 +52,6 @@ if TYPE_CHECKING:
     from batchrunner.spec import JobSpec
 
 __all__ = ["Progress", "RunEnd", "RunStats", "run_job"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunStats:
-    """The run's final counts over all rows (this invocation and earlier ones), and the
-    warnings of this invocation (each was also given to `warn` as it arose)."""
-
-    total: int
-    succeeded: int
-    errored: int
-    pending: int
-    sent_rows: int
-    results: str | None
-    warnings: tuple[str, ...] = ()
 
 
 class _Run:
@@ -334,28 +318,14 @@ async def run_job(
     hooks = Hooks(
         progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts, ended=ended
     )
-    concurrency, lowered = fit_concurrency(spec.limits.concurrency)
-    if lowered is not None:
-        spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))
-        hooks.warn(lowered)
+    spec, fingerprint, known, stored, identity = await prepare(spec, hooks.warn)
     policy = policy or RetryPolicy(
         max_attempts=spec.limits.max_attempts,
         max_elapsed_s=spec.limits.max_elapsed_s,
         max_wait_s=spec.limits.max_wait_s,
     )
-    stored, identity = await anyio.to_thread.run_sync(stored_identity, spec.input, spec.output)
-    fingerprint: dict[str, object] = {"input": stored, "settings": spec.request_settings()}
-    if spec.shard is not None:
-        fingerprint["shard"] = str(spec.shard)
-    # A resume of the same input and settings was validated when the run began: skip the
-    # pass (a few seconds per million rows) and start sending at once.
-    known = stored_summary(spec.output, fingerprint)
-    if known is None:
-        known = await anyio.to_thread.run_sync(validated, spec)
-    if spec.eval is not None and (missing := check_columns(spec.eval, known.extra_columns)):
-        raise ConfigError("; ".join(missing))  # scores would be impossible: send nothing
-    rows, extra_columns = known.rows, dict(known.extra_columns)
-    total = min(rows, spec.limit) if spec.limit else rows
+    extra_columns = dict(known.extra_columns)
+    total = min(known.rows, spec.limit) if spec.limit else known.rows
     rundir = RunDir.open(
         spec.output,
         fingerprint=fingerprint,

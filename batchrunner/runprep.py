@@ -3,21 +3,55 @@
 A run fingerprints its input (size, mtime, head and tail hashes) before the first request;
 a `touch` alone keeps the stored identity (inputs.input_identity decides). An input that changes
 while the run reads it (truncated, rewritten, appended to) must stop the run, since rows
-read from then on may not be the rows that were validated. Reads files' metadata only.
+read from then on may not be the rows that were validated. `prepare` settles all of it
+before the run directory opens.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.errors import OutputError, SourceError
+import anyio
+
+from batchrunner.errors import ConfigError, OutputError, SourceError
+from batchrunner.evaluate.settings import check_columns
 from batchrunner.inputs import input_identity, validate
-from batchrunner.rundir.manifest import StoredSummary, read_manifest
+from batchrunner.process import fit_concurrency
+from batchrunner.rundir.manifest import StoredSummary, read_manifest, stored_summary
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from batchrunner.spec import JobSpec
+
+Identity = dict[str, object]
+
+
+async def prepare(
+    spec: JobSpec, warn: Callable[[str], None]
+) -> tuple[JobSpec, dict[str, object], StoredSummary, Identity, Identity]:
+    """Everything settled before the run directory opens: the spec with a concurrency the
+    open-file limit allows, the run fingerprint, the input summary (validated now, or as a
+    resume of the same input and settings stored it), and the input's identity as stored
+    and as it is now (see `stored_identity`). Raises before anything is sent."""
+    concurrency, lowered = fit_concurrency(spec.limits.concurrency)
+    if lowered is not None:
+        spec = replace(spec, limits=replace(spec.limits, concurrency=concurrency))
+        warn(lowered)
+    stored, identity = await anyio.to_thread.run_sync(stored_identity, spec.input, spec.output)
+    fingerprint: dict[str, object] = {"input": stored, "settings": spec.request_settings()}
+    if spec.shard is not None:
+        fingerprint["shard"] = str(spec.shard)
+    # A resume of the same input and settings was validated when the run began: skip the
+    # pass (a few seconds per million rows) and start sending at once.
+    known = stored_summary(spec.output, fingerprint)
+    if known is None:
+        known = await anyio.to_thread.run_sync(validated, spec)
+    if spec.eval is not None and (missing := check_columns(spec.eval, known.extra_columns)):
+        raise ConfigError("; ".join(missing))  # scores would be impossible: send nothing
+    return spec, fingerprint, known, stored, identity
 
 
 def validated(spec: JobSpec) -> StoredSummary:

@@ -64,11 +64,8 @@ def validate(
     path: Path, opts: SourceOptions, *, shard: Shard | None = None, _digest: Digest = _hash64
 ) -> InputSummary:
     """Check every row of the input in one streaming pass; SourceError on the first problem.
-
-    The whole input is checked also for a `shard` (so every shard refuses a bad file
-    alike), whose own rows are counted in `shard_rows`. `_digest` is for tests: a weak
-    hash forces collisions between different ids.
-    """
+    The whole input is checked also for a `shard` (every shard refuses a bad file alike),
+    whose own rows are counted. `_digest`, for tests: a weak hash forces id collisions."""
     started = time.perf_counter()
     parquet = input_format(path) == "parquet"
     maker = RowMaker(opts, json_strings=parquet)
@@ -107,18 +104,12 @@ def validate(
                 rows += 1
     except SourceError as exc:
         failure = exc  # a duplicate id before this row is the first problem, if any
-    repeated = _repeated(buckets)
-    del buckets
-    if repeated:
-        _confirm_duplicates(path, opts, repeated, rows=rows, digest=_digest)
-    if failure is not None:
-        raise failure
+    _raise_first_problem(path, opts, buckets, failure, rows=rows, digest=_digest)
     if rows == 0 or maker.shape is None:
         raise SourceError(str(path), "no rows: the input is empty")
-    if parquet:
-        columns = {f.name: str(f.type) for f in schemas[0] if maker.carried(f.name)}
-    else:
-        columns = kinds
+    columns = (
+        {f.name: str(f.type) for f in schemas[0] if maker.carried(f.name)} if parquet else kinds
+    )
     return InputSummary(
         rows=rows,
         shape=maker.shape,
@@ -128,6 +119,24 @@ def validate(
         shard_rows=shard_rows if shard is not None else None,
         max_output_tokens=bound,
     )
+
+
+def _raise_first_problem(
+    path: Path,
+    opts: SourceOptions,
+    buckets: list[array[int]],
+    failure: SourceError | None,
+    *,
+    rows: int,
+    digest: Digest,
+) -> None:
+    """A duplicate id read before `failure` is the first problem; then `failure` itself."""
+    repeated = _repeated(buckets)
+    buckets.clear()  # up to 8 bytes a row: free them before reading the input again
+    if repeated:
+        _confirm_duplicates(path, opts, repeated, rows=rows, digest=digest)
+    if failure is not None:
+        raise failure
 
 
 def _choices(n: object) -> int:
