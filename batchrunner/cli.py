@@ -177,7 +177,7 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 @base_url_option
 @click.option("--exact", is_flag=True, help="Count every row, not a sample.")
 @click.option(
-    "--sample", type=click.IntRange(min=2), default=100, show_default=True, help="Rows to count."
+    "--sample", type=click.IntRange(min=2), default=1000, show_default=True, help="Rows to count."
 )
 @click.option("--concurrency", type=click.IntRange(1, 10_000), help="Counts in flight. [32]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

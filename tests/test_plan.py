@@ -76,7 +76,8 @@ def test_plan_counts_without_generating_and_matches_what_the_run_records(
     with FakeServer(api_key=TEST_KEY) as server:
         exact = _plan([*flags, "--exact"], server.base_url)
         stats, log = server.stats(), server.log()
-        sampled = _plan(flags, server.base_url)
+        sampled = _plan([*flags, "--sample", "100"], server.base_url)
+        default = _plan(flags, server.base_url)
         run = run_cli(["run", *flags, "--base-url", server.base_url, "-q"])
     assert run.exit_code == 0, run.output
     assert log == [] and stats["answers_total"] == 0  # no generation was sent
@@ -87,6 +88,8 @@ def test_plan_counts_without_generating_and_matches_what_the_run_records(
     assert exact["converted_from_chat"] == (api == "chat")
     assert exact["output_tokens"] == {"max": 50 * rows}
     assert not sampled["exact"] and sampled["counted_rows"] == 100
+    # The default sample (1 000 rows) counts a 1 000-row input whole: within 1% by design.
+    assert abs(default["input_tokens"]["estimate"] - truth) <= 0.01 * truth
     tokens = sampled["input_tokens"]
     assert tokens["low"] <= truth <= tokens["high"], (tokens, truth)
     assert tokens["high"] - tokens["low"] < 0.25 * truth
@@ -101,7 +104,19 @@ def test_plan_text_says_what_was_counted_and_the_cost(
     """The text form gives rows, the estimate with its range, the output bound, the cost
     range and, for chat rows, that they were counted in the Messages shape."""
     job = _job(tmp_path)
-    res = run_cli(["plan", "--job", str(job), "--api", "chat", "--base-url", shared_api.base_url])
+    res = run_cli(
+        [
+            "plan",
+            "--job",
+            str(job),
+            "--api",
+            "chat",
+            "--sample",
+            "100",
+            "--base-url",
+            shared_api.base_url,
+        ]
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert lines[0].endswith("in.jsonl: 1,000 rows (chat)")
