@@ -2,9 +2,12 @@
 
 The first attempt runs directly, the rest under tenacity (`retrying`), and each is the same
 `_Attempts.one()`: the pacer admits it, `client.exchange` sends it and reads the answer
-(its error boundary makes every failure a complete RequestError), and it is reported to
-the pacer and to `on_attempt` (the run's calls.log) however it ends. A row's failure is
-returned in its `Sent`, never raised. Nothing here touches files or decides about the run.
+(its error boundary makes every failure a complete RequestError), `check` (--json-schema)
+judges the answer, and it is reported to the pacer and to `on_attempt` (the run's
+calls.log) however it ends. An answer that fails the check is asked again, up to
+`output_retries` times, each ask with the policy's retries for transport failures. A
+row's failure is returned in its `Sent`, never raised. Nothing here touches files or
+decides about the run.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import anyio
 
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from batchrunner.client import exchange, post, redactor_of
-from batchrunner.errors import RequestError
+from batchrunner.errors import InvalidOutputError, RequestError
 from batchrunner.records import Attempt, Completion, RawResponse, Request, Sent
 
 if TYPE_CHECKING:
@@ -40,11 +43,15 @@ async def send(
     pacer: Pacer | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    check: Callable[[Completion], Completion] | None = None,
+    output_retries: int = 0,
 ) -> Sent:
     """Send one row's request with retries; never raises a `RequestError`.
 
     `timeout_s` is a total deadline per attempt (httpx's read timeout only bounds the gap
-    between chunks); `idle_timeout_s` bounds that gap for streams.
+    between chunks); `idle_timeout_s` bounds that gap for streams. `check` judges each
+    answer (raising InvalidOutputError); a failed one is asked again `output_retries`
+    times at most, and the last such answer is the `raw` of the errored Sent.
     """
     started = time.monotonic()
     attempts = _Attempts(
@@ -56,27 +63,47 @@ async def send(
         pacer=pacer,
         on_attempt=on_attempt,
         cap=max_response_bytes,
+        check=check,
     )
-    try:
-        raw, completion = await attempts.one()
-    except RequestError as first:
+    asked = 0
+    while True:
         try:
-            raw, completion = await _retry(attempts, policy, first, started)
+            raw, completion = await _ask(attempts, policy)
+        except InvalidOutputError as exc:
+            asked += 1
+            if asked <= output_retries:
+                continue  # ask again: an answer that does not fit is worth another try
+            return _failed(attempts, exc, started, raw=attempts.last_raw)
         except RequestError as exc:
-            return Sent(
-                raw=None,
-                completion=None,
-                error=exc,
-                attempts=attempts.count,
-                latency_ms=_ms_since(started),
-            )
+            return _failed(attempts, exc, started)
+        return Sent(
+            raw=raw,
+            completion=completion,
+            error=None,
+            attempts=attempts.count,
+            latency_ms=_ms_since(started),
+        )
+
+
+def _failed(
+    attempts: _Attempts, error: RequestError, started: float, *, raw: RawResponse | None = None
+) -> Sent:
     return Sent(
         raw=raw,
-        completion=completion,
-        error=None,
+        completion=None,
+        error=error,
         attempts=attempts.count,
         latency_ms=_ms_since(started),
     )
+
+
+async def _ask(attempts: _Attempts, policy: RetryPolicy) -> tuple[RawResponse, Completion]:
+    """One ask: the first attempt, then the policy's retries; raises the last error."""
+    started = time.monotonic()
+    try:
+        return await attempts.one()
+    except RequestError as first:
+        return await _retry(attempts, policy, first, started)
 
 
 async def _retry(
@@ -103,10 +130,12 @@ class _Attempts:
 
     __slots__ = (
         "cap",
+        "check",
         "client",
         "cost",
         "count",
         "idle_timeout_s",
+        "last_raw",
         "on_attempt",
         "pacer",
         "protocol",
@@ -126,8 +155,11 @@ class _Attempts:
         pacer: Pacer | None,
         on_attempt: Callable[[Attempt], None] | None,
         cap: int,
+        check: Callable[[Completion], Completion] | None = None,
     ) -> None:
         self.client = client
+        self.check = check
+        self.last_raw: RawResponse | None = None  # the last answer that failed `check`
         self.request = request
         self.protocol = protocol
         self.pacer = pacer
@@ -164,12 +196,24 @@ class _Attempts:
                 new_assembler=self.protocol.new_assembler if self.request.stream else None,
                 redactor=self.redactor,
             )
+            if self.check is not None:
+                completion = self._checked(raw, completion)
             return raw, completion
         except RequestError as exc:
             error = exc
             raise
         finally:
             self._report(raw, error, t0)
+
+    def _checked(self, raw: RawResponse, completion: Completion) -> Completion:
+        assert self.check is not None
+        try:
+            return self.check(completion)
+        except InvalidOutputError as exc:
+            self.last_raw = raw
+            # The answer's own status and request id, as every error of an attempt has.
+            status, rid = raw.status, raw.request_id
+            raise exc.remade(http_status=status, request_id=rid, headers=raw.headers) from None
 
     def _report(self, raw: RawResponse | None, error: RequestError | None, t0: float) -> None:
         if self.pacer is not None:

@@ -95,6 +95,11 @@ def _request_options(f: Any) -> Any:
         click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
         click.option("--id-column", help="Input column holding the row id."),
         click.option("--prompt-column", help="Input column holding the prompt."),
+        click.option(
+            "--json-schema",
+            type=click.Path(path_type=Path),
+            help="JSON Schema file: ask for it, check every answer, fill `parsed`.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -146,6 +151,11 @@ def _load(
 )
 @click.option(
     "--max-response-bytes", type=click.IntRange(min=1), help="Cap on one answer. [64 MiB]"
+)
+@click.option(
+    "--output-retries",
+    type=click.IntRange(min=0),
+    help="Re-asks of an answer that fails --json-schema. [2]",
 )
 @click.option("--no-progress", "-q", "no_progress", is_flag=True, help="Progress lines, no bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")

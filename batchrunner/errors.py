@@ -14,7 +14,9 @@ BatchRunnerError                exit 1
     ├── RetryableError          429, 5xx, 408, 409, timeouts, connection errors
     │   ├── ResponseFormatError a 2xx whose body or stream does not fit the convention
     │   └── PeerProtocolError   the peer does not speak HTTP(S) as the URL says (TLS, not HTTP)
-    └── PermanentError          other 4xx, a quota refusal, an answer over the size cap
+    ├── PermanentError          other 4xx, a quota refusal, an answer over the size cap
+    └── InvalidOutputError      a 2xx whose answer does not fit --json-schema (re-asked
+                                up to --output-retries times, apart from the retries)
 ```
 
 A `RequestError` is made complete, once: the client's error boundary gives it the status
@@ -301,6 +303,17 @@ class PeerProtocolError(RetryableError):
 class PermanentError(RequestError):
     """A failure that another attempt would repeat (a 4xx other than 408/409/429, a quota
     refusal, an answer over the size cap)."""
+
+
+class InvalidOutputError(RequestError):
+    """A 2xx whose answer is not JSON or does not match --json-schema (`invalid_output`).
+
+    Not a RetryableError: the retry policy leaves it alone, and the row is asked again on
+    its own budget (`--output-retries`), since another attempt is paid for in full.
+    """
+
+    def __init__(self, message: str, **context: Unpack[Context]) -> None:
+        super().__init__("invalid_output", message, **context)
 
 
 def run_level_error(
