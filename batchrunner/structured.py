@@ -46,7 +46,7 @@ def load_schema(path: Path) -> tuple[JSONObject | None, list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"cannot read JSON Schema file {path}: {exc}"]
     try:
-        schema = json.loads(text)
+        schema = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         return None, [f"{path}: not JSON: {exc}"]
     if not isinstance(schema, dict):

@@ -72,6 +72,7 @@ def test_load_schema_reads_a_valid_object_schema(tmp_path: Path) -> None:
     ("content", "fragment"),
     [
         ("{not json", "not JSON"),
+        ('{"type": "object", "maxProperties": NaN}', "not JSON: NaN is not a JSON value"),
         ([1, 2], "a JSON Schema must be an object, got an array"),
         ({"type": "object", "properties": {"a": {"type": "text"}}}, "at $.properties.a.type"),
         ({"type": "string"}, 'top level must be "type": "object"'),

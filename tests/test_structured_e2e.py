@@ -167,3 +167,20 @@ def test_nested_schema_has_parsed_but_no_typed_columns(
     assert table.schema.names[-2:] == ["parsed", "input_parsed"]
     row = table.to_pylist()[0]
     assert json.loads(row["parsed"])["name"] == "tag Ann" and row["input_parsed"] == "mine"
+
+
+def test_a_schema_no_answer_fits_trips_the_failure_breaker(
+    tmp_path: Path, shared_api: FakeServer
+) -> None:
+    """invalid_output rows are failures like any: `breaker_window` of them in a row stop
+    the run (exit 3) with the rows pending, before the rest of the input is paid for."""
+    rows = [{"id": f"r{i}", "prompt": f"chat {i} [prose]"} for i in range(20)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    job = tmp_path / "job.toml"
+    job.write_text("[limits]\nbreaker_window = 5\nconcurrency = 1\n", encoding="utf-8")
+    schema = str(_schema(tmp_path))
+    res = _run(src, tmp_path / "out", shared_api, "--job", str(job), "--json-schema", schema)
+    assert res.exit_code == 3, res.stderr
+    assert "the last 5 rows all failed" in res.stderr and "invalid_output" in res.stderr
+    assert "0 of 20 rows recorded, 20 pending" in res.stderr
+    assert shared_api.stats()["answers_total"] == 5 * 3  # five rows, each asked three times
