@@ -2,9 +2,12 @@
 
 The first attempt runs directly, the rest under tenacity (`retrying`), and each is the same
 `_Attempts.one()`: the pacer admits it, `client.exchange` sends it and reads the answer
-(its error boundary makes every failure a complete RequestError), and it is reported to
-the pacer and to `on_attempt` (the run's calls.log) however it ends. A row's failure is
-returned in its `Sent`, never raised. Nothing here touches files or decides about the run.
+(its error boundary makes every failure a complete RequestError), `check` (--json-schema)
+judges the answer, and it is reported to the pacer and to `on_attempt` (the run's
+calls.log) however it ends. An answer that fails the check is asked again, up to
+`output_retries` times, each ask with the policy's retries for transport failures. A
+row's failure is returned in its `Sent`, never raised. Nothing here touches files or
+decides about the run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import anyio
 
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from batchrunner.client import exchange, post, redactor_of
-from batchrunner.errors import RequestError
+from batchrunner.errors import InvalidOutputError, RequestError
 from batchrunner.records import Attempt, Completion, RawResponse, Request, Sent
 
 _MAX_MESSAGE = 300  # characters of an error message kept in calls.log
@@ -43,6 +46,8 @@ async def send(
     pacer: Pacer | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    check: Callable[[Completion], Completion] | None = None,
+    output_retries: int = 0,
 ) -> Sent:
     """Send one row's request with retries; never raises a `RequestError`.
 
@@ -50,6 +55,9 @@ async def send(
     between chunks); `idle_timeout_s` bounds that gap for streams. With a cost cap on the
     pacer (`Pacer.cost`), each attempt holds its worst-case cost while it is out. Raises
     AdmissionClosedError when the pacer is closed or the cost cap refuses the attempt.
+    `check` judges each answer (raising InvalidOutputError); a failed one is asked again
+    `output_retries` times at most, and the last such answer is the `raw` of the errored
+    Sent.
     """
     started = time.monotonic()
     attempts = _Attempts(
@@ -61,27 +69,47 @@ async def send(
         pacer=pacer,
         on_attempt=on_attempt,
         cap=max_response_bytes,
+        check=check,
     )
-    try:
-        raw, completion = await attempts.one()
-    except RequestError as first:
+    asked = 0
+    while True:
         try:
-            raw, completion = await _retry(attempts, policy, first, started)
+            raw, completion = await _ask(attempts, policy)
+        except InvalidOutputError as exc:
+            asked += 1
+            if asked <= output_retries:
+                continue  # ask again: an answer that does not fit is worth another try
+            return _failed(attempts, exc, started, raw=attempts.last_raw)
         except RequestError as exc:
-            return Sent(
-                raw=None,
-                completion=None,
-                error=exc,
-                attempts=attempts.count,
-                latency_ms=_ms_since(started),
-            )
+            return _failed(attempts, exc, started)
+        return Sent(
+            raw=raw,
+            completion=completion,
+            error=None,
+            attempts=attempts.count,
+            latency_ms=_ms_since(started),
+        )
+
+
+def _failed(
+    attempts: _Attempts, error: RequestError, started: float, *, raw: RawResponse | None = None
+) -> Sent:
     return Sent(
         raw=raw,
-        completion=completion,
-        error=None,
+        completion=None,
+        error=error,
         attempts=attempts.count,
         latency_ms=_ms_since(started),
     )
+
+
+async def _ask(attempts: _Attempts, policy: RetryPolicy) -> tuple[RawResponse, Completion]:
+    """One ask: the first attempt, then the policy's retries; raises the last error."""
+    started = time.monotonic()
+    try:
+        return await attempts.one()
+    except RequestError as first:
+        return await _retry(attempts, policy, first, started)
 
 
 async def _retry(
@@ -108,11 +136,13 @@ class _Attempts:
 
     __slots__ = (
         "cap",
+        "check",
         "client",
         "cost",
         "costcap",
         "count",
         "idle_timeout_s",
+        "last_raw",
         "on_attempt",
         "pacer",
         "protocol",
@@ -132,9 +162,12 @@ class _Attempts:
         pacer: Pacer | None,
         on_attempt: Callable[[Attempt], None] | None,
         cap: int,
+        check: Callable[[Completion], Completion] | None = None,
     ) -> None:
         self.client = client
         self.costcap = pacer.cost if pacer is not None else None
+        self.check = check
+        self.last_raw: RawResponse | None = None  # the last answer that failed `check`
         self.request = request
         self.protocol = protocol
         self.pacer = pacer
@@ -178,7 +211,9 @@ class _Attempts:
                 new_assembler=self.protocol.new_assembler if self.request.stream else None,
                 redactor=self.redactor,
             )
-            completion = parsed  # for the cost cap: what the answer cost
+            completion = parsed  # for the cost cap: what the answer cost, valid or not
+            if self.check is not None:
+                return raw, self._checked(raw, parsed)
             return raw, parsed
         except RequestError as exc:
             error = exc
@@ -195,6 +230,16 @@ class _Attempts:
     def _settle_cost(self, held: float | None, completion: Completion | None) -> None:
         if self.costcap is not None and held is not None:
             self.costcap.settle(held, self.request, completion)
+
+    def _checked(self, raw: RawResponse, completion: Completion) -> Completion:
+        assert self.check is not None
+        try:
+            return self.check(completion)
+        except InvalidOutputError as exc:
+            self.last_raw = raw
+            # The answer's own status and request id, as every error of an attempt has.
+            status, rid = raw.status, raw.request_id
+            raise exc.remade(http_status=status, request_id=rid, headers=raw.headers) from None
 
     def _report(
         self,

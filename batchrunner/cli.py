@@ -96,6 +96,11 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Stop dispatching before the recorded cost passes USD (needs [pricing]). [off]",
 )
+@click.option(
+    "--output-retries",
+    type=click.IntRange(min=0),
+    help="Re-asks of an answer that fails --json-schema. [2]",
+)
 @click.option("--no-progress", is_flag=True, help="No live display: a plain line every 10 s.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress at all: only the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")

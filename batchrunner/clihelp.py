@@ -60,6 +60,11 @@ def request_options(f: Any) -> Any:
         click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
         click.option("--id-column", help="Input column holding the row id."),
         click.option("--prompt-column", help="Input column holding the prompt."),
+        click.option(
+            "--json-schema",
+            type=click.Path(path_type=Path),
+            help="JSON Schema file: ask for it, check every answer, fill `parsed`.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)

@@ -28,6 +28,10 @@ from batchrunner.spec import (
     PricingSpec,
     RequestSpec,
 )
+from batchrunner.structured import load_schema
+
+if TYPE_CHECKING:
+    from batchrunner.records import JSONObject
 
 if TYPE_CHECKING:
     from batchrunner.spec import EvalSpec
@@ -114,6 +118,7 @@ def load_job(
     request_values = {
         name: pick(name, rsec, name, getattr(RequestSpec(), name)) for name in _REQUEST_KEYS
     }
+    request_values["json_schema"] = _json_schema(job, given, rsec, problems)
     limits_values = {
         attr: pick(attr, lsec, key, getattr(LimitsSpec(), attr))
         for key, attr in _LIMITS_KEYS.items()
@@ -166,6 +171,26 @@ def _run_paths(
         problems.append("no input: give INPUT or set [job] input in the job file")
     problems += _output_problems(out)
     return inp, out
+
+
+def _json_schema(
+    job: Path | None, given: dict[str, Any], rsec: dict[str, Any], problems: list[str]
+) -> JSONObject | None:
+    """The schema of --json-schema FILE or `[request] json_schema` (a path relative to the
+    job file), read and checked; None when neither is given or it is unusable."""
+    if "json_schema" in given:
+        path = Path(given["json_schema"])
+    elif "json_schema" in rsec:
+        value = rsec["json_schema"]
+        if not isinstance(value, str):
+            problems.append("[request] json_schema must be the path of a JSON Schema file")
+            return None
+        path = _relative(job.parent if job else Path.cwd(), value)
+    else:
+        return None
+    schema, found = load_schema(path)
+    problems += found
+    return schema
 
 
 def _check_job(api: object, durability: object, limit: Any) -> list[str]:
@@ -278,6 +303,8 @@ def _check_request(v: dict[str, Any]) -> list[str]:
     ]
     if not isinstance(v["stream"], bool):
         problems.append("stream must be true or false")
+    if not _is_int(v["output_retries"]) or v["output_retries"] < 0:
+        problems.append("output_retries must be a whole number >= 0")
     return problems
 
 

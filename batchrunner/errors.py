@@ -15,7 +15,9 @@ BatchRunnerError                exit 1
     │   ├── ResponseFormatError a 2xx whose body or stream does not fit the convention
     │   └── PeerProtocolError   the peer does not speak HTTP(S) as the URL says (TLS, not HTTP)
     │       └── ConnectionSetupError  an untrusted certificate or a refusing proxy
-    └── PermanentError          other 4xx, a quota refusal, an answer over the size cap
+    ├── PermanentError          other 4xx, a quota refusal, an answer over the size cap
+    └── InvalidOutputError      a 2xx whose answer does not fit --json-schema (re-asked
+                                up to --output-retries times, apart from the retries)
 ```
 
 A `RequestError` is made complete, once: the client's error boundary gives it the status
@@ -309,6 +311,17 @@ class ConnectionSetupError(PeerProtocolError):
 class PermanentError(RequestError):
     """A failure that another attempt would repeat (a 4xx other than 408/409/429, a quota
     refusal, an answer over the size cap)."""
+
+
+class InvalidOutputError(RequestError):
+    """A 2xx whose answer is not JSON or does not match --json-schema (`invalid_output`).
+
+    Not a RetryableError: the retry policy leaves it alone, and the row is asked again on
+    its own budget (`--output-retries`), since another attempt is paid for in full.
+    """
+
+    def __init__(self, message: str, **context: Unpack[Context]) -> None:
+        super().__init__("invalid_output", message, **context)
 
 
 def run_level_error(

@@ -37,15 +37,27 @@ def success_result(row: Row, sent: Sent) -> Result:
         attempts=sent.attempts,
         latency_ms=sent.latency_ms,
         http_status=sent.raw.status,
-        response=sent.raw.body_text
-        or json.dumps(sent.raw.body, ensure_ascii=False, separators=(",", ":")),
+        response=_body_text(sent),
         completed_at_us=now_us(),
         extra=row.extra,
+        tool_calls=c.tool_calls,
+        parsed=c.parsed,
+    )
+
+
+def _body_text(sent: Sent) -> str | None:
+    if sent.raw is None:
+        return None
+    return sent.raw.body_text or json.dumps(
+        sent.raw.body, ensure_ascii=False, separators=(",", ":")
     )
 
 
 def error_result(row: Row, error_type: str, message: str, *, sent: Sent | None = None) -> Result:
-    """An errored row: what the last attempt said, and how many attempts were made."""
+    """An errored row: what the last attempt said, and how many attempts were made.
+
+    An `invalid_output` row also keeps the last answer it got, in `response`.
+    """
     err = sent.error if sent is not None else None
     return Result(
         index=row.index,
@@ -57,6 +69,7 @@ def error_result(row: Row, error_type: str, message: str, *, sent: Sent | None =
         http_status=err.http_status if err else None,
         error_type=error_type,
         error_message=message,
+        response=_body_text(sent) if sent is not None else None,
         completed_at_us=now_us(),
         extra=row.extra,
     )

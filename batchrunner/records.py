@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from batchrunner.errors import RequestError
 
 JSONObject = dict[str, Any]
+# One tool call of an answer, as the `tool_calls` column holds it: {"id", "name",
+# "arguments"}, arguments as JSON text (both conventions; None where the server sent none).
+ToolCall = dict[str, str | None]
 Api = Literal["messages", "chat"]
 Shape = Literal["simple", "openai_batch", "anthropic_batch"]
 Status = Literal["succeeded", "errored"]
@@ -92,11 +95,16 @@ class Completion:
     stop_reason: str | None
     input_tokens: int | None
     output_tokens: int | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    parsed: str | None = None  # with --json-schema: the validated answer, JSON text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sent:
-    """What became of one row's request after all its attempts (the client's answer)."""
+    """What became of one row's request after all its attempts (the client's answer).
+
+    `raw` is None on error, except for `invalid_output`: then it is the last answer.
+    """
 
     raw: RawResponse | None
     completion: Completion | None
@@ -142,6 +150,8 @@ class Result:
     response: str | None = None  # the complete response body as JSON text
     completed_at_us: int = 0  # microseconds since the epoch, UTC
     extra: JSONObject = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] | None = None  # None on error
+    parsed: str | None = None  # with --json-schema: the validated answer, JSON text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

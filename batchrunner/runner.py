@@ -41,6 +41,7 @@ from batchrunner.records import RunStats
 from batchrunner.retrying import RetryPolicy
 from batchrunner.rundir import RunDir
 from batchrunner.runprep import prepare
+from batchrunner.structured import OutputCheck, parsed_columns
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable
@@ -90,6 +91,8 @@ class _Run:
             on_give_up=lambda why: self._stop(StopReason(why), drain=True),
         )
         self.streak: FailureStreak[Result] = FailureStreak(spec.limits.breaker_window)
+        schema = spec.request.json_schema
+        self.check = OutputCheck(schema, spec.api) if schema is not None else None
         self.stop: StopReason | None = None
         self.last_completion = time.monotonic()
         # The producer's and the workers' scope: a stop cancels it, at once or after the grace.
@@ -190,6 +193,8 @@ class _Run:
                         pacer=self.pacer,
                         on_attempt=calllog.write,
                         max_response_bytes=self.spec.limits.max_response_bytes,
+                        check=self.check,
+                        output_retries=self.spec.request.output_retries,
                     )
                 except AdmissionClosedError:
                     return  # the run is stopping: the row stays pending
@@ -367,7 +372,9 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     succeeded, errored, pending = tally.succeeded, tally.errored, tally.pending
     results = None
     if run.stop is None and pending == 0:
-        results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
+        schema = run.spec.request.json_schema
+        typed = parsed_columns(schema) if schema is not None else None
+        results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns, typed))
     run.pass_warnings()  # what committing and finalizing found (values that did not fit)
     counts = f"{succeeded + errored} of {tally.total} rows recorded, {pending} pending"
     if run.stop is not None:

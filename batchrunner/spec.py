@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from batchrunner.records import Api
+    from batchrunner.records import Api, JSONObject
     from batchrunner.sharding import Shard
 
 DEFAULT_BASE = "https://caicaini.com/v1"
@@ -32,6 +32,10 @@ class RequestSpec:
     stream: bool = False
     id_column: str | None = None
     prompt_column: str | None = None
+    # --json-schema: the schema itself (config reads the file), asked for in every request
+    # and checked against every answer, which is re-asked up to output_retries times.
+    json_schema: JSONObject | None = None
+    output_retries: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,9 +136,14 @@ class JobSpec:
         """The settings that shape what is asked: a resume must keep them all.
 
         Left out on purpose: the base URL (a proxy or a new port asks the same thing),
-        `stream` (a streamed answer is assembled into the same message) and `--limit`
-        (a smoke run with `--limit 10` grows into the full run in the same directory).
+        `stream` (a streamed answer is assembled into the same message), `--limit`
+        (a smoke run with `--limit 10` grows into the full run in the same directory) and
+        `--output-retries` (like --max-attempts). The JSON schema is in (its content, not
+        its path), and only when given: a run dir from before it existed still resumes.
         """
         req = asdict(self.request)
         req.pop("stream")
+        req.pop("output_retries")
+        if req["json_schema"] is None:
+            req.pop("json_schema")
         return {"api": self.api, "request": req}

@@ -301,7 +301,8 @@ def test_row_for_the_other_convention_is_rejected() -> None:
 
 
 def test_messages_parse_joins_text_blocks() -> None:
-    """Text from several text blocks joins; thinking and tool_use blocks add nothing."""
+    """Text from several text blocks joins; thinking and tool_use blocks add no text, and
+    the tool_use block becomes a tool call with its input as JSON text."""
     body = {
         "id": "msg_1",
         "type": "message",
@@ -322,6 +323,7 @@ def test_messages_parse_joins_text_blocks() -> None:
         stop_reason="end_turn",
         input_tokens=12,
         output_tokens=6,
+        tool_calls=({"id": "t", "name": "f", "arguments": "{}"},),
     )
 
 

@@ -170,25 +170,72 @@ def _thinking_block(prompt: str) -> Block:
 
 
 def _value_for(schema: Any, *, prompt: str, key: str, first_string: bool) -> Any:
+    """A value that fits `schema`: enum, const, the first of anyOf/oneOf, numbers within
+    their bounds, objects and arrays built from their properties and items."""
     schema = schema if isinstance(schema, dict) else {}
     pick = _digest("tool", prompt, key)
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
         return enum[pick % len(enum)]
+    if "const" in schema:
+        return schema["const"]
+    for combinator in ("anyOf", "oneOf"):
+        options = schema.get(combinator)
+        if isinstance(options, list) and options:
+            return _value_for(options[0], prompt=prompt, key=key, first_string=first_string)
     kind = schema.get("type")
-    if kind == "integer":
-        return pick % 100
-    if kind == "number":
-        return (pick % 10000) / 100
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind in ("integer", "number"):
+        return _bounded(schema, pick, whole=kind == "integer")
     if kind == "boolean":
         return bool(pick % 2)
     if kind == "array":
+        items = schema.get("items")
+        if isinstance(items, dict):
+            return [
+                _value_for(items, prompt=prompt, key=f"{key}[{i}]", first_string=False)
+                for i in (0, 1)
+            ]
         return [_WORDS[pick % len(_WORDS)], _WORDS[(pick >> 8) % len(_WORDS)]]
     if kind == "object":
-        return {}
+        return _object_for(schema, prompt=prompt, key=key) if "properties" in schema else {}
     if kind == "null":
         return None
     return prompt if first_string else f"{_WORDS[pick % len(_WORDS)]} café"
+
+
+def _bounded(schema: dict[str, Any], pick: int, *, whole: bool) -> int | float:
+    """A number from `pick` within the schema's minimum/maximum (exclusive ones too)."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if isinstance(schema.get("exclusiveMinimum"), int | float):
+        low = schema["exclusiveMinimum"] + (1 if whole else 0.01)
+    if isinstance(schema.get("exclusiveMaximum"), int | float):
+        high = schema["exclusiveMaximum"] - (1 if whole else 0.01)
+    value: int | float = pick % 100 if whole else (pick % 10000) / 100
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        span = high - low
+        value = low + (pick % (int(span) + 1) if whole else (pick % 10000) / 10000 * span)
+    elif isinstance(low, int | float):
+        value = low + value
+    elif isinstance(high, int | float):
+        value = high - value
+    return math.ceil(value) if whole else value
+
+
+def _object_for(schema: dict[str, Any], *, prompt: str, key: str) -> dict[str, Any]:
+    """Every property of an object schema, the first string one holding the prompt."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return {}
+    result: dict[str, Any] = {}
+    first_string = True
+    for name, sub in properties.items():
+        value = _value_for(sub, prompt=prompt, key=f"{key}.{name}", first_string=first_string)
+        if value == prompt:
+            first_string = False
+        result[name] = value
+    return result
 
 
 def tool_input(tool: ToolSpec, prompt: str) -> dict[str, Any]:
@@ -196,16 +243,16 @@ def tool_input(tool: ToolSpec, prompt: str) -> dict[str, Any]:
     properties = tool.schema.get("properties")
     if not isinstance(properties, dict) or not properties:
         return {"prompt": prompt}
-    result: dict[str, Any] = {}
-    first_string = True
-    for key, schema in properties.items():
-        value = _value_for(
-            schema, prompt=prompt, key=f"{tool.name}.{key}", first_string=first_string
-        )
-        if value == prompt:
-            first_string = False
-        result[key] = value
-    return result
+    return _object_for(tool.schema, prompt=prompt, key=tool.name)
+
+
+def _mismatch(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` with its first field of the wrong type (a string becomes a number)."""
+    if not value:
+        return {"unexpected": 1}
+    first = next(iter(value))
+    wrong = 12345 if isinstance(value[first], str) else f"not {json.dumps(value[first])}"
+    return {**value, first: wrong}
 
 
 def _json_pieces(text: str, salt: str) -> tuple[str, ...]:
@@ -266,27 +313,56 @@ def compose(
     tool: ToolSpec | None = None,
     tool_preamble: bool = True,
     stop_sequences: Sequence[str] = (),
+    json_schema: dict[str, Any] | None = None,
+    invalid: bool = False,
 ) -> Answer:
-    """The full answer for a request: optional thinking, then text or a tool call."""
+    """The full answer for a request: optional thinking, then text, JSON text that fits
+    `json_schema` (chat's response_format), or a tool call.
+
+    A "[prose]" prompt ignores the schema and the tool and answers in prose. `invalid`
+    (the `invalid_output` fault) spoils an answer that holds JSON: prose instead, the JSON
+    cut in half (JSON text only) or JSON with a field of the wrong type.
+    """
     blocks: list[Block] = [_thinking_block(prompt)] if thinking else []
+    if "[prose]" in prompt:
+        tool = json_schema = None
+    spoil = _digest("invalid", prompt) % 3 if invalid else None
+    if spoil == 0:
+        tool = json_schema = None
     stop: StopKind = "end"
     matched: str | None = None
-    if tool is None:
-        pieces, matched = _cut_at_stop(_answer_pieces(prompt), stop_sequences)
-        blocks.append(Block("text", pieces))
-        stop = "end" if matched is None else "stop_sequence"
-    else:
+    if tool is not None:
         if tool_preamble:
             blocks.append(Block("text", (f"Answer to {prompt}:", " calling", f" {tool.name}.")))
         arguments = tool_input(tool, prompt)
+        if spoil is not None:
+            arguments = _mismatch(arguments)
         text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
         pieces = _json_pieces(text, f"{tool.name}\x1f{prompt}")
         blocks.append(Block("tool_use", pieces, name=tool.name, tool_input=arguments))
         stop = "tool"
+    elif json_schema is not None:
+        blocks.append(Block("text", _json_answer(json_schema, prompt, spoil)))
+    else:
+        pieces, matched = _cut_at_stop(_answer_pieces(prompt), stop_sequences)
+        blocks.append(Block("text", pieces))
+        stop = "end" if matched is None else "stop_sequence"
     blocks, truncated = _limit(blocks, max_tokens)
     if truncated:
         return Answer(tuple(blocks), "max")
     return Answer(tuple(blocks), stop, matched)
+
+
+def _json_answer(schema: dict[str, Any], prompt: str, spoil: int | None) -> tuple[str, ...]:
+    """JSON text that fits `schema` (its first string field holds the prompt), in pieces;
+    spoiled: cut in half (1) or with a field of the wrong type (2)."""
+    value = _object_for(schema, prompt=prompt, key="answer") if "properties" in schema else {}
+    if spoil == 2:
+        value = _mismatch(value)
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if spoil == 1:
+        text = text[: len(text) // 2]
+    return _json_pieces(text, f"answer\x1f{prompt}")
 
 
 def pick_tool(tools: Sequence[ToolSpec], mode: str, prompt: str) -> ToolSpec | None:

@@ -7,7 +7,7 @@ answers it. A plain value: no parsing, no IO.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from batchrunner.fakeapi.answers import ToolSpec
@@ -28,3 +28,4 @@ class Ask:
     tool_mode: str = "auto"
     stop_sequences: tuple[str, ...] = ()
     n: int = 1
+    json_schema: dict[str, Any] | None = None  # chat's response_format json_schema

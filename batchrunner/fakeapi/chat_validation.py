@@ -5,6 +5,7 @@ Turns a JSON body into an `Ask` or raises ApiError (400 / 404). Pure: no IO, no 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from batchrunner.fakeapi.answers import ToolSpec, input_tokens, prompt_text
@@ -13,6 +14,8 @@ from batchrunner.fakeapi.shapes import ApiError
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
+_FORMATS = ("text", "json_object", "json_schema")
+_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 def _bad(message: str, param: str | None, code: str | None) -> ApiError:
@@ -141,6 +144,40 @@ def _tools(body: dict[str, Any]) -> tuple[tuple[ToolSpec, ...], str]:
     return tuple(specs), mode
 
 
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema of a `json_schema` response_format ({} when it gives none), else None."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise _wrong_type("response_format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind not in _FORMATS:
+        raise _bad(
+            f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object', and "
+            "'json_schema'.",
+            "response_format.type",
+            "invalid_value",
+        )
+    if kind != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _missing("response_format.json_schema")
+    name = spec.get("name")
+    if name is None:
+        raise _missing("response_format.json_schema.name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise _bad(
+            f"Invalid 'response_format.json_schema.name': string does not match pattern. "
+            f"Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$', got {name!r}.",
+            "response_format.json_schema.name",
+            "invalid_value",
+        )
+    schema = spec.get("schema")
+    return schema if isinstance(schema, dict) else {}
+
+
 def _stops(body: dict[str, Any]) -> tuple[str, ...]:
     stop = body.get("stop")
     if stop is None:
@@ -190,6 +227,7 @@ def parse_chat(body: dict[str, Any], models: tuple[str, ...]) -> Ask:
         )
     stops = _stops(body)
     tools, mode = _tools(body)
+    json_schema = _response_format(body)
     if model not in models:
         raise ApiError(
             404,
@@ -208,4 +246,5 @@ def parse_chat(body: dict[str, Any], models: tuple[str, ...]) -> Ask:
         tool_mode=mode,
         stop_sequences=stops,
         n=n,
+        json_schema=json_schema,
     )

@@ -200,6 +200,8 @@ class Generation:
             tool=pick_tool(ask.tools, ask.tool_mode, ask.prompt),
             tool_preamble=conv == "anthropic",
             stop_sequences=ask.stop_sequences,
+            json_schema=ask.json_schema,
+            invalid=fault == "invalid_output",
         )
         response_id = self._response_id(conv, key, stream=ask.stream)
         entry["response_id"] = response_id

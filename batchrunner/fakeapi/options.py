@@ -23,6 +23,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "hang",
     "stream-error",
     "stream-cut",
+    "invalid_output",
 )
 STREAM_FAULTS = frozenset({"stream-error", "stream-cut"})
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "529", "reset", "truncate", "badjson")

@@ -22,8 +22,9 @@ if typing.TYPE_CHECKING:
 
 # Field names in messages: a batch line's request fields sit inside `body` / `params`.
 _PREFIXES: dict[str, str] = {"simple": "", "openai_batch": "body.", "anthropic_batch": "params."}
-# json.dumps(x, ensure_ascii=False) builds a new encoder per call; this one is reused.
+# json.dumps(x, ensure_ascii=False) builds a new encoder per call; these are reused.
 _TEXT = json.JSONEncoder(ensure_ascii=False)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class StreamAssembler(typing.Protocol):
@@ -258,6 +259,15 @@ def stream_error(payload: object, fallback_type: str) -> RetryableError:
     return RetryableError(
         error_type or fallback_type, message or "error event in stream", code=code
     )
+
+
+def json_text(value: object) -> str:
+    """Compact JSON text of a value decoded from JSON (a tool input, a parsed answer)."""
+    return _COMPACT.encode(value)
+
+
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def usage_int(usage: object, key: str) -> int | None:

@@ -12,6 +12,7 @@ from batchrunner.errors import SourceError
 from batchrunner.protocols.base import (
     estimate_tokens,
     invalid_response,
+    json_text,
     load_event,
     require_str,
     require_tokens,
@@ -19,9 +20,11 @@ from batchrunner.protocols.base import (
     set_stream,
     start_body,
     stream_error,
+    text_or_none,
     usage_int,
 )
-from batchrunner.records import Api, Completion, JSONObject, Request, Row, json_kind
+from batchrunner.protocols.structured import add_response_format
+from batchrunner.records import Api, Completion, JSONObject, Request, Row, ToolCall, json_kind
 
 if TYPE_CHECKING:
     from batchrunner.records import Shape
@@ -64,6 +67,8 @@ class ChatProtocol:
             messages.insert(0, {"role": "system", "content": defaults.system})
         set_default(body, "model", defaults.model)
         set_default(body, "temperature", defaults.temperature)
+        if defaults.json_schema is not None:
+            add_response_format(body, defaults.json_schema, where)
         if body.get("max_completion_tokens") is not None:
             max_tokens = require_tokens(body, "max_completion_tokens", where)
         else:
@@ -112,6 +117,7 @@ class ChatProtocol:
             stop_reason=finish_reason if isinstance(finish_reason, str) else None,
             input_tokens=usage_int(usage, "prompt_tokens"),
             output_tokens=usage_int(usage, "completion_tokens"),
+            tool_calls=_tool_calls(message.get("tool_calls")),
         )
 
     def new_assembler(self) -> ChatAssembler:
@@ -129,6 +135,31 @@ def _message_text(content: object) -> str:
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""  # None: the reply is only tool calls
+
+
+def _tool_calls(calls: object) -> tuple[ToolCall, ...]:
+    """A message's `tool_calls` as tool_calls entries: `function` calls (arguments as the
+    server sent them, JSON text), and `custom` tool calls (their free-form input)."""
+    if not isinstance(calls, list):
+        return ()
+    out: list[ToolCall] = []
+    for call in calls:
+        if not isinstance(call, dict):
+            continue
+        kind = call.get("type") if isinstance(call.get("type"), str) else "function"
+        inner = call.get(kind)
+        inner = inner if isinstance(inner, dict) else {}
+        arguments = inner.get("arguments" if kind == "function" else "input")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json_text(arguments)  # a server that sent an object, not its text
+        out.append(
+            {
+                "id": text_or_none(call.get("id")),
+                "name": text_or_none(inner.get("name")),
+                "arguments": arguments,
+            }
+        )
+    return tuple(out)
 
 
 class _ToolCall:

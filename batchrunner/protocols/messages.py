@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING
 from batchrunner.protocols.base import (
     estimate_tokens,
     invalid_response,
+    json_text,
     load_event,
     require_str,
     require_tokens,
     set_stream,
     start_body,
     stream_error,
+    text_or_none,
     usage_int,
 )
-from batchrunner.records import Api, Completion, JSONObject, Request, Row
+from batchrunner.protocols.structured import add_answer_tool
+from batchrunner.records import Api, Completion, JSONObject, Request, Row, ToolCall
 
 if TYPE_CHECKING:
     from batchrunner.records import Shape
@@ -71,6 +74,8 @@ class MessagesProtocol:
             body["system"] = defaults.system
         if defaults.temperature is not None and get("temperature") is None:
             body["temperature"] = defaults.temperature
+        if defaults.json_schema is not None:
+            add_answer_tool(body, defaults.json_schema, where)
         model, max_tokens = body["model"], body["max_tokens"]
         if type(model) is not str or not model:
             require_str(body, "model", where)  # raises, naming what the row holds
@@ -124,6 +129,11 @@ class MessagesProtocol:
             stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             input_tokens=usage_int(usage, "input_tokens"),
             output_tokens=usage_int(usage, "output_tokens"),
+            tool_calls=tuple(
+                _tool_call(block)
+                for block in content
+                if isinstance(block, dict) and block.get("type") == "tool_use"
+            ),
         )
 
     def new_assembler(self) -> MessagesAssembler:
@@ -239,6 +249,16 @@ class MessagesAssembler:
             raise invalid_response("stream ended before message_stop")
         content = [self._blocks[i].build(i) for i in sorted(self._blocks)]
         return {**self._message, "content": content}
+
+
+def _tool_call(block: JSONObject) -> ToolCall:
+    """A `tool_use` block as a tool_calls entry: its input object as JSON text."""
+    tool_input = block.get("input")
+    return {
+        "id": text_or_none(block.get("id")),
+        "name": text_or_none(block.get("name")),
+        "arguments": None if tool_input is None else json_text(tool_input),
+    }
 
 
 def _text(delta: JSONObject, key: str) -> str:

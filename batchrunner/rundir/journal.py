@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 SYNC_INTERVAL_S = 1.0
 _FIELDS = tuple(f.name for f in fields(Result))
 _SPECIAL = {"index", "completed_at_us", "extra"}
-_JSON_TEXT = {"response", "_extra"}  # JSON text: a \uXXXX escape keeps its meaning exactly
+# JSON text: a \uXXXX escape keeps its meaning exactly
+_JSON_TEXT = {"response", "_extra", "parsed", "tool_calls.arguments"}
 _LONE = re.compile("[\ud800-\udfff]")
 
 
@@ -81,32 +82,44 @@ def _fit_surrogates(obj: dict[str, Any]) -> dict[str, Any]:
     """The line's strings with every unpaired UTF-16 surrogate (no UTF-8 form) dealt with.
 
     A pair split in two (a stream that cut an emoji between deltas) is joined: the same
-    character. A lone one in JSON text (`response`, `_extra`) becomes its `\\uXXXX` escape,
-    which decodes to the same string; in other text it becomes U+FFFD, said in the row's
-    error_message; in the id it is an IntegrityError, since ids are kept exactly or not at all.
+    character. A lone one in JSON text (`response`, `_extra`, `parsed`, a tool call's
+    `arguments`) becomes its `\\uXXXX` escape, which decodes to the same string; in other
+    text it becomes U+FFFD, said in the row's error_message; in the id it is an
+    IntegrityError, since ids are kept exactly or not at all.
     """
     fixed = dict(obj)
     notes: list[str] = []
     for key, value in obj.items():
-        if not isinstance(value, str) or _LONE.search(value) is None:
-            continue
-        joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-        lone = len(_LONE.findall(joined))
-        if not lone:
-            fixed[key] = joined
-        elif key == "id":
-            raise IntegrityError(
-                f"row {obj['_index']}: its id {value!r} holds an unpaired UTF-16 surrogate, "
-                "which has no UTF-8 form; it cannot be stored exactly"
-            )
-        elif key in _JSON_TEXT:
-            fixed[key] = _LONE.sub(lambda m: f"\\u{ord(m.group()):04x}", joined)
+        if key == "tool_calls" and isinstance(value, list | tuple):
+            fixed[key] = [
+                {name: _fit_text(f"{key}.{name}", text, notes) for name, text in call.items()}
+                for call in value
+            ]
         else:
-            fixed[key] = _LONE.sub("\ufffd", joined)
-            notes.append(f"{key}: {lone} unpaired UTF-16 surrogate(s) replaced by U+FFFD")
+            before = len(notes)
+            fixed[key] = _fit_text(key, value, notes)
+            if key == "id" and len(notes) > before:
+                raise IntegrityError(
+                    f"row {obj['_index']}: its id {value!r} holds an unpaired UTF-16 surrogate, "
+                    "which has no UTF-8 form; it cannot be stored exactly"
+                )
     if notes:
         fixed["error_message"] = "; ".join([*filter(None, [fixed.get("error_message")]), *notes])
     return fixed
+
+
+def _fit_text(key: str, value: object, notes: list[str]) -> Any:
+    """`value` (at `key`) with its unpaired surrogates joined, escaped or replaced."""
+    if not isinstance(value, str) or _LONE.search(value) is None:
+        return value
+    joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    lone = len(_LONE.findall(joined))
+    if not lone:
+        return joined
+    if key in _JSON_TEXT:
+        return _LONE.sub(lambda m: f"\\u{ord(m.group()):04x}", joined)
+    notes.append(f"{key}: {lone} unpaired UTF-16 surrogate(s) replaced by U+FFFD")
+    return _LONE.sub("\ufffd", joined)
 
 
 class JournalWriter:

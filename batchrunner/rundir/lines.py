@@ -154,11 +154,30 @@ def _fit(key: str, value: object, type_: pa.DataType) -> tuple[object, str | Non
             except OverflowError:
                 pass
         return None, f"{key} {_show(value)} does not fit {type_}; stored as null"
+    if pa.types.is_list(type_):
+        return _fit_calls(key, value)
     if isinstance(value, str):
         if _utf8(value):
             return value, None
         return _LONE.sub("\ufffd", value), f"{key}: unpaired UTF-16 surrogates replaced by U+FFFD"
     return json.dumps(value), f"{key} was not text; stored as its JSON text"
+
+
+def _fit_calls(key: str, value: object) -> tuple[object, str | None]:
+    """`tool_calls`: a list of {id, name, arguments} with text (or null) values, else null."""
+    names = ("id", "name", "arguments")
+    if not isinstance(value, list) or not all(
+        isinstance(call, dict) and all(isinstance(call.get(n), str | None) for n in names)
+        for call in value
+    ):
+        return None, f"{key} {_show(value)} is not a list of tool calls; stored as null"
+    calls = [{n: call.get(n) for n in names} for call in value]
+    if all(_utf8(text) for call in calls for text in call.values() if text is not None):
+        return calls, None
+    for call in calls:
+        for n, text in call.items():
+            call[n] = None if text is None else _LONE.sub("\ufffd", text)
+    return calls, f"{key}: unpaired UTF-16 surrogates replaced by U+FFFD"
 
 
 def _fit_line(line: bytes) -> tuple[dict[str, Any], list[str]]:

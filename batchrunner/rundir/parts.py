@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+TOOL_CALL = pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())])
 BUCKET_ROWS = 1 << 14  # rows in memory at once during assembly, and the row-group grid
 COMPRESSION = "zstd"
 
@@ -45,14 +46,25 @@ OUTPUT_SCHEMA = pa.schema(
         ("error_message", pa.string()),
         ("response", pa.string()),  # the complete response body, JSON text
         ("completed_at", pa.timestamp("us", tz="UTC")),
+        ("tool_calls", pa.list_(TOOL_CALL)),  # the answer's tool calls, both conventions
     ]
 )
-"""The fixed columns of results.parquet (README, "Output"); carried-through columns follow."""
+"""The fixed columns of results.parquet (README, "Output"); with --json-schema the
+`parsed` columns follow (results.py), then the carried-through columns."""
 
-# Parts add the input position and the carried-through fields (JSON) for final assembly.
-PART_SCHEMA = OUTPUT_SCHEMA.append(pa.field("_index", pa.int64())).append(
-    pa.field("_extra", pa.string())
+# Parts add the input position, the carried-through fields (JSON) and the validated
+# answer of --json-schema (JSON text) for final assembly.
+PART_SCHEMA = pa.schema(
+    [
+        *OUTPUT_SCHEMA,
+        pa.field("_index", pa.int64()),
+        pa.field("_extra", pa.string()),
+        pa.field("parsed", pa.string()),
+    ]
 )
+# Columns newer than the first part layout: a part written before them lacks them, and
+# reads as if they were null (old run directories resume and assemble as they are).
+ADDED_COLUMNS = frozenset({"tool_calls", "parsed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,43 @@ class CorruptPartError(OutputError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path.name} is unreadable: {reason}")
+
+
+def conform_part(table: pa.Table) -> pa.Table:
+    """A part's rows (or row group) in PART_SCHEMA; an older layout's missing columns null.
+
+    Raises pa.ArrowInvalid for any other difference (a foreign or damaged file).
+    """
+    if table.schema.equals(PART_SCHEMA):
+        return table
+    names = set(table.schema.names)
+    old = [f for f in PART_SCHEMA if f.name in names or f.name not in ADDED_COLUMNS]
+    if not table.schema.equals(pa.schema(old)):
+        raise pa.ArrowInvalid("unexpected columns")
+    columns = [
+        table.column(f.name) if f.name in names else pa.nulls(table.num_rows, f.type)
+        for f in PART_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=PART_SCHEMA)
+
+
+def known_layout(schema: pa.Schema) -> bool:
+    """Whether a part file's schema is PART_SCHEMA or an older layout of it."""
+    try:
+        conform_part(schema.empty_table())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def index_column(md: pq.FileMetaData) -> int:
+    """The position of `_index` among the file's Parquet (leaf) columns, whose statistics
+    locate its row groups; -1 when it has none. A nested column (`tool_calls`) spans
+    several leaves, so this is not the Arrow field's position."""
+    for i in range(md.num_columns):
+        if md.schema.column(i).path == "_index":
+            return i
+    return -1
 
 
 def is_unreadable(exc: BaseException) -> bool:
@@ -147,10 +196,10 @@ def write_part(
 
 
 def _part_info(seq: int, path: Path, pf: pq.ParquetFile) -> PartInfo:
-    if not pf.schema_arrow.equals(PART_SCHEMA):
+    if not known_layout(pf.schema_arrow):
         raise pa.ArrowInvalid("unexpected columns")
     md = pf.metadata
-    col = PART_SCHEMA.get_field_index("_index")
+    col = index_column(md)
     groups = []
     for rg in range(md.num_row_groups):
         stats = md.row_group(rg).column(col).statistics

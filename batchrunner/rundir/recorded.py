@@ -20,7 +20,13 @@ from batchrunner.errors import OutputError
 from batchrunner.rundir.files import list_numbered, list_segments
 from batchrunner.rundir.lines import parse_lines, read_chunks
 from batchrunner.rundir.manifest import read_manifest
-from batchrunner.rundir.parts import BUCKET_ROWS, OUTPUT_SCHEMA, is_unreadable, last_wins_sorted
+from batchrunner.rundir.parts import (
+    BUCKET_ROWS,
+    OUTPUT_SCHEMA,
+    index_column,
+    is_unreadable,
+    last_wins_sorted,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -160,7 +166,7 @@ def _part_groups(path: Path, skip: set[int], warnings: list[str]) -> dict[int, l
         try:
             with pq.ParquetFile(part) as pf:
                 md = pf.metadata
-                col = pf.schema_arrow.get_field_index("_index")
+                col = index_column(md)
                 spans = []
                 for rg in range(md.num_row_groups):
                     if md.row_group(rg).num_rows == 0:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from batchrunner.errors import IntegrityError
 from batchrunner.rundir.files import disk_errors, fsync_dir, list_numbered
 from batchrunner.rundir.lines import parse_lines, read_chunks, segment_outcomes
-from batchrunner.rundir.parts import is_unreadable, read_part_outcomes, write_part
+from batchrunner.rundir.parts import conform_part, is_unreadable, read_part_outcomes, write_part
 from batchrunner.rundir.replay import listing, replay
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _settle(
     if not bad and set(indices) <= set(part.indices):
         segment.unlink()
         return part
-    old = pq.read_table(part.info.path)
+    old = conform_part(pq.read_table(part.info.path))  # maybe of an older layout
     merged = pa.concat_tables([old, *_segment_tables(segment, warnings)])
     rebuilt = to_part(parts_dir, part.info.seq, [merged], run_dir=run_dir, source=segment.name)
     assert rebuilt is not None  # the old part had rows

@@ -1,8 +1,9 @@
 """Final assembly of results.parquet: the parts merged in input order, last outcome wins.
 
 Streams bucket by bucket on parts.py's grid (about one bucket of rows in memory), leaves
-out rows past the current input size, and types carried-through columns (JSON text when
-they do not fit). Writes only results.parquet (`files.atomic_write`); never writes or
+out rows past the current input size, and types carried-through columns and the `parsed`
+columns of --json-schema (JSON text when they do not fit). Parts of an older layout read
+with their newer columns null. Writes only results.parquet (`files.atomic_write`); never writes or
 removes parts, and no journal, lock or done-set logic (that is writer.py's job).
 """
 
@@ -25,8 +26,8 @@ from batchrunner.rundir.files import atomic_write
 from batchrunner.rundir.parts import (
     COMPRESSION,
     OUTPUT_SCHEMA,
-    PART_SCHEMA,
     CorruptPartError,
+    conform_part,
     is_unreadable,
     last_wins_sorted,
 )
@@ -145,20 +146,39 @@ def convert_column(values: list[Any], type_: pa.DataType | None) -> pa.Array | N
 
 
 class _NoFit(Exception):
-    def __init__(self, column: str) -> None:
+    def __init__(self, column: str, *, parsed: bool) -> None:
         self.column = column
+        self.parsed = parsed
 
 
-def _output_schema(extra_types: dict[str, pa.DataType | None]) -> pa.Schema:
+@dataclass(slots=True)
+class _Types:
+    """Arrow type per column taken from JSON: `parsed` (--json-schema: "" is the `parsed`
+    column itself, then one per typed field) and `extra` (carried-through fields)."""
+
+    parsed: dict[str, pa.DataType | None]
+    extra: dict[str, pa.DataType | None]
+
+
+def _output_schema(more: list[tuple[str, pa.DataType | None]]) -> pa.Schema:
+    """The fixed columns, then `more` (JSON_TYPE columns hold JSON text)."""
     fields = list(OUTPUT_SCHEMA)
-    for name, t in extra_types.items():
+    for name, t in more:
         fields.append(pa.field(name, pa.string() if t is JSON_TYPE else t))
     return pa.schema(fields)
 
 
-def _out_names(extra_columns: dict[str, str]) -> dict[str, str]:
-    """Output name per carried-through field; a clash with a fixed column gets `input_`."""
-    taken = set(OUTPUT_SCHEMA.names)
+def _parsed_names(parsed_columns: dict[str, str] | None) -> dict[str, str]:
+    """Output name per column of --json-schema: `parsed` (the key ""), `parsed.<field>`."""
+    if parsed_columns is None:
+        return {}
+    return {"": "parsed", **{f: f"parsed.{f}" for f in parsed_columns}}
+
+
+def _out_names(extra_columns: dict[str, str], taken: set[str]) -> dict[str, str]:
+    """Output name per carried-through field; a clash with a fixed column (or one in
+    `taken`) gets `input_`."""
+    taken = set(OUTPUT_SCHEMA.names) | taken
     names: dict[str, str] = {}
     for field in extra_columns:
         name = field
@@ -185,9 +205,7 @@ def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
     for _seq, rg, path, exact in sorted(entries, key=lambda e: (e[0], e[1])):
         try:
             with pq.ParquetFile(path) as pf:
-                t = pf.read_row_group(rg)
-            if not t.schema.equals(PART_SCHEMA):
-                raise pa.ArrowInvalid("unexpected columns")
+                t = conform_part(pf.read_row_group(rg))
         except Exception as exc:
             if is_unreadable(exc):
                 raise CorruptPartError(path, str(exc).splitlines()[0]) from exc
@@ -202,23 +220,37 @@ def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
     return last_wins_sorted(pa.concat_tables(tables))
 
 
+def _json_columns(
+    blobs: list[str | None], types: dict[str, pa.DataType | None], whole: bool
+) -> list[pa.Array]:
+    """One array per key of `types` from the JSON objects in `blobs`; `whole`: the key ""
+    is the JSON text itself. Raises _NoFit naming the first key whose values do not fit."""
+    keys = [key for key in types if not (whole and key == "")]
+    objs = [json.loads(b) if b else {} for b in blobs] if keys else []
+    arrays = []
+    for key, t in types.items():
+        if whole and key == "":
+            arrays.append(pa.array(blobs, pa.string()))
+            continue
+        arr = convert_column([o.get(key) if isinstance(o, dict) else None for o in objs], t)
+        if arr is None:
+            raise _NoFit(key, parsed=whole)
+        arrays.append(arr)
+    return arrays
+
+
 def _window(
     table: pa.Table,
     total_rows: int,
-    extra_types: dict[str, pa.DataType | None],
+    types: _Types,
     schema: pa.Schema,
 ) -> pa.Table:
     table = table.filter(pc.less(table.column("_index"), total_rows))
     columns = [table.column(name) for name in OUTPUT_SCHEMA.names]
-    if extra_types:
-        blobs = table.column("_extra").to_pylist()
-        objs = [json.loads(b) if b else {} for b in blobs]
-        for field, t in extra_types.items():
-            values = [o.get(field) for o in objs]
-            arr = convert_column(values, t)
-            if arr is None:
-                raise _NoFit(field)
-            columns.append(arr)
+    if types.parsed:
+        columns += _json_columns(table.column("parsed").to_pylist(), types.parsed, True)
+    if types.extra:
+        columns += _json_columns(table.column("_extra").to_pylist(), types.extra, False)
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -231,13 +263,16 @@ def assemble_results(
     run_dir: Path,
     succeeded: int,
     errored: int,
+    parsed_columns: dict[str, str] | None = None,
 ) -> list[str]:
     """Stream the parts into `out_path` in input order, last outcome per index wins.
 
     Rows with index >= total_rows (left by an earlier, larger run) are left out. Returns
-    warnings (carried-through columns that fell back to JSON text). `succeeded` and
-    `errored` are the outcomes the done set counts: unless the rows match them exactly,
-    each id once, IntegrityError is raised and `out_path` is left as it was.
+    warnings (columns that fell back to JSON text). `parsed_columns` (a run with
+    --json-schema) maps the schema's typed fields to Arrow type strings: `parsed` and
+    `parsed.<field>` follow the fixed columns. `succeeded` and `errored` are the outcomes
+    the done set counts: unless the rows match them exactly, each id once,
+    IntegrityError is raised and `out_path` is left as it was.
     """
     buckets = bucket_entries(parts)
     return write_results(
@@ -248,6 +283,7 @@ def assemble_results(
         extra_columns=extra_columns,
         run_dir=run_dir,
         expect=(succeeded, errored),
+        parsed_columns=parsed_columns,
     )
 
 
@@ -261,21 +297,30 @@ def write_results(
     run_dir: Path,
     expect: tuple[int, int],
     unique_ids: bool = True,
+    parsed_columns: dict[str, str] | None = None,
 ) -> list[str]:
     """`assemble_results` from any source: `read(bucket)` gives a bucket's rows in the
     parts' schema, sorted by `_index`, one row per index. `expect`: (succeeded, errored).
     `unique_ids=False` skips the id check, which holds every id in memory at once (for
     `merge`, whose sources were each checked when their run finished).
     """
-    out_names = _out_names(extra_columns)
-    types = {field: parse_type(t) for field, t in extra_columns.items()}
+    p_names = _parsed_names(parsed_columns)
+    out_names = _out_names(extra_columns, set(p_names.values()))
+    declared = {"": "string", **(parsed_columns or {})}
+    types = _Types(
+        parsed={key: parse_type(declared[key]) for key in p_names},
+        extra={field: parse_type(t) for field, t in extra_columns.items()},
+    )
     warnings = [
         f"column {out_names[f]!r}: type {extra_columns[f]!r} not understood; written as JSON text"
-        for f, t in types.items()
+        for f, t in types.extra.items()
         if t is JSON_TYPE and extra_columns[f] != "json"
     ]
     while True:
-        schema = _output_schema({out_names[f]: t for f, t in types.items()})
+        schema = _output_schema(
+            [(p_names[k], t) for k, t in types.parsed.items()]
+            + [(out_names[f], t) for f, t in types.extra.items()]
+        )
         try:
             # A refused tally leaves the old results.parquet (or none) as it was.
             with atomic_write(out_path, run_dir=run_dir) as fh:
@@ -283,10 +328,15 @@ def write_results(
                 _check(tally, succeeded=expect[0], errored=expect[1])
             break
         except _NoFit as exc:
-            types[exc.column] = JSON_TYPE
+            group, names, given = (
+                (types.parsed, p_names, declared)
+                if exc.parsed
+                else (types.extra, out_names, extra_columns)
+            )
+            group[exc.column] = JSON_TYPE
             warnings.append(
-                f"column {out_names[exc.column]!r}: some values do not fit type "
-                f"{extra_columns[exc.column]!r}; written as JSON text"
+                f"column {names[exc.column]!r}: some values do not fit type "
+                f"{given[exc.column]!r}; written as JSON text"
             )
     return warnings
 
@@ -328,7 +378,7 @@ def _write_results(
     buckets: Sequence[int],
     read: Callable[[int], pa.Table],
     total_rows: int,
-    types: dict[str, pa.DataType | None],
+    types: _Types,
     schema: pa.Schema,
     unique_ids: bool,
 ) -> _Tally:

@@ -315,15 +315,19 @@ class RunDir:
         write_manifest(self.path, self._manifest)
         self._done.set_total(total_rows)
 
-    def finalize(self, extra_columns: dict[str, str]) -> Path:
+    def finalize(
+        self, extra_columns: dict[str, str], parsed_columns: dict[str, str] | None = None
+    ) -> Path:
         """Commit what is left and write results.parquet (input order, last outcome wins).
 
         `extra_columns` maps carried-through fields to Arrow type strings ("string",
         "int64", "double", "bool", "json", or any Arrow type string); a type that cannot
         be parsed or does not fit the values becomes a JSON text column, with a warning.
-        Call it once nothing is being recorded any more. Raises IntegrityError, writing
-        no results.parquet and deleting nothing, when the parts do not hold exactly the
-        outcomes the done set counts, or when two rows share an id.
+        `parsed_columns` (a run with --json-schema) adds `parsed` and the schema's typed
+        fields (`results.assemble_results`). Call it once nothing is being recorded any
+        more. Raises IntegrityError, writing no results.parquet and deleting nothing,
+        when the parts do not hold exactly the outcomes the done set counts, or when two
+        rows share an id.
         """
         self.seal()  # the open buffer joins the uncommitted segments
         with self._committing:  # waits for a commit still running in another thread
@@ -341,6 +345,7 @@ class RunDir:
                     out,
                     total_rows=self.total_rows,
                     extra_columns=extra_columns,
+                    parsed_columns=parsed_columns,
                     run_dir=self.path,
                     succeeded=self._done.count(Outcome.SUCCEEDED),
                     errored=self._done.count(Outcome.ERRORED),

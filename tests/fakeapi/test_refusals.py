@@ -129,6 +129,26 @@ CHAT_BAD: list[tuple[dict[str, Any], str, str | None]] = [
         "only allowed when 'stream'",
         None,
     ),
+    (
+        chat("hi", response_format={"type": "yaml"}),
+        "Invalid value: 'yaml'. Supported values are: 'text', 'json_object'",
+        "invalid_value",
+    ),
+    (
+        chat("hi", response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+        "Missing required parameter: 'response_format.json_schema.name'.",
+        "missing_required_parameter",
+    ),
+    (
+        chat("hi", response_format={"type": "json_schema", "json_schema": {"name": "a b"}}),
+        "string does not match pattern",
+        "invalid_value",
+    ),
+    (
+        chat("hi", response_format="json"),
+        "Invalid type for 'response_format': expected an object",
+        "invalid_type",
+    ),
 ]
 
 

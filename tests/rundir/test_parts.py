@@ -40,10 +40,11 @@ def test_output_schema_matches_the_interface() -> None:
         "error_message": "string",
         "response": "string",
         "completed_at": "timestamp[us, tz=UTC]",
+        "tool_calls": "list<item: struct<id: string, name: string, arguments: string>>",
     }
     assert {f.name: str(f.type) for f in OUTPUT_SCHEMA} == expected
     assert OUTPUT_SCHEMA.names == list(expected)
-    assert PART_SCHEMA.names == [*expected, "_index", "_extra"]
+    assert PART_SCHEMA.names == [*expected, "_index", "_extra", "parsed"]
 
 
 def test_parse_lines_reads_every_field_back() -> None:
