@@ -157,7 +157,7 @@ def _run_paths(
     out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
         problems.append("no input: give INPUT or set [job] input in the job file")
-    problems += _output_problems(out)
+    problems += _output_clashes(inp, out) or _output_problems(out)
     return inp, out
 
 
@@ -212,6 +212,24 @@ def base_url_problems(url: object) -> list[str]:
         return ["the base URL must look like https://host/v1 (http or https, with a host)"]
     if not url.isascii() or not url.isprintable():
         return ["the base URL holds a control or non-ASCII character"]
+    return []
+
+
+def _output_clashes(inp: Path | None, out: Path | None) -> list[str]:
+    """A run directory that would write over its own input or into another run's directory,
+    or `-o -`, which names no directory (the run directory is never a stream)."""
+    if out is None:
+        return []
+    if str(out) == "-":
+        return ["-o - is not a run directory: the run writes a directory; give -o DIR"]
+    # realpath, not Path.resolve: an input in a symlink loop is the reader's to report.
+    where = Path(os.path.realpath(out))
+    if inp is not None and str(inp) != "-" and where == Path(os.path.realpath(inp)):
+        return [f"run directory {out} is the input itself; give another -o DIR"]
+    # "manifest.json" is rundir.manifest.NAME, which this layer may not import.
+    owner = next((p for p in where.parents if (p / "manifest.json").is_file()), None)
+    if owner is not None:
+        return [f"run directory {out} is inside the run directory {owner} of another run"]
     return []
 
 
