@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -257,8 +258,18 @@ def _prepare(source: Source, output: Path, options: dict[str, Any]) -> JobSpec:
         base_url_env=os.environ.get(BASE_ENV) or None,
     )
     if path is not None:
-        return spec
+        return spooled(spec)
     return replace(spec, input=write_given(source, spec.output))
+
+
+def spooled(spec: JobSpec) -> JobSpec:
+    """`spec` reading the run directory's copy of stdin when INPUT is `-` or `/dev/stdin`
+    (`rundir.stdin`: a resume never needs stdin again); `spec` itself otherwise."""
+    from batchrunner.rundir.stdin import is_stdin, spool_stdin
+
+    if not is_stdin(spec.input):
+        return spec
+    return replace(spec, input=spool_stdin(sys.stdin.buffer, spec.output))
 
 
 def _result(spec: JobSpec, stats: RunStats) -> RunResult:

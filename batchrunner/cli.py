@@ -18,7 +18,7 @@ import anyio
 import click
 from click.core import ParameterSource
 
-from batchrunner.api import api_key, execute
+from batchrunner.api import api_key, execute, spooled
 from batchrunner.config import BASE_ENV, base_url_problems, load_job
 from batchrunner.errors import FD_ERRNOS, BatchRunnerError, ConfigError, write_error
 from batchrunner.progress import ProgressPrinter
@@ -162,7 +162,7 @@ def run(
 ) -> None:
     """Process a prompt file; resume DIR if it exists.
 
-    INPUT is .jsonl, .jsonl.gz, .jsonl.zst, .parquet or a directory of Parquet files.
+    INPUT: .jsonl(.gz/.zst), .parquet, a directory of Parquet files, or - (stdin JSONL).
     Running the same command again resumes: recorded rows are not sent again.
     With [eval] scorer = "judge", every succeeded row is then judged by judge_model
     (recorded in DIR/judge/, resumed the same way).
@@ -178,7 +178,7 @@ def run(
     """
     with _user_errors():
         key = api_key()
-        spec = _load(job, input_path, output, dict(flags))
+        spec = spooled(_load(job, input_path, output, dict(flags)))
         printer = ProgressPrinter(bar=not no_progress and sys.stderr.isatty())
         hooks = _run_hooks(printer, verbose=verbose)
         try:

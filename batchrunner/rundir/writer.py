@@ -31,6 +31,7 @@ from batchrunner.rundir.manifest import Manifest, read_manifest, write_manifest
 from batchrunner.rundir.parts import CorruptPartError
 from batchrunner.rundir.recovery import drop_segment, quarantine, recover, to_part
 from batchrunner.rundir.results import assemble_results
+from batchrunner.rundir.stdin import STDIN_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -43,7 +44,15 @@ if TYPE_CHECKING:
     from batchrunner.rundir.parts import PartInfo
     from batchrunner.spec import Durability
 
-_OWN_NAMES = {"lock", f"{MANIFEST}.tmp", "journal", "parts", "quarantine", *GIVEN_NAMES}
+_OWN_NAMES = {
+    "lock",
+    f"{MANIFEST}.tmp",
+    "journal",
+    "parts",
+    "quarantine",
+    *GIVEN_NAMES,
+    *STDIN_NAMES,
+}
 _LOCK_TRIES = 10  # `status` probes the lock for microseconds; don't mistake that for a run
 
 
