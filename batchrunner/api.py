@@ -88,6 +88,7 @@ class RunOptions(TypedDict, total=False):
     limit: int
     retry_errors: bool
     durability: Literal["process", "os"]
+    format: Literal["jsonl", "csv", "tsv", "parquet"]  # when the source's name does not tell
     stall_timeout: float
     max_response_bytes: int
     progress: Callable[[Progress], None]  # live counters, about once a second
@@ -95,7 +96,7 @@ class RunOptions(TypedDict, total=False):
 
 
 # Options whose JobSpec field (and CLI flag destination) has another name.
-_RENAMED = {"timeout": "timeout_s", "stall_timeout": "stall_timeout_s"}
+_RENAMED = {"timeout": "timeout_s", "stall_timeout": "stall_timeout_s", "format": "input_format"}
 _HOOKS = ("job", "progress", "warn")
 
 
@@ -269,7 +270,7 @@ def spooled(spec: JobSpec) -> JobSpec:
 
     if not is_stdin(spec.input):
         return spec
-    return replace(spec, input=spool_stdin(sys.stdin.buffer, spec.output))
+    return replace(spec, input=spool_stdin(sys.stdin.buffer, spec.output, spec.input_format))
 
 
 def _result(spec: JobSpec, stats: RunStats) -> RunResult:

@@ -85,6 +85,9 @@ def main() -> None:
     """
 
 
+_FORMATS = ["jsonl", "csv", "tsv", "parquet"]  # spec.InputFormat; INPUT's name tells by default
+
+
 def _request_options(f: Any) -> Any:
     """Options shared by `run` and `validate` (everything that shapes requests)."""
     options = [
@@ -97,6 +100,7 @@ def _request_options(f: Any) -> Any:
         click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
         click.option("--id-column", help="Input column holding the row id."),
         click.option("--prompt-column", help="Input column holding the prompt."),
+        click.option("--format", "input_format", type=click.Choice(_FORMATS), help="[by name]"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -162,7 +166,7 @@ def run(
 ) -> None:
     """Process a prompt file; resume DIR if it exists.
 
-    INPUT: .jsonl(.gz/.zst), .parquet, a directory of Parquet files, or - (stdin JSONL).
+    INPUT: .jsonl/.csv/.tsv (.gz/.zst), .parquet, a Parquet directory, or - (stdin).
     Running the same command again resumes: recorded rows are not sent again.
     With [eval] scorer = "judge", every succeeded row is then judged by judge_model
     (recorded in DIR/judge/, resumed the same way).
@@ -221,10 +225,7 @@ def _run_hooks(printer: ProgressPrinter, *, verbose: bool) -> RunHooks:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(run_dir: Path, as_json: bool) -> None:
-    """Counts of a run directory: total, succeeded, errored, pending.
-
-    Reads only the directory; correct at any moment, also while a run is going.
-    """
+    """Counts of a run directory: total, succeeded, errored, pending (read alone, any time)."""
     from batchrunner.rundir import read_status
 
     with _user_errors():
@@ -304,9 +305,6 @@ def merge_cmd(shard_dirs: tuple[Path, ...], output: Path) -> None:
         f"{merged.shards} shards: {merged.rows} rows: {merged.succeeded} succeeded, "
         f"{merged.errored} errored -> {merged.results}"
     )
-
-
-# report and export: read-only consumers of a run directory (issue 12).
 
 
 @main.command("report")

@@ -22,6 +22,7 @@ from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
     DEFAULT_BASE,
     Durability,
+    InputFormat,
     JobSpec,
     LimitsSpec,
     PricingSpec,
@@ -35,7 +36,7 @@ KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
 BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
 
 # Keys the job file accepts, per section, with the spec field each one fills.
-_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard"}
+_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard", "format"}
 _REQUEST_KEYS = {f.name for f in fields(RequestSpec)}
 _LIMITS_KEYS = {
     "concurrency": "concurrency",
@@ -119,6 +120,9 @@ def load_job(
     api = pick("api", jsec, "api", "messages")
     base_url = given.get("base_url") or jsec.get("base_url") or base_url_env
     durability = pick("durability", jsec, "durability", "process")
+    fmt = pick("input_format", jsec, "format", None)
+    if fmt is not None and fmt not in get_args(InputFormat):
+        problems.append(f"format must be one of {', '.join(get_args(InputFormat))}")
     problems += _check_request(request_values) + _check_limits(limits_values)
     problems += base_url_problems(base_url or DEFAULT_BASE)
     limit = given.get("limit")
@@ -140,6 +144,7 @@ def load_job(
         limit=limit,
         retry_errors=bool(given.get("retry_errors", False)),
         durability=durability,
+        input_format=fmt,
         shard=shard,
     )
 

@@ -1,7 +1,8 @@
 """The input read from standard input (`run -`, `run /dev/stdin`), kept in the run directory.
 
 A resume must read the rows the run began with, and a pipe can be read only once: so the
-stream is copied, zstd-compressed, into `DIR/stdin.jsonl.zst` as it is read (1 MiB at a
+stream is copied, zstd-compressed, into `DIR/stdin.jsonl.zst` (`stdin.csv.zst`,
+`stdin.tsv.zst` with `--format`) as it is read (1 MiB at a
 time, whatever its size), and the run reads that copy, a JSONL input like any other. A
 resume needs no stdin: given none (a terminal, or `< /dev/null`) it reads the copy; given
 the same bytes again it keeps the copy; given other bytes where the run has begun it is
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 STDIN_NAME = "stdin.jsonl.zst"
-STDIN_NAMES = frozenset({STDIN_NAME, f"{STDIN_NAME}.tmp"})
+_STREAMED = ("jsonl", "csv", "tsv")  # Parquet needs to seek: it cannot come from a pipe
+STDIN_NAMES = frozenset(f"stdin.{kind}.zst{tmp}" for kind in _STREAMED for tmp in ("", ".tmp"))
 _CHUNK = 1 << 20
 
 
@@ -32,13 +34,15 @@ def is_stdin(path: Path) -> bool:
     return str(path) in ("-", "/dev/stdin")
 
 
-def spool_stdin(stream: IO[bytes], out: Path) -> Path:
+def spool_stdin(stream: IO[bytes], out: Path, fmt: str | None = None) -> Path:
     """Copy `stream` into the run directory `out` (see the module doc); the copy's path.
 
     SourceError when there is no copy yet and stdin is a terminal (nothing piped in);
     OutputError when `out` holds a run begun from another input, or from other stdin rows.
     """
-    final = out / STDIN_NAME
+    if fmt not in (None, *_STREAMED):
+        raise SourceError("-", f"--format {fmt} cannot be read from stdin; give a file")
+    final = out / f"stdin.{fmt or 'jsonl'}.zst"
     kept = final.is_file()
     began = (out / MANIFEST).exists()
     if began and not kept:
