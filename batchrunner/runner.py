@@ -386,7 +386,7 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     succeeded, errored, pending = tally.succeeded, tally.errored, tally.pending
     results = None
     if run.stop is None and pending == 0:
-        results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns))
+        results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns, run.spec))
     run.pass_warnings()  # what committing and finalizing found (values that did not fit)
     counts = f"{succeeded + errored} of {tally.total} rows recorded, {pending} pending"
     if run.stop is not None:

@@ -22,6 +22,7 @@ from tests.helpers import commit_all, make_result, open_run, run_cli, write_json
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from batchrunner.spec import JobSpec
     from tests.fakeserver import FakeServer
 
 
@@ -157,12 +158,12 @@ def test_the_cli_stops_with_exit_1_instead_of_finishing_short(
     args = ["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"]
     real = RunDir.finalize
 
-    def losing_finalize(self: RunDir, extra_columns: dict[str, str]) -> Path:
+    def losing_finalize(self: RunDir, extra_columns: dict[str, str], spec: JobSpec) -> Path:
         self.seal()
         for sealed in list(self._uncommitted.values()):
             self.commit(sealed)
         _drop_row(out / "parts" / "part-000001.parquet", 3)
-        return real(self, extra_columns)
+        return real(self, extra_columns, spec)
 
     with monkeypatch.context() as mp:
         mp.setattr(RunDir, "finalize", losing_finalize)

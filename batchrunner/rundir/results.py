@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from io import BufferedWriter
     from pathlib import Path
 
+    from batchrunner.rundir.carried import FromInput
     from batchrunner.rundir.parts import PartInfo
 
     Entry = tuple[int, int, Path, bool]  # a part's row group in a bucket: seq, rg, path, exact
@@ -207,13 +208,21 @@ def _window(
     total_rows: int,
     extra_types: dict[str, pa.DataType | None],
     schema: pa.Schema,
+    carried: FromInput | None,
 ) -> pa.Table:
     table = table.filter(pc.less(table.column("_index"), total_rows))
     columns = [table.column(name) for name in OUTPUT_SCHEMA.names]
+    taken: dict[str, pa.Array] = {}
+    if carried is not None:
+        indices = table.column("_index").to_pylist()
+        taken = dict(zip(carried.names, carried.take(indices), strict=True))
     if extra_types:
         blobs = table.column("_extra").to_pylist()
         objs = [json.loads(b) if b else {} for b in blobs]
         for field, t in extra_types.items():
+            if field in taken:  # exact, from the input (carried.py)
+                columns.append(taken[field])
+                continue
             values = [o.get(field) for o in objs]
             arr = convert_column(values, t)
             if arr is None:
@@ -231,6 +240,7 @@ def assemble_results(
     run_dir: Path,
     succeeded: int,
     errored: int,
+    carried: FromInput | None = None,
 ) -> list[str]:
     """Stream the parts into `out_path` in input order, last outcome per index wins.
 
@@ -248,6 +258,7 @@ def assemble_results(
         extra_columns=extra_columns,
         run_dir=run_dir,
         expect=(succeeded, errored),
+        carried=carried,
     )
 
 
@@ -261,14 +272,17 @@ def write_results(
     run_dir: Path,
     expect: tuple[int, int],
     unique_ids: bool = True,
+    carried: FromInput | None = None,
 ) -> list[str]:
     """`assemble_results` from any source: `read(bucket)` gives a bucket's rows in the
     parts' schema, sorted by `_index`, one row per index. `expect`: (succeeded, errored).
     `unique_ids=False` skips the id check, which holds every id in memory at once (for
-    `merge`, whose sources were each checked when their run finished).
+    `merge`, whose sources were each checked when their run finished). `carried` gives
+    the Parquet input's columns with their exact types, taken from the input by index.
     """
     out_names = _out_names(extra_columns)
     types = {field: parse_type(t) for field, t in extra_columns.items()}
+    types |= carried.types if carried is not None else {}
     warnings = [
         f"column {out_names[f]!r}: type {extra_columns[f]!r} not understood; written as JSON text"
         for f, t in types.items()
@@ -278,8 +292,11 @@ def write_results(
         schema = _output_schema({out_names[f]: t for f, t in types.items()})
         try:
             # A refused tally leaves the old results.parquet (or none) as it was.
+            if carried is not None:
+                carried.rewind()
             with atomic_write(out_path, run_dir=run_dir) as fh:
-                tally = _write_results(fh, buckets, read, total_rows, types, schema, unique_ids)
+                args = (buckets, read, total_rows, types, schema, unique_ids, carried)
+                tally = _write_results(fh, *args)
                 _check(tally, succeeded=expect[0], errored=expect[1])
             break
         except _NoFit as exc:
@@ -331,13 +348,14 @@ def _write_results(
     types: dict[str, pa.DataType | None],
     schema: pa.Schema,
     unique_ids: bool,
+    carried: FromInput | None,
 ) -> _Tally:
     tally = _Tally()
     with pq.ParquetWriter(fh, schema, compression=COMPRESSION) as writer:
         for bucket in buckets:
             if bucket * part_files.BUCKET_ROWS >= total_rows:
                 break
-            window = _window(read(bucket), total_rows, types, schema)
+            window = _window(read(bucket), total_rows, types, schema, carried)
             if window.num_rows:
                 writer.write_table(window)
                 tally.rows += window.num_rows

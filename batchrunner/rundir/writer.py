@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import OutputError
+from batchrunner.rundir.carried import from_input
 from batchrunner.rundir.doneset import DoneSet, Outcome
 from batchrunner.rundir.files import disk_errors
 from batchrunner.rundir.given import GIVEN_NAMES
@@ -39,10 +40,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from batchrunner.records import Result
+    from batchrunner.rundir.carried import FromInput
     from batchrunner.rundir.doneset import Counts
     from batchrunner.rundir.manifest import StoredSummary
     from batchrunner.rundir.parts import PartInfo
-    from batchrunner.spec import Durability
+    from batchrunner.spec import Durability, JobSpec
 
 _OWN_NAMES = {
     "lock",
@@ -298,12 +300,18 @@ class RunDir:
         write_manifest(self.path, self._manifest)
         self._done.set_total(total_rows)
 
-    def finalize(self, extra_columns: dict[str, str]) -> Path:
+    def finalize(
+        self,
+        extra_columns: dict[str, str],
+        spec: JobSpec | None = None,
+    ) -> Path:
         """Commit what is left and write results.parquet (input order, last outcome wins).
 
         `extra_columns` maps carried-through fields to Arrow type strings ("string",
         "int64", "double", "bool", "json", or any Arrow type string); a type that cannot
         be parsed or does not fit the values becomes a JSON text column, with a warning.
+        A Parquet input (`spec.input`) gives its carried columns exactly,
+        with their Arrow types (carried.py); one it cannot serve falls back, with a warning.
         Call it once nothing is being recorded any more. Raises IntegrityError, writing
         no results.parquet and deleting nothing, when the parts do not hold exactly the
         outcomes the done set counts, or when two rows share an id.
@@ -318,17 +326,17 @@ class RunDir:
                 parts = sorted(self._parts, key=lambda p: p.seq)
         out = self.path / "results.parquet"
         try:
-            self.warnings.extend(
-                assemble_results(
-                    parts,
-                    out,
-                    total_rows=self.total_rows,
-                    extra_columns=extra_columns,
-                    run_dir=self.path,
-                    succeeded=self._done.count(Outcome.SUCCEEDED),
-                    errored=self._done.count(Outcome.ERRORED),
+            try:
+                path, fmt = (spec.input, spec.input_format) if spec else (None, None)
+                carried = from_input(path, fmt, list(extra_columns))
+                self.warnings.extend(self._assemble(parts, out, extra_columns, carried))
+            except ValueError as exc:
+                self.warnings.append(
+                    f"carried-through columns not read from the input ({exc}); rebuilt from "
+                    "the journal's JSON instead, where binary, duration, map and dictionary "
+                    "values become text"
                 )
-            )
+                self.warnings.extend(self._assemble(parts, out, extra_columns, None))
         except CorruptPartError as exc:
             quarantine(self.path, exc.path, exc.reason, self.warnings)
             raise OutputError(
@@ -336,6 +344,24 @@ class RunDir:
                 "run the same command again"
             ) from exc
         return out
+
+    def _assemble(
+        self,
+        parts: list[PartInfo],
+        out: Path,
+        extra_columns: dict[str, str],
+        carried: FromInput | None,
+    ) -> list[str]:
+        return assemble_results(
+            parts,
+            out,
+            total_rows=self.total_rows,
+            extra_columns=extra_columns,
+            run_dir=self.path,
+            succeeded=self._done.count(Outcome.SUCCEEDED),
+            errored=self._done.count(Outcome.ERRORED),
+            carried=carried,
+        )
 
     def close(self) -> None:
         """Close the journal and release the lock (idempotent)."""
