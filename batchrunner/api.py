@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,7 @@ class RunOptions(TypedDict, total=False):
     limit: int
     retry_errors: bool
     durability: Literal["process", "os"]
+    format: Literal["jsonl", "csv", "tsv", "parquet"]  # when the source's name does not tell
     stall_timeout: float
     max_response_bytes: int
     progress: Callable[[Progress], None]  # live counters, about once a second
@@ -94,7 +96,7 @@ class RunOptions(TypedDict, total=False):
 
 
 # Options whose JobSpec field (and CLI flag destination) has another name.
-_RENAMED = {"timeout": "timeout_s", "stall_timeout": "stall_timeout_s"}
+_RENAMED = {"timeout": "timeout_s", "stall_timeout": "stall_timeout_s", "format": "input_format"}
 _HOOKS = ("job", "progress", "warn")
 
 
@@ -257,8 +259,18 @@ def _prepare(source: Source, output: Path, options: dict[str, Any]) -> JobSpec:
         base_url_env=os.environ.get(BASE_ENV) or None,
     )
     if path is not None:
-        return spec
+        return spooled(spec)
     return replace(spec, input=write_given(source, spec.output))
+
+
+def spooled(spec: JobSpec) -> JobSpec:
+    """`spec` reading the run directory's copy of stdin when INPUT is `-` or `/dev/stdin`
+    (`rundir.stdin`: a resume never needs stdin again); `spec` itself otherwise."""
+    from batchrunner.rundir.stdin import is_stdin, spool_stdin
+
+    if not is_stdin(spec.input):
+        return spec
+    return replace(spec, input=spool_stdin(sys.stdin.buffer, spec.output, spec.input_format))
 
 
 def _result(spec: JobSpec, stats: RunStats) -> RunResult:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from batchrunner.api import api_key, backend_options, execute
+from batchrunner.api import api_key, backend_options, execute, spooled
 from batchrunner.cli_dirs import export_cmd, merge_cmd, report_cmd, status
 from batchrunner.clihelp import base_url_option, load_spec, request_options, user_errors
 from batchrunner.cmdline import command_line
@@ -115,7 +115,7 @@ def run(
 ) -> None:
     """Process a prompt file; resume DIR if it exists.
 
-    INPUT is .jsonl, .jsonl.gz, .jsonl.zst, .parquet or a directory of Parquet files.
+    INPUT: .jsonl/.csv/.tsv (.gz/.zst), .parquet, a Parquet directory, or - (stdin).
     Running the same command again resumes: recorded rows are not sent again.
     With [eval] scorer = "judge", every succeeded row is then judged by judge_model
     (recorded in DIR/judge/, resumed the same way).
@@ -134,7 +134,7 @@ def run(
     try:
         with user_errors():
             key = api_key()
-            spec = load_spec(job, input_path, output, dict(flags))
+            spec = spooled(load_spec(job, input_path, output, dict(flags)))
             pricing = spec.pricing
             display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
             stats, judged = _run_showing(spec, key, display, verbose=verbose, ended=ended.append)

@@ -48,6 +48,9 @@ def user_errors() -> Iterator[None]:
         sys.exit(error.exit_code)
 
 
+_FORMATS = ["jsonl", "csv", "tsv", "parquet"]  # spec.InputFormat; INPUT's name tells by default
+
+
 def request_options(f: Any) -> Any:
     """Options shared by `run` and `validate` (everything that shapes requests)."""
     options = [
@@ -60,6 +63,7 @@ def request_options(f: Any) -> Any:
         click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
         click.option("--id-column", help="Input column holding the row id."),
         click.option("--prompt-column", help="Input column holding the prompt."),
+        click.option("--format", "input_format", type=click.Choice(_FORMATS), help="[by name]"),
         click.option(
             "--json-schema",
             type=click.Path(path_type=Path),

@@ -23,6 +23,7 @@ from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
     DEFAULT_BASE,
     Durability,
+    InputFormat,
     JobSpec,
     LimitsSpec,
     PricingSpec,
@@ -40,7 +41,7 @@ KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
 BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
 
 # Keys the job file accepts, per section, with the spec field each one fills.
-_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard"}
+_JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard", "format"}
 _REQUEST_KEYS = {f.name for f in fields(RequestSpec)}
 _LIMITS_KEYS = {
     "concurrency": "concurrency",
@@ -126,6 +127,9 @@ def load_job(
     api = pick("api", jsec, "api", "messages")
     base_url = given.get("base_url") or jsec.get("base_url") or base_url_env
     durability = pick("durability", jsec, "durability", "process")
+    fmt = pick("input_format", jsec, "format", None)
+    if fmt is not None and fmt not in get_args(InputFormat):
+        problems.append(f"format must be one of {', '.join(get_args(InputFormat))}")
     problems += _check_request(request_values) + _check_limits(limits_values)
     problems += base_url_problems(base_url or DEFAULT_BASE)
     limit = given.get("limit")
@@ -152,6 +156,7 @@ def load_job(
         limit=limit,
         retry_errors=bool(given.get("retry_errors", False)),
         durability=durability,
+        input_format=fmt,
         shard=shard,
     )
 
@@ -169,7 +174,7 @@ def _run_paths(
     out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
         problems.append("no input: give INPUT or set [job] input in the job file")
-    problems += _output_problems(out)
+    problems += _output_clashes(inp, out) or _output_problems(out)
     return inp, out
 
 
@@ -266,6 +271,24 @@ def plain_http_warning(url: str) -> str | None:
         f"the API key will be sent unencrypted: http://{parts.netloc} is plain http:// to a "
         f"host that is not loopback, so anyone on the way can read it; use https://"
     )
+
+
+def _output_clashes(inp: Path | None, out: Path | None) -> list[str]:
+    """A run directory that would write over its own input or into another run's directory,
+    or `-o -`, which names no directory (the run directory is never a stream)."""
+    if out is None:
+        return []
+    if str(out) == "-":
+        return ["-o - is not a run directory: the run writes a directory; give -o DIR"]
+    # realpath, not Path.resolve: an input in a symlink loop is the reader's to report.
+    where = Path(os.path.realpath(out))
+    if inp is not None and str(inp) != "-" and where == Path(os.path.realpath(inp)):
+        return [f"run directory {out} is the input itself; give another -o DIR"]
+    # "manifest.json" is rundir.manifest.NAME, which this layer may not import.
+    owner = next((p for p in where.parents if (p / "manifest.json").is_file()), None)
+    if owner is not None:
+        return [f"run directory {out} is inside the run directory {owner} of another run"]
+    return []
 
 
 def _output_problems(out: Path | None) -> list[str]:

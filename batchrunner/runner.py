@@ -374,7 +374,9 @@ async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
     if run.stop is None and pending == 0:
         schema = run.spec.request.json_schema
         typed = parsed_columns(schema) if schema is not None else None
-        results = str(await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns, typed))
+        results = str(
+            await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns, run.spec, typed)
+        )
     run.pass_warnings()  # what committing and finalizing found (values that did not fit)
     counts = f"{succeeded + errored} of {tally.total} rows recorded, {pending} pending"
     if run.stop is not None:

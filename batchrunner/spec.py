@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
 Durability = Literal["process", "os"]
+InputFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +54,7 @@ class SourceOptions:
     id_column: str | None = None
     prompt_column: str | None = None
     request: RequestSpec = field(default_factory=RequestSpec)
+    format: InputFormat | None = None  # --format; None: from the input's name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +123,7 @@ class JobSpec:
     retry_errors: bool = False
     durability: Durability = "process"
     shard: Shard | None = None  # --shard I/N: only the rows whose id hash falls in it
+    input_format: InputFormat | None = None  # --format, for a name that does not tell
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""
@@ -130,6 +133,7 @@ class JobSpec:
             id_column=self.request.id_column,
             prompt_column=self.request.prompt_column,
             request=self.request,
+            format=self.input_format,
         )
 
     def request_settings(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from batchrunner.records import Api, Completion, JSONObject
 
-# JSON Schema type -> the Arrow type (as results.parse_type reads it) of its typed column.
+# JSON Schema type -> the Arrow type (as rundir.arrowtypes.parse_type reads it) of its typed column.
 SCALAR_COLUMNS = {"string": "string", "integer": "int64", "number": "double", "boolean": "bool"}
 _SHOW = 200  # characters of an answer or a value quoted in a message
 

@@ -22,6 +22,7 @@ from tests.helpers import commit_all, make_result, open_run, run_cli, write_json
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from batchrunner.spec import JobSpec
     from tests.fakeserver import FakeServer
 
 
@@ -158,13 +159,16 @@ def test_the_cli_stops_with_exit_1_instead_of_finishing_short(
     real = RunDir.finalize
 
     def losing_finalize(
-        self: RunDir, extra_columns: dict[str, str], parsed: dict[str, str] | None = None
+        self: RunDir,
+        extra_columns: dict[str, str],
+        spec: JobSpec | None = None,
+        parsed: dict[str, str] | None = None,
     ) -> Path:
         self.seal()
         for sealed in list(self._uncommitted.values()):
             self.commit(sealed)
         _drop_row(out / "parts" / "part-000001.parquet", 3)
-        return real(self, extra_columns, parsed)
+        return real(self, extra_columns, spec, parsed)
 
     with monkeypatch.context() as mp:
         mp.setattr(RunDir, "finalize", losing_finalize)

@@ -184,10 +184,10 @@ def test_wrong_id_types_are_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
-    """A file that is neither JSONL nor Parquet, or is missing, is refused by name."""
-    (tmp_path / "x.csv").write_text("a,b\n")
+    """A file of no known format, or a missing one, is refused by name."""
+    (tmp_path / "x.xml").write_text("<a/>\n")
     with pytest.raises(SourceError, match="unknown input format"):
-        list(read_rows(tmp_path / "x.csv", SourceOptions()))
+        list(read_rows(tmp_path / "x.xml", SourceOptions()))
     with pytest.raises(SourceError, match="no such file"):
         list(read_rows(tmp_path / "nope.jsonl", SourceOptions()))
 

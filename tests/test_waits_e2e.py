@@ -165,7 +165,7 @@ def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
 
 def test_max_wait_is_a_limit_of_the_job_file(tmp_path: Path) -> None:
     """[limits] max_wait sets the wait cap (60 s by default); it must be a positive number."""
-    default = load_job(None, input_path=tmp_path, output=tmp_path, overrides={})
+    default = load_job(None, input_path=tmp_path / "in.jsonl", output=tmp_path, overrides={})
     assert default.limits.max_wait_s == 60.0
     assert load_job(_job(tmp_path, max_wait=5), **NO_FLAGS).limits.max_wait_s == 5.0
     with pytest.raises(ConfigError, match="max_wait must be a number of seconds > 0"):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import zstandard
 
@@ -33,13 +34,14 @@ if TYPE_CHECKING:
     from batchrunner.records import Row
     from batchrunner.spec import SourceOptions
 
-Format = Literal["jsonl", "parquet"]
+Format = Literal["jsonl", "csv", "tsv", "parquet"]  # spec.InputFormat
 Records = Generator[tuple[Any, str], None, None]  # (decoded record, "FILE:LINE" / "FILE row N")
 OnFile = Callable[[Path, Any], None]  # (file, pyarrow schema), before its first record
 
 BATCH_ROWS = 4096  # Parquet rows decoded at once: a few MB of Python objects at most
 _JSONL = (".jsonl", ".json", ".ndjson")
 _PARQUET = (".parquet", ".pq")
+_DELIMITED = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 _IDENTITY_SPAN = 1 << 20  # identity hashes the first and the last MiB of each file
 _READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
 _BOM = "\ufeff"
@@ -48,8 +50,8 @@ _JSON_SPACE = " \t\r\n"
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def input_format(path: Path) -> Format:
-    """Whether `path` is read as JSONL or Parquet, from its name; SourceError if neither."""
+def input_format(path: Path, given: Format | None = None) -> Format:
+    """How `path` is read: `given` (`--format`), else from its name; SourceError if unknown."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -58,6 +60,8 @@ def input_format(path: Path) -> Format:
         raise SourceError(str(path), f"cannot open: {exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
         return "parquet"
+    if given is not None:
+        return given
     suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
     if suffixes[-1:] and suffixes[-1] in _PARQUET:
         return "parquet"
@@ -65,16 +69,18 @@ def input_format(path: Path) -> Format:
         suffixes.pop()
     if suffixes[-1:] and suffixes[-1] in _JSONL:
         return "jsonl"
+    if suffixes[-1:] and suffixes[-1] in _DELIMITED:
+        return cast("Format", _DELIMITED[suffixes[-1]])
     raise SourceError(
         str(path),
-        "unknown input format: expected .jsonl, .json or .ndjson (optionally .gz or .zst), "
-        ".parquet, or a directory of .parquet files",
+        "unknown input format: expected .jsonl, .json or .ndjson, .csv, .tsv (optionally .gz "
+        "or .zst), .parquet, or a directory of .parquet files; or say it with --format",
     )
 
 
 def input_files(path: Path) -> list[Path]:
     """The files that make up an input: itself, or a directory's *.parquet sorted by name."""
-    if input_format(path) == "jsonl" or not path.is_dir():
+    if input_format(path, "jsonl") != "parquet":
         return [path]
     files = sorted((p for p in path.glob("*.parquet") if p.is_file()), key=lambda p: p.name)
     if not files:
@@ -102,7 +108,11 @@ SKIPPED: Any = object()  # stands in for a record `skip` said not to parse
 
 
 def iter_records(
-    path: Path, *, on_file: OnFile | None = None, skip: Callable[[int], bool] | None = None
+    path: Path,
+    *,
+    on_file: OnFile | None = None,
+    skip: Callable[[int], bool] | None = None,
+    fmt: Format | None = None,
 ) -> Records:
     """Every record of the input in order, with its place: "FILE:LINE" or "FILE row N".
 
@@ -110,9 +120,13 @@ def iter_records(
     `skip(index)` true: a JSONL row is yielded as `SKIPPED` without being decoded (a resume
     passes over a million recorded rows in a fraction of the parse time).
     Close it (`contextlib.closing`) when stopping early: its open file must not wait for GC.
+    `fmt` is `--format`: None reads by the name.
     """
-    if input_format(path) == "jsonl":
+    kind = input_format(path, fmt)
+    if kind == "jsonl":
         return _jsonl_records(path, skip)
+    if kind in ("csv", "tsv"):
+        return _delimited_records(path, "\t" if kind == "tsv" else ",")
     return _parquet_records(input_files(path), on_file)
 
 
@@ -125,13 +139,13 @@ def read_rows(
     running on across them. Rows whose index `skip` accepts are left out (and, in JSONL,
     not even parsed).
     """
-    maker = RowMaker(opts, json_strings=input_format(path) == "parquet")
+    maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
 
     def check(file: Path, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
 
     make = maker.make
-    with closing(iter_records(path, on_file=check, skip=skip)) as records:
+    with closing(iter_records(path, on_file=check, skip=skip, fmt=opts.format)) as records:
         for index, (record, where) in enumerate(records):
             if record is SKIPPED or (skip is not None and skip(index)):
                 continue
@@ -210,6 +224,29 @@ def _parquet_records(files: list[Path], on_file: OnFile | None) -> Records:
             except (pa.ArrowException, OSError) as exc:
                 reason = f"cannot read Parquet after row {number}: {exc}"
                 raise SourceError(name, reason) from None
+
+
+def _delimited_records(path: Path, delimiter: str) -> Records:
+    """CSV/TSV through pyarrow.csv, a block (1 MiB) at a time: a header line names the
+    fields, types are inferred (numbers, booleans, strings), empty numbers are left out."""
+    name = str(path)
+    number = 0
+    try:
+        # A path (not an open file) lets pyarrow decompress .gz and .zst by the name.
+        reader = pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(block_size=1 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+        )
+        with closing(reader):
+            for batch in reader:
+                for record in _decoded(batch, name, number):
+                    number += 1
+                    yield {k: v for k, v in record.items() if v is not None}, f"{name} row {number}"
+    except (pa.ArrowException, OSError) as exc:
+        # A later block whose values do not fit the type inferred from the first one lands
+        # here too: pyarrow's message names the column.
+        raise SourceError(name, f"cannot read CSV after row {number}: {exc}") from None
 
 
 def _decoded(batch: Any, name: str, before: int) -> list[dict[str, Any]]:

@@ -67,8 +67,9 @@ def validate(
     The whole input is checked also for a `shard` (every shard refuses a bad file alike),
     whose own rows are counted. `_digest`, for tests: a weak hash forces id collisions."""
     started = time.perf_counter()
-    parquet = input_format(path) == "parquet"
-    maker = RowMaker(opts, json_strings=parquet)
+    kind = input_format(path, opts.format)
+    parquet = kind == "parquet"
+    maker = RowMaker(opts, json_strings=kind != "jsonl")
     check, schemas = _schema_check(maker)
     # 256 buckets by the digest's low byte, so each sorts alone with little extra memory.
     buckets = [array("Q") for _ in range(256)]
@@ -83,7 +84,7 @@ def validate(
     builders = {name: protocol.build_body for name, protocol in PROTOCOLS.items()}
     defaults = opts.request
     try:
-        with closing(iter_records(path, on_file=check)) as records:
+        with closing(iter_records(path, on_file=check, fmt=opts.format)) as records:
             for index, (record, where) in enumerate(records):
                 row_id, body, extra, api = parse(record, index, where)
                 shape = maker.shape or "simple"  # parse() has set it
@@ -197,13 +198,13 @@ def _confirm_duplicates(
     path: Path, opts: SourceOptions, repeated: set[int], *, rows: int, digest: Digest
 ) -> None:
     """Re-read the first `rows` rows; raise on the first id that really repeats."""
-    maker = RowMaker(opts, json_strings=input_format(path) == "parquet")
+    maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
     first: dict[str, str] = {}
 
     def check(file: Path, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
 
-    with closing(iter_records(path, on_file=check)) as records:
+    with closing(iter_records(path, on_file=check, fmt=opts.format)) as records:
         for index, (record, where) in enumerate(islice(records, rows)):
             row_id = maker.parse(record, index, where)[0]
             if digest(row_id) not in repeated:

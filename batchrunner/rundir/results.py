@@ -10,11 +10,10 @@ removes parts, and no journal, lock or done-set logic (that is writer.py's job).
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 import batchrunner.rundir.parts as part_files
 from batchrunner.errors import IntegrityError
+from batchrunner.rundir.arrowtypes import JSON_TYPE, convert_column, parse_type
 from batchrunner.rundir.files import atomic_write
 from batchrunner.rundir.parts import (
     COMPRESSION,
@@ -37,112 +37,13 @@ if TYPE_CHECKING:
     from io import BufferedWriter
     from pathlib import Path
 
+    from batchrunner.rundir.carried import FromInput
     from batchrunner.rundir.parts import PartInfo
 
     Entry = tuple[int, int, Path, bool]  # a part's row group in a bucket: seq, rg, path, exact
 
 # The bucket grid is parts.py's (it wrote the parts on it): read as parts.BUCKET_ROWS at
 # call time so a single value governs both sides.
-
-JSON_TYPE = None  # marker: the column holds each value as JSON text
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
-_CONVERT_ERRORS = (*_ARROW_ERRORS, TypeError, ValueError, OverflowError)
-_KINDS: dict[int, tuple[type, ...]] = {
-    **{t.id: (int,) for t in (pa.int8(), pa.int16(), pa.int32(), pa.int64())},
-    **{t.id: (int,) for t in (pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64())},
-    **{t.id: (int, float) for t in (pa.float16(), pa.float32(), pa.float64())},
-    pa.bool_().id: (bool,),
-}
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas that are not inside <>, [] or ()."""
-    parts, depth, start = [], 0, 0
-    for pos, ch in enumerate(text):
-        if ch in "<[(":
-            depth += 1
-        elif ch in ">])":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:pos].strip())
-            start = pos + 1
-    parts.append(text[start:].strip())
-    return parts
-
-
-def _parse_field(text: str) -> pa.Field:
-    name, _, type_text = text.partition(": ")
-    type_text = type_text.removesuffix(" not null")
-    return pa.field(name, _parse(type_text))
-
-
-def _parse(text: str) -> pa.DataType:
-    text = text.strip()
-    if m := re.fullmatch(r"fixed_size_list<(.+)>\[(\d+)\]", text):
-        return pa.list_(_parse_field(m.group(1)), int(m.group(2)))
-    if m := re.fullmatch(r"timestamp\[(\w+)(?:, tz=(.+))?\]", text):
-        return pa.timestamp(m.group(1), tz=m.group(2))
-    if m := re.fullmatch(r"decimal(32|64|128|256)\((\d+), *(-?\d+)\)", text):
-        make = {"32": pa.decimal32, "64": pa.decimal64, "128": pa.decimal128, "256": pa.decimal256}
-        return make[m.group(1)](int(m.group(2)), int(m.group(3)))
-    if m := re.fullmatch(r"(\w+)<(.*)>", text):
-        head, args = m.group(1), _split_top(m.group(2))
-        if head in ("list", "large_list") and len(args) == 1:
-            make_list = pa.list_ if head == "list" else pa.large_list
-            return make_list(_parse_field(args[0]))
-        if head == "struct":
-            return pa.struct([_parse_field(a) for a in args if a])
-        if head == "map" and len(args) >= 2:
-            return pa.map_(_parse(args[0]), _parse(args[1]))
-        if head == "dictionary":
-            # Carried-through values arrive decoded; the dictionary's value type is the type.
-            return _parse(dict(a.split("=", 1) for a in args)["values"])
-        raise ValueError(text)
-    return pa.type_for_alias(text)
-
-
-def parse_type(text: str) -> pa.DataType | None:
-    """An Arrow type from its string form ("int64", "list<item: string>", ...).
-
-    Returns JSON_TYPE for "json", for a null type, and for anything not understood.
-    """
-    if text == "json":
-        return JSON_TYPE
-    try:
-        parsed = _parse(text)
-    except (ValueError, KeyError, TypeError, *_ARROW_ERRORS):
-        return JSON_TYPE
-    return None if pa.types.is_null(parsed) else parsed
-
-
-def _to_json(value: object) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def convert_column(values: list[Any], type_: pa.DataType | None) -> pa.Array | None:
-    """Values decoded from JSON as an Arrow array of `type_`; None when some do not fit.
-
-    Strings keep non-string values as JSON text; other types also accept what Arrow can
-    cast from the JSON form (an ISO date string for a timestamp, say).
-    """
-    if type_ is JSON_TYPE:
-        return pa.array([_to_json(v) for v in values], pa.string())
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        as_text = [v if isinstance(v, str) else _to_json(v) for v in values]
-        try:
-            return pa.array(as_text, type_)
-        except UnicodeEncodeError:  # an unpaired surrogate: JSON text keeps it as an escape
-            return None
-    kinds = _KINDS.get(type_.id)
-    if kinds is None or all(v is None or type(v) in kinds for v in values):
-        try:  # Arrow would silently truncate 2.5 into an int64 column: hence the check
-            return pa.array(values, type=type_)
-        except _CONVERT_ERRORS:
-            pass
-    try:  # a checked cast from what JSON held ("2024-01-02T03:04:05Z" -> timestamp)
-        return pa.array(values).cast(type_)
-    except _CONVERT_ERRORS:
-        return None
 
 
 class _NoFit(Exception):
@@ -244,13 +145,21 @@ def _window(
     total_rows: int,
     types: _Types,
     schema: pa.Schema,
+    carried: FromInput | None,
 ) -> pa.Table:
     table = table.filter(pc.less(table.column("_index"), total_rows))
     columns = [table.column(name) for name in OUTPUT_SCHEMA.names]
     if types.parsed:
         columns += _json_columns(table.column("parsed").to_pylist(), types.parsed, True)
     if types.extra:
-        columns += _json_columns(table.column("_extra").to_pylist(), types.extra, False)
+        taken: dict[str, pa.Array] = {}
+        if carried is not None:  # exact, from the input (carried.py)
+            indices = table.column("_index").to_pylist()
+            taken = dict(zip(carried.names, carried.take(indices), strict=True))
+        rest = {field: t for field, t in types.extra.items() if field not in taken}
+        blobs = table.column("_extra").to_pylist() if rest else []
+        from_json = iter(_json_columns(blobs, rest, False))
+        columns += [taken[f] if f in taken else next(from_json) for f in types.extra]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -264,6 +173,7 @@ def assemble_results(
     succeeded: int,
     errored: int,
     parsed_columns: dict[str, str] | None = None,
+    carried: FromInput | None = None,
 ) -> list[str]:
     """Stream the parts into `out_path` in input order, last outcome per index wins.
 
@@ -284,6 +194,7 @@ def assemble_results(
         run_dir=run_dir,
         expect=(succeeded, errored),
         parsed_columns=parsed_columns,
+        carried=carried,
     )
 
 
@@ -298,11 +209,13 @@ def write_results(
     expect: tuple[int, int],
     unique_ids: bool = True,
     parsed_columns: dict[str, str] | None = None,
+    carried: FromInput | None = None,
 ) -> list[str]:
     """`assemble_results` from any source: `read(bucket)` gives a bucket's rows in the
     parts' schema, sorted by `_index`, one row per index. `expect`: (succeeded, errored).
     `unique_ids=False` skips the id check, which holds every id in memory at once (for
-    `merge`, whose sources were each checked when their run finished).
+    `merge`, whose sources were each checked when their run finished). `carried` gives
+    the Parquet input's columns with their exact types, taken from the input by index.
     """
     p_names = _parsed_names(parsed_columns)
     out_names = _out_names(extra_columns, set(p_names.values()))
@@ -311,6 +224,7 @@ def write_results(
         parsed={key: parse_type(declared[key]) for key in p_names},
         extra={field: parse_type(t) for field, t in extra_columns.items()},
     )
+    types.extra |= carried.types if carried is not None else {}
     warnings = [
         f"column {out_names[f]!r}: type {extra_columns[f]!r} not understood; written as JSON text"
         for f, t in types.extra.items()
@@ -323,8 +237,11 @@ def write_results(
         )
         try:
             # A refused tally leaves the old results.parquet (or none) as it was.
+            if carried is not None:
+                carried.rewind()
             with atomic_write(out_path, run_dir=run_dir) as fh:
-                tally = _write_results(fh, buckets, read, total_rows, types, schema, unique_ids)
+                args = (buckets, read, total_rows, types, schema, unique_ids, carried)
+                tally = _write_results(fh, *args)
                 _check(tally, succeeded=expect[0], errored=expect[1])
             break
         except _NoFit as exc:
@@ -381,13 +298,14 @@ def _write_results(
     types: _Types,
     schema: pa.Schema,
     unique_ids: bool,
+    carried: FromInput | None,
 ) -> _Tally:
     tally = _Tally()
     with pq.ParquetWriter(fh, schema, compression=COMPRESSION) as writer:
         for bucket in buckets:
             if bucket * part_files.BUCKET_ROWS >= total_rows:
                 break
-            window = _window(read(bucket), total_rows, types, schema)
+            window = _window(read(bucket), total_rows, types, schema, carried)
             if window.num_rows:
                 writer.write_table(window)
                 tally.rows += window.num_rows

@@ -13,21 +13,20 @@ knows nothing of HTTP; the runner decides when to seal and commit.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import OutputError
+from batchrunner.rundir.carried import from_input
+from batchrunner.rundir.claim import check_foreign, claim, take_lock
 from batchrunner.rundir.doneset import DoneSet, Outcome
-from batchrunner.rundir.files import disk_errors, list_parts, list_segments
-from batchrunner.rundir.given import GIVEN_NAMES
+from batchrunner.rundir.files import disk_errors
 from batchrunner.rundir.journal import JournalWriter, encode_result
 from batchrunner.rundir.lines import parse_lines
-from batchrunner.rundir.manifest import NAME as MANIFEST
-from batchrunner.rundir.manifest import Manifest, read_manifest, write_manifest
+from batchrunner.rundir.manifest import Manifest, write_manifest
 from batchrunner.rundir.parts import CorruptPartError
 from batchrunner.rundir.recovery import drop_segment, quarantine, recover, to_part
 from batchrunner.rundir.results import assemble_results
@@ -38,13 +37,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from batchrunner.records import Result
+    from batchrunner.rundir.carried import FromInput
     from batchrunner.rundir.doneset import Counts
     from batchrunner.rundir.manifest import StoredSummary
     from batchrunner.rundir.parts import PartInfo
-    from batchrunner.spec import Durability
-
-_OWN_NAMES = {"lock", f"{MANIFEST}.tmp", "journal", "parts", "quarantine", *GIVEN_NAMES}
-_LOCK_TRIES = 10  # `status` probes the lock for microseconds; don't mistake that for a run
+    from batchrunner.spec import Durability, JobSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,90 +52,6 @@ class Sealed:
     segment: Path
     results: tuple[Result, ...]
     data: bytes  # the segment's lines, so commit need not read the file back
-
-
-def _check_foreign(path: Path) -> None:
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise OutputError(f"{path} exists and is not a directory")
-    if (path / MANIFEST).exists():
-        return
-    names = (p.name for p in path.iterdir())
-    foreign = sorted(n for n in names if n not in _OWN_NAMES and not n.startswith("."))
-    if foreign:
-        raise OutputError(
-            f"{path} is not a batchrunner run directory (no manifest.json, but it holds "
-            f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
-            "choose a new or empty directory"
-        )
-
-
-def _take_lock(path: Path) -> int:
-    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    for attempt in range(_LOCK_TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if attempt + 1 < _LOCK_TRIES:
-                time.sleep(0.02)
-    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-    os.close(fd)
-    raise OutputError(f"run dir {path} is in use by pid {holder}")
-
-
-def recorded_any(path: Path) -> bool:
-    """Whether `path` holds any outcome: a part, a journal line or results.parquet."""
-    if list_parts(path / "parts") or (path / "results.parquet").exists():
-        return True
-    return any(seg.stat().st_size > 0 for _, seg in list_segments(path / "journal"))
-
-
-def _claim(
-    path: Path,
-    lock_fd: int,
-    fingerprint: Mapping[str, object],
-    total_rows: int,
-    summary: StoredSummary | None,
-    warnings: list[str],
-) -> Manifest:
-    """Check (or create) the manifest, note our pid in the lock file; the manifest in force.
-
-    A different fingerprint raises OutputError before anything is changed, unless no
-    outcome is recorded yet: then the new fingerprint replaces the old (said in `warnings`).
-    """
-    manifest = read_manifest(path)
-    if manifest is None:
-        manifest = Manifest.new(fingerprint, total_rows, summary)
-        write_manifest(path, manifest)
-    elif manifest.merged is not None:
-        # It has results.parquet but no parts: a run here would send every row again.
-        raise OutputError(
-            f"{path} holds the merged results of shard runs (batchrunner merge) and takes "
-            "no runs; resume a shard in its own directory, or use a new output directory"
-        )
-    elif diff := manifest.differences(fingerprint):
-        if recorded_any(path):
-            raise OutputError(
-                f"run dir {path} holds a different run ({'; '.join(diff)}); "
-                "use a new output directory, or the original input and settings"
-            )
-        # Nothing is recorded here, so no outcome can be mixed with the new settings: a
-        # stop's advice ("use --model X, then run the same command again") must work.
-        manifest = replace(Manifest.new(fingerprint, total_rows, summary), unknown=manifest.unknown)
-        write_manifest(path, manifest)
-        warnings.append(
-            f"no row of {path} was recorded yet: it takes this command's input and settings "
-            f"({'; '.join(diff)})"
-        )
-    with disk_errors(path):
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
-    updated = manifest.updated(total_rows=total_rows, summary=summary)
-    if updated != manifest:
-        write_manifest(path, updated)
-    return updated
 
 
 class RunDir:
@@ -207,13 +120,13 @@ class RunDir:
         every differing fingerprint key; nothing is changed then) or is not a run dir;
         DiskError when it cannot be written.
         """
-        _check_foreign(path)
+        check_foreign(path)
         with disk_errors(path):
             path.mkdir(parents=True, exist_ok=True)
-            lock_fd = _take_lock(path)
+            lock_fd = take_lock(path)
         try:
             warnings: list[str] = []
-            manifest = _claim(path, lock_fd, fingerprint, total_rows, input_summary, warnings)
+            manifest = claim(path, lock_fd, fingerprint, total_rows, input_summary, warnings)
             with disk_errors(path):
                 outside = manifest.total_rows - manifest.rows  # other shards' rows
                 done = DoneSet(total_rows, retry_errors=retry_errors, outside=outside)
@@ -316,18 +229,22 @@ class RunDir:
         self._done.set_total(total_rows)
 
     def finalize(
-        self, extra_columns: dict[str, str], parsed_columns: dict[str, str] | None = None
+        self,
+        extra_columns: dict[str, str],
+        spec: JobSpec | None = None,
+        parsed_columns: dict[str, str] | None = None,
     ) -> Path:
         """Commit what is left and write results.parquet (input order, last outcome wins).
 
         `extra_columns` maps carried-through fields to Arrow type strings ("string",
         "int64", "double", "bool", "json", or any Arrow type string); a type that cannot
         be parsed or does not fit the values becomes a JSON text column, with a warning.
-        `parsed_columns` (a run with --json-schema) adds `parsed` and the schema's typed
-        fields (`results.assemble_results`). Call it once nothing is being recorded any
-        more. Raises IntegrityError, writing no results.parquet and deleting nothing,
-        when the parts do not hold exactly the outcomes the done set counts, or when two
-        rows share an id.
+        A Parquet input (`spec.input`) gives its carried columns exactly, with their Arrow
+        types (carried.py); one it cannot serve falls back, with a warning. `parsed_columns`
+        (a run with --json-schema) adds `parsed` and the schema's typed fields. Call it once
+        nothing is being recorded any more. Raises IntegrityError, writing no
+        results.parquet and deleting nothing, when the parts do not hold exactly the
+        outcomes the done set counts, or when two rows share an id.
         """
         self.seal()  # the open buffer joins the uncommitted segments
         with self._committing:  # waits for a commit still running in another thread
@@ -339,18 +256,21 @@ class RunDir:
                 parts = sorted(self._parts, key=lambda p: p.seq)
         out = self.path / "results.parquet"
         try:
-            self.warnings.extend(
-                assemble_results(
-                    parts,
-                    out,
-                    total_rows=self.total_rows,
-                    extra_columns=extra_columns,
-                    parsed_columns=parsed_columns,
-                    run_dir=self.path,
-                    succeeded=self._done.count(Outcome.SUCCEEDED),
-                    errored=self._done.count(Outcome.ERRORED),
+            try:
+                path, fmt = (spec.input, spec.input_format) if spec else (None, None)
+                carried = from_input(path, fmt, list(extra_columns))
+                self.warnings.extend(
+                    self._assemble(parts, out, extra_columns, carried, parsed_columns)
                 )
-            )
+            except ValueError as exc:
+                self.warnings.append(
+                    f"carried-through columns not read from the input ({exc}); rebuilt from "
+                    "the journal's JSON instead, where binary, duration, map and dictionary "
+                    "values become text"
+                )
+                self.warnings.extend(
+                    self._assemble(parts, out, extra_columns, None, parsed_columns)
+                )
         except CorruptPartError as exc:
             quarantine(self.path, exc.path, exc.reason, self.warnings)
             raise OutputError(
@@ -358,6 +278,26 @@ class RunDir:
                 "run the same command again"
             ) from exc
         return out
+
+    def _assemble(
+        self,
+        parts: list[PartInfo],
+        out: Path,
+        extra_columns: dict[str, str],
+        carried: FromInput | None,
+        parsed_columns: dict[str, str] | None,
+    ) -> list[str]:
+        return assemble_results(
+            parts,
+            out,
+            total_rows=self.total_rows,
+            extra_columns=extra_columns,
+            run_dir=self.path,
+            succeeded=self._done.count(Outcome.SUCCEEDED),
+            errored=self._done.count(Outcome.ERRORED),
+            carried=carried,
+            parsed_columns=parsed_columns,
+        )
 
     def close(self) -> None:
         """Close the journal and release the lock (idempotent)."""

@@ -87,7 +87,7 @@ def test_finalize_adds_typed_parsed_columns_and_falls_back_to_json_text(tmp_path
         rd.record(make_result(0, parsed='{"name":"Ann","age":3}', extra={"parsed": "x"}))
         rd.record(make_result(1, "errored", error_type="invalid_output", extra={"parsed": "y"}))
         rd.record(make_result(2, parsed='{"name":"Bo","age":1' + "0" * 30 + "}", extra={}))
-        out = rd.finalize({"parsed": "string"}, {"name": "string", "age": "int64"})
+        out = rd.finalize({"parsed": "string"}, None, {"name": "string", "age": "int64"})
         assert any("'parsed.age'" in w and "JSON text" in w for w in rd.warnings)
     table = pq.read_table(out)
     names = table.schema.names
@@ -108,7 +108,7 @@ def test_finalize_types_parsed_columns_that_fit(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with open_run(run, total=1) as rd:
         rd.record(make_result(0, parsed='{"n":3,"x":2.5,"ok":true}'))
-        out = rd.finalize({}, {"n": "int64", "x": "double", "ok": "bool"})
+        out = rd.finalize({}, None, {"n": "int64", "x": "double", "ok": "bool"})
         assert rd.warnings == []
     table = pq.read_table(out)
     types = {n: str(table.schema.field(n).type) for n in ("parsed.n", "parsed.x", "parsed.ok")}

@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.rundir import parts as part_files
+from batchrunner.rundir.arrowtypes import JSON_TYPE, convert_column, parse_type
 from batchrunner.rundir.parts import OUTPUT_SCHEMA, read_part_outcomes
-from batchrunner.rundir.results import JSON_TYPE, assemble_results, convert_column, parse_type
+from batchrunner.rundir.results import assemble_results
 from tests.helpers import make_part, make_result
 
 if TYPE_CHECKING:
