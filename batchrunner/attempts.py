@@ -144,7 +144,8 @@ class _Attempts:
         to the pacer and `on_attempt` however it ends."""
         self.count += 1
         if self.pacer is not None:
-            await self.pacer.acquire(self.cost)
+            # A retry waited out its backoff without a slot; it goes before new rows.
+            await self.pacer.acquire(self.cost, retry=self.count > 1)
         t0 = time.monotonic()
         raw: RawResponse | None = None
         error: RequestError | None = None
@@ -172,8 +173,9 @@ class _Attempts:
             self._report(raw, error, t0)
 
     def _report(self, raw: RawResponse | None, error: RequestError | None, t0: float) -> None:
+        slowed = None
         if self.pacer is not None:
-            self.pacer.release(
+            slowed = self.pacer.release(
                 status=raw.status if raw else (error.http_status if error else None),
                 headers=raw.headers if raw else (error.headers if error else {}),
                 retry_after=error.retry_after if error else None,
@@ -181,7 +183,7 @@ class _Attempts:
                 used_tokens=_used_tokens(raw),
             )
         if self.on_attempt is not None:
-            self.on_attempt(_attempt_log(self.request, self.count, raw, error, t0))
+            self.on_attempt(_attempt_log(self.request, self.count, raw, error, t0, slowed))
 
 
 def _attempt_log(
@@ -190,6 +192,7 @@ def _attempt_log(
     raw: RawResponse | None,
     error: RequestError | None,
     t0: float,
+    slowed: str | None,
 ) -> Attempt:
     response_id = raw.body.get("id") if raw is not None else None
     return Attempt(
@@ -201,6 +204,7 @@ def _attempt_log(
         latency_ms=_ms_since(t0),
         error_type=error.error_type if error else None,
         retry_after=error.retry_after if error else None,
+        slowed=slowed,
     )
 
 

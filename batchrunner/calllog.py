@@ -61,6 +61,8 @@ class CallLog:
             "error_type": attempt.error_type,
             "retry_after": attempt.retry_after,
         }
+        if attempt.slowed is not None:  # the pacer's decision, on the answer that caused it
+            record["slowed"] = attempt.slowed
         line = json.dumps(record, separators=(",", ":"))
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):

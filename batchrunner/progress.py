@@ -30,6 +30,9 @@ class Progress:
     started: float = 0.0
     stopping: str | None = None
     waiting: str | None = None  # what the pacer holds attempts back for, and how long
+    limit: int | None = None  # the pacer's in-flight limit now
+    pace: float | None = None  # the request pace in force (requests/s), if any
+    slowed: str | None = None  # why the pacer last slowed the run down, if it did
 
     @property
     def done(self) -> int:
@@ -60,6 +63,7 @@ class ProgressPrinter:
         self._last_line = 0.0
         self._drawn = False
         self._waiting: str | None = None
+        self._slowed: str | None = None
 
     def update(self, p: Progress) -> None:
         text = render(p)
@@ -71,8 +75,10 @@ class ProgressPrinter:
         # A plain line when the heartbeat is due, and at once when the run starts waiting
         # for the server or stopping: a log must say why nothing moves.
         started_waiting = p.waiting is not None and self._waiting is None
-        self._waiting = p.waiting
-        if time.monotonic() - self._last_line >= LINE_EVERY_S or p.stopping or started_waiting:
+        slowed_again = p.slowed != self._slowed  # a log must say when and why it slowed
+        self._waiting, self._slowed = p.waiting, p.slowed
+        due = time.monotonic() - self._last_line >= LINE_EVERY_S
+        if due or p.stopping or started_waiting or slowed_again:
             self._last_line = time.monotonic()
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
@@ -97,6 +103,9 @@ def render(p: Progress) -> str:
         f"this run: ok {p.succeeded} err {p.errored} "
         f"in-flight {p.in_flight} {rate:.1f} rows/s eta {eta_text}"
     )
+    if p.slowed:
+        pace = f", pace {p.pace:.3g} req/s" if p.pace is not None else ""
+        line += f" | slowed (in-flight limit {p.limit}{pace}): {p.slowed}"
     if p.stopping:
         line += f" | stopping: {p.stopping}"
     elif p.waiting:

@@ -117,6 +117,7 @@ class Attempt:
     latency_ms: float
     error_type: str | None
     retry_after: float | None
+    slowed: str | None = None  # why the run slowed down after this answer, if it did
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
