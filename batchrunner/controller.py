@@ -38,7 +38,8 @@ PROBE_EVERY_S = 1.0  # the period over which a pace is judged, and then raised..
 PROBE_STEP = 0.02  # ...by this share
 CUT = 0.7  # the deepest single cut of the pace
 MIN_RATE = 1 / 60  # requests per second: the learned pace never goes below one a minute
-DEFAULT_HORIZON_S = 1.0  # the admitted rate is measured over the Retry-After, at least this
+DEFAULT_HORIZON_S = 1.0  # a limit naming no wait pauses this long; the rate is measured over
+# the Retry-After, at least this long
 MAX_HORIZON_S = 60.0
 MAX_NOISE = 0.2  # the noise level is never taken to be higher than this share
 _NOISE_KEEP = 0.8  # the noise level: refusals over answers, each period's counts decayed
@@ -81,7 +82,9 @@ class Meter:
         self._sent[self._slot(at)] += 1
 
     def refused(self, at: float) -> None:
-        self._refused[self._slot(at)] += 1
+        tick = math.floor(at / _TICK_S)
+        if self._tick[tick % _TICKS] == tick:  # else sent over a minute ago: forgotten
+            self._refused[tick % _TICKS] += 1
 
     def count(self, since: float, until: float, *, admitted: bool = False) -> int:
         """Attempts sent in [since, until), to the tick; `admitted`: less those refused."""

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 # The longest single wait the server can impose (a cool-down, a learned budget's wait):
 # longer asks are obeyed this far and counted, and persistent ones stop the run.
 MAX_WAIT_S = 60.0
-DEFAULT_COOLDOWN_S = 1.0  # a limit's 429/529 that names no wait still pauses everyone briefly
 REFUSALS = frozenset({429, 529})
 _EPS = 1e-9
 _WHY = {
@@ -278,6 +277,8 @@ class Pacer:
         until, why = head
         if why == "slots" and self._aimd.limit >= self._concurrency:
             return None  # every slot busy: the run is at full speed, not held back
+        if why in ("pace", "ramp") and until - now < 1:
+            return None  # the steady gaps of a pace (`slowed` says why), not a wait
         text = _WHY[why].format(
             probe=self._probe_s,
             limit=self._aimd.limit,
@@ -344,28 +345,22 @@ class Pacer:
         headers: Mapping[str, str],
         sent_at: float | None,
     ) -> None:
-        """Carry out what the controller found a limit calls for."""
+        """Carry out what the controller found a limit calls for. A pause is a shared
+        cool-down: the limit's Retry-After, at most the cap."""
         if decision.cut_slots:
             self._aimd.cut(now, sent_at)
         if decision.distrust_headers:
             self._budgets.distrust(now)
-        if decision.pause_s > 0:
-            self._pause(now, decision.pause_s, status, headers)
         self.slowed = decision.why
-
-    def _pause(self, now: float, wait: float, status: int, headers: Mapping[str, str]) -> None:
-        """The shared cool-down after a limit's 429/529: the server's wait, at most the cap."""
-        if not math.isfinite(wait) or wait < 0:
-            wait = DEFAULT_COOLDOWN_S
+        wait = decision.pause_s
         until = now + min(wait, self._max_wait)
-        if until <= self._cooldown_until:
+        if wait <= 0 or until <= self._cooldown_until:
             return
         self._cooldown_until = until
         quoted = quote_headers(headers)
-        why = f"HTTP {status}" + (f" {quoted}" if quoted else "")
+        self._cooldown_why = f"HTTP {status}" + (f" {quoted}" if quoted else "")
         if wait > self._max_wait:
-            why += f" (capped at {self._max_wait:g} s)"
-        self._cooldown_why = why
+            self._cooldown_why += f" (capped at {self._max_wait:g} s)"
 
     def _judge(
         self,

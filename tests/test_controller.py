@@ -242,3 +242,5 @@ def test_the_meter_counts_by_dispatch_tick_over_the_last_minute() -> None:
     assert m.count(1.0, 1.2) == 4
     m.sent(62.0)
     assert m.count(0.0, 62.01) == 1  # the ticks of a minute ago were reused or are too old
+    m.refused(1.995)  # sent over a minute ago: its tick's slot now holds 62.0's count
+    assert m.count(61.9, 62.1, admitted=True) == 1

@@ -13,7 +13,8 @@ import pytest
 
 from batchrunner.admission import AdmissionClosedError
 from batchrunner.budgets import Ramp
-from batchrunner.pacing import DEFAULT_COOLDOWN_S, MAX_WAIT_S, Pacer
+from batchrunner.controller import DEFAULT_HORIZON_S
+from batchrunner.pacing import MAX_WAIT_S, Pacer
 from batchrunner.ratelimits import parse_retry_after
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ async def test_cooldown_holds_every_acquire_until_it_ends() -> None:
 @pytest.mark.parametrize(
     ("status", "headers", "retry_after", "pause"),
     [
-        (529, SPENT, None, DEFAULT_COOLDOWN_S),  # a limit that names no wait: 1 s
+        (529, SPENT, None, DEFAULT_HORIZON_S),  # a limit that names no wait: 1 s
         (429, {**SPENT, "retry-after": "7"}, None, 7.0),  # the wait from the headers
         (429, SPENT, 86400.0, MAX_WAIT_S),  # capped
         (503, SPENT, 900.0, None),  # only 429/529 pause everyone
