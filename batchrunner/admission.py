@@ -1,27 +1,86 @@
-"""Seats: which rows have an attempt on the wire, so that a stopping run cancels the rest.
+"""Who goes next and who is on the wire: the pacer's waiting line, and the rows' seats.
 
-A worker takes a seat for each row it handles (`Seats.seat(scope, row_id)`), in the task that then
-acquires and releases pacer slots; the pacer marks the seat on the wire from admission to
-release. `close()` cancels every seat not on the wire (rows waiting for admission or for a
-retry backoff: nothing of theirs is in flight, nothing is lost) and, later, each seat whose
-attempt ends. Only cancel scopes here: nothing waits, sends or records.
+`Line`: attempts waiting for admission, retries ahead of first attempts (a row that waited
+out its Retry-After comes back before rows not yet started), each kind in arrival order.
+Only its head looks at the clock; the others sleep until they are the head.
+
+`Seats`: a worker takes a seat for each row it handles (`Seats.seat(scope, row_id)`), in the
+task that then acquires and releases pacer slots; the pacer marks the seat on the wire from
+admission to release. `close()` cancels every seat not on the wire (rows waiting for
+admission or for a retry backoff: nothing of theirs is in flight, nothing is lost) and,
+later, each seat whose attempt ends. Only events and cancel scopes here: nothing sends or
+records.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
+import anyio
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    import anyio
 
 
 class AdmissionClosedError(Exception):
     """An attempt asked for admission after `close()`: the run sends nothing more."""
+
+
+class Waiter:
+    """One attempt waiting in the `Line`."""
+
+    __slots__ = ("retry", "turn")
+
+    def __init__(self, *, retry: bool) -> None:
+        self.retry = retry
+        self.turn = anyio.Event()  # set when it may have become the head
+
+
+class Line:
+    """Attempts waiting for admission: retries first, then first attempts, each in order.
+
+    Each waiter is woken once when it becomes the head (and by `wake_all`), so hundreds of
+    waiters cost one wake-up per admission, not a stampede.
+    """
+
+    def __init__(self) -> None:
+        self._retries: deque[Waiter] = deque()
+        self._firsts: deque[Waiter] = deque()
+
+    def join(self, *, retry: bool) -> tuple[Waiter, bool]:
+        """Queue a new waiter; also returns whether it displaced the head (a retry ahead
+        of a first attempt), which must then step back."""
+        waiter = Waiter(retry=retry)
+        displaced = retry and not self._retries and bool(self._firsts)
+        (self._retries if retry else self._firsts).append(waiter)
+        return waiter, displaced
+
+    def head(self) -> Waiter | None:
+        if self._retries:
+            return self._retries[0]
+        return self._firsts[0] if self._firsts else None
+
+    async def wait_turn(self, waiter: Waiter) -> None:
+        """Sleep until `waiter` may be the head (the caller checks again)."""
+        if waiter.turn.is_set():
+            waiter.turn = anyio.Event()
+        await waiter.turn.wait()
+
+    def leave(self, waiter: Waiter) -> None:
+        """Remove `waiter` (admitted or cancelled); wake the next head if it was the head."""
+        was_head = self.head() is waiter
+        (self._retries if waiter.retry else self._firsts).remove(waiter)
+        head = self.head()
+        if was_head and head is not None:
+            head.turn.set()
+
+    def wake_all(self) -> None:
+        for waiter in (*self._retries, *self._firsts):
+            waiter.turn.set()
 
 
 class Seat:

@@ -186,7 +186,8 @@ class _Attempts:
         self.count += 1
         if self.pacer is not None:
             try:
-                await self.pacer.acquire(self.cost)
+                # A retry waited out its backoff without a slot; it goes before new rows.
+                await self.pacer.acquire(self.cost, retry=self.count > 1)
             except BaseException:  # closed, or cancelled while waiting: nothing was sent
                 self._settle_cost(held, None)
                 raise
@@ -249,8 +250,9 @@ class _Attempts:
         *,
         cancelled: bool = False,
     ) -> None:
+        slowed = None
         if self.pacer is not None:
-            self.pacer.release(
+            slowed = self.pacer.release(
                 status=raw.status if raw else (error.http_status if error else None),
                 headers=raw.headers if raw else (error.headers if error else {}),
                 retry_after=error.retry_after if error else None,
@@ -258,7 +260,7 @@ class _Attempts:
                 used_tokens=_used_tokens(raw),
             )
         if self.on_attempt is not None:
-            attempt = _attempt_log(self.request, self.count, raw, error, t0)
+            attempt = _attempt_log(self.request, self.count, raw, error, t0, slowed)
             if cancelled:
                 attempt = replace(attempt, error_type="cancelled")
             self.on_attempt(attempt)
@@ -270,6 +272,7 @@ def _attempt_log(
     raw: RawResponse | None,
     error: RequestError | None,
     t0: float,
+    slowed: str | None,
 ) -> Attempt:
     response_id = raw.body.get("id") if raw is not None else None
     return Attempt(
@@ -282,6 +285,7 @@ def _attempt_log(
         error_type=error.error_type if error else None,
         retry_after=error.retry_after if error else None,
         error_message=_shorten(error.message) if error else None,
+        slowed=slowed,
     )
 
 

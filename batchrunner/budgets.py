@@ -157,3 +157,114 @@ class Aimd:
         if self._grown >= self.limit:
             self.limit += 1
             self._grown = 0
+
+
+# A learned pace bursts 50 ms' worth: at 90% of a one-second window's rate, that burst still
+# fits in the window.
+_PACE_BURST_S = 0.05
+
+
+class Budgets:
+    """What an attempt must fit besides a slot: request and token budgets from the user's
+    flags or mirrored from the server's headers, and the pace learned from refusals."""
+
+    def __init__(self, *, rpm: float, tpm: float, now: float, ramp: int | None) -> None:
+        self.ramp = Ramp(ramp) if ramp else None  # the first wave of `ramp` requests
+        self.requests_flag = flag_bucket(rpm / 60.0, now) if rpm > 0 else None
+        self.tokens_flag = flag_bucket(tpm / 60.0, now) if tpm > 0 else None
+        self.requests_seen = Mirror()
+        self.tokens_seen = Mirror()
+        self.paced: Bucket | None = None
+
+    def requests(self) -> Bucket | None:
+        # Flags win over what the headers say: the user may be sharing the key on purpose.
+        return self.requests_flag if self.requests_flag is not None else self.requests_seen.bucket
+
+    def tokens(self) -> Bucket | None:
+        return self.tokens_flag if self.tokens_flag is not None else self.tokens_seen.bucket
+
+    @property
+    def pace(self) -> float | None:
+        """The tightest request pace (a flag, the headers' or the learned one), if any."""
+        rates = [bucket.rate for bucket in (self.requests(), self.paced) if bucket is not None]
+        return min(rates) if rates else None
+
+    def delay(self, now: float, cost: int, *, learned_left: float) -> tuple[float, str]:
+        """The longest wait a budget imposes on an attempt of `cost` tokens, and its kind
+        ("rpm", "requests", "tpm", "tokens", "pace", "ramp"; "" for none). What was learned
+        holds for at most `learned_left`; the user's flags hold fully."""
+        wait, why = 0.0, ""
+        for bucket, amount, flag_why, learned_why in (
+            (self.requests(), 1, "rpm", "requests"),
+            (self.tokens() if cost > 0 else None, cost, "tpm", "tokens"),
+            (self.paced, 1, "", "pace"),
+        ):
+            if bucket is None:
+                continue
+            delay = bucket.delay(now, amount)
+            flag = bucket in (self.requests_flag, self.tokens_flag)
+            delay = delay if flag else min(delay, learned_left)
+            if delay > wait:
+                wait, why = delay, flag_why if flag else learned_why
+        ramp = self.ramp.delay(now) if self.ramp is not None else 0.0
+        return (ramp, "ramp") if ramp > wait else (wait, why)
+
+    def take(self, now: float, cost: int) -> None:
+        if self.ramp is not None:
+            self.ramp.take(now)
+        for bucket, amount in ((self.requests(), 1), (self.tokens(), cost), (self.paced, 1)):
+            if bucket is not None and amount > 0:
+                bucket.take(now, amount)
+
+    def refund(self, now: float, amount: float) -> None:
+        """Settle a reservation with the usage the response reports (negative: charge)."""
+        for bucket in (self.tokens_flag, self.tokens_seen.bucket):
+            if bucket is not None:
+                bucket.give(now, amount)
+
+    def distrust(self, now: float) -> None:
+        """The headers showed room, yet the server refused: see `Mirror.refused`."""
+        self.requests_seen.refused(now, new_wave=True)
+        self.tokens_seen.refused(now, new_wave=True)
+
+    def set_pace(self, now: float, rate: float) -> None:
+        """Pace requests to `rate` per second from now on."""
+        capacity = max(1.0, rate * _PACE_BURST_S)
+        if self.paced is None:
+            self.paced = Bucket(rate=rate, capacity=capacity, level=0.0, now=now)
+            return
+        self.paced.refill(now)
+        self.paced.rate, self.paced.capacity = rate, capacity
+        self.paced.level = min(self.paced.level, capacity)
+
+
+class Ramp:
+    """The first wave leaves over ~150 ms instead of all at once.
+
+    Starting at `4 * concurrency` requests/s and doubling every 0.1 s, it lets a limit that
+    the first wave would overrun show in refusals (which come back within a round trip)
+    before most of the wave is out. It binds only at the start, and on a 1 s round trip
+    costs ~0.07 s once (64 requests leave by 0.145 s, 512 by the same: their dispatch
+    alone takes longer).
+    """
+
+    DOUBLE_S = 0.1
+
+    def __init__(self, concurrency: int) -> None:
+        self.rate = 4.0 * concurrency
+        self.start: float | None = None  # the first dispatch
+        self.sent = 0
+
+    def delay(self, now: float) -> float:
+        """Seconds until one more request may leave (0.0 when it may now)."""
+        if self.start is None or now - self.start > 10 * self.DOUBLE_S:
+            return 0.0  # by then it allows 1 000 times the first rate: it no longer binds
+        # Allowed by t: rate * D / ln 2 * (2^(t/D) - 1); solved for the next one's time.
+        scale = self.rate * self.DOUBLE_S / math.log(2)
+        due = self.start + self.DOUBLE_S * math.log2(1 + self.sent / scale)
+        return max(0.0, due - now)
+
+    def take(self, now: float) -> None:
+        if self.start is None:
+            self.start = now
+        self.sent += 1

@@ -76,6 +76,8 @@ class CallLog:
         }
         if attempt.error_message is not None:
             record["error_message"] = attempt.error_message
+        if attempt.slowed is not None:  # the pacer's decision, on the answer that caused it
+            record["slowed"] = attempt.slowed
         line = json.dumps(record, separators=(",", ":"))
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):

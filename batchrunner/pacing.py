@@ -1,11 +1,12 @@
-"""Pace every HTTP attempt: shared cool-down, adaptive in-flight limit, request and token budgets.
+"""Pace every HTTP attempt: shared cool-down, adaptive in-flight limit, budgets, learned pace.
 
 One Pacer per run: `await acquire(cost)` before each attempt, `release(...)` after it, always.
-Waiters queue FIFO and only the head watches the clock, so hundreds cost one timer, not a
-spin. No wait the server causes lasts longer than `max_wait_s`; asks beyond it are counted
+Waiters queue (retries first) and only the head watches the clock, so hundreds cost one
+timer, not a spin. `controller` tells a limit from noise; only a limit slows the run. No
+wait the server causes lasts longer than `max_wait_s`; asks beyond it are counted
 (`patience`) and, when they persist, the pacer gives up on the run. `close()` stops
-admission for a run that is stopping. It sends and retries nothing (that is
-`attempts`' job) and uses anyio only.
+admission for a run that is stopping. It sends and retries nothing (that is `attempts`'
+job) and uses anyio only.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from batchrunner.admission import AdmissionClosedError, Seats
-from batchrunner.budgets import Aimd, Bucket, Mirror, flag_bucket
+from batchrunner.admission import AdmissionClosedError, Line, Seats
+from batchrunner.budgets import Aimd, Budgets
+from batchrunner.controller import Controller, Decision
 from batchrunner.patience import Patience
 from batchrunner.ratelimits import (
     LimitState,
     parse_rate_limit_headers,
     parse_retry_after,
     quote_headers,
+    spent,
     token_state,
 )
 
@@ -37,11 +40,13 @@ if TYPE_CHECKING:
 # The longest single wait the server can impose (a cool-down, a learned budget's wait):
 # longer asks are obeyed this far and counted, and persistent ones stop the run.
 MAX_WAIT_S = 60.0
-DEFAULT_COOLDOWN_S = 1.0  # a 429/529 that names no wait still pauses everyone briefly
+REFUSALS = frozenset({429, 529})
 _EPS = 1e-9
 _WHY = {
     "probe": "the first request's rate-limit headers (it goes alone, at most {probe:g} s)",
-    "slots": "a free slot: in-flight limit {limit} of {concurrency}, cut after 429/529s",
+    "slots": "a free slot: in-flight limit {limit} of {concurrency}, cut after 529s",
+    "pace": "the pace learned from 429s ({pace:.3g} req/s; one wait: at most {cap:g} s)",
+    "ramp": "the first wave to leave (spread over ~150 ms)",
     "rpm": "the --rpm budget",
     "tpm": "the --tpm budget",
     "requests": "the request budget the server's headers announce (one wait: at most {cap:g} s)",
@@ -68,19 +73,23 @@ class Pacer:
     """Admission control for HTTP attempts, shared by every worker of a run.
 
     `acquire` waits until no shared cool-down is active, an in-flight slot is free under
-    the adaptive limit, and the request and token budgets allow the attempt. Budgets come
-    from `rpm`/`tpm` when > 0, else from the rate-limit headers `release` sees. With no
-    budget given, the first attempt goes alone (a probe, for at most `probe_s` seconds) so
-    its headers arrive before a full wave can overrun the server.
+    the adaptive limit, and the request and token budgets and the learned pace allow the
+    attempt; retries wait ahead of first attempts. Budgets come from `rpm`/`tpm` when > 0,
+    else from the rate-limit headers `release` sees. With no budget given, the first
+    attempt goes alone (a probe, for at most `probe_s` seconds) so its headers arrive
+    before a full wave can overrun the server.
 
-    The in-flight limit is AIMD: it starts at `concurrency`, halves on a 429/529 (once per
-    wave: a 429 for an attempt sent before the last cut does not cut again) down to
-    `min_limit`, and grows by one per `limit` successes back up to `concurrency`.
+    A 429/529 binds the attempt that got it (its row waits out the Retry-After). The run
+    as a whole slows down only when the `Controller` finds a limit: then everyone pauses
+    for the Retry-After, a 429 teaches a pace (requests/s, probed upward while clean), and
+    a 529 halves the in-flight limit (once per wave, down to `min_limit`; it grows back by
+    one per `limit` successes up to `concurrency`).
 
     What the server imposes is capped at `max_wait_s`: a cool-down, and a learned budget's
-    hold on the head of the queue (the user's own `rpm`/`tpm` are obeyed as given). An ask
-    beyond the cap (a Retry-After, or a budget spent until a far reset) is counted by
-    `Patience`; when they persist, `on_give_up` gets the reason and the pacer closes.
+    or pace's hold on the head of the queue (the user's own `rpm`/`tpm` are obeyed as
+    given). An ask beyond the cap (a Retry-After, or a budget spent until a far reset) is
+    counted by `Patience`; when they persist, `on_give_up` gets the reason and the pacer
+    closes.
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class Pacer:
         probe_s: float = 2.0,
         max_wait_s: float = MAX_WAIT_S,
         on_give_up: Callable[[str], None] | None = None,
+        ramp: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -109,10 +119,7 @@ class Pacer:
         self._clock = clock
         self._wall = wall_clock
         now = clock()
-        self._requests_flag = flag_bucket(rpm / 60.0, now) if rpm > 0 else None
-        self._tokens_flag = flag_bucket(tpm / 60.0, now) if tpm > 0 else None
-        self._requests_seen = Mirror()
-        self._tokens_seen = Mirror()
+        self._budgets = Budgets(rpm=rpm, tpm=tpm, now=now, ramp=concurrency if ramp else None)
         self._aimd = Aimd(concurrency=concurrency, min_limit=min_limit)
         self._in_flight = 0
         self._cooldown_until = -math.inf
@@ -123,8 +130,10 @@ class Pacer:
         self._seq = 0
         self._reserved = 0  # tokens reserved since the start, for counting later dispatches
         self._reserved_in_flight = 0
-        self._gate = anyio.Lock()
+        self._line = Line()
         self._changed = anyio.Event()
+        self._control = Controller()
+        self.slowed: str | None = None  # why the run last slowed down
         self._max_wait = max_wait_s
         self._patience = Patience(max_wait_s)
         self._on_give_up = on_give_up
@@ -139,31 +148,45 @@ class Pacer:
 
     @property
     def limit(self) -> int:
-        """The adaptive in-flight limit now (AIMD), for the progress display."""
-        return self._aimd.limit
+        """The in-flight limit now (1 while the probe is out)."""
+        return 1 if self._probing else self._aimd.limit
 
-    async def acquire(self, cost_tokens: int) -> None:
+    @property
+    def pace(self) -> float | None:
+        """The tightest request pace in force (requests/s: a flag, the headers' or the
+        learned one), None when only the in-flight limit holds the run back."""
+        return self._budgets.pace
+
+    async def acquire(self, cost_tokens: int, *, retry: bool = False) -> None:
         """Wait until an attempt reserving `cost_tokens` may be sent, then count it in flight.
 
-        Cancellable at any point: nothing is taken until the moment it returns. Raises
-        AdmissionClosedError once the pacer is closed.
+        A `retry` waits ahead of first attempts. Cancellable at any point: nothing is taken
+        until the moment it returns. Raises AdmissionClosedError once the pacer is closed.
         """
         cost = max(0, int(cost_tokens))
-        async with self._gate:
-            started = self._clock()
-            try:
-                while not self.seats.closed:
-                    now = self._clock()
-                    wait, why = self._wait_s(now, cost, waited=now - started)
-                    if wait <= _EPS:
-                        self._commit(now, cost)
-                        return
-                    self._head = (now + wait, why)
-                    changed = self._changed
-                    with anyio.move_on_after(wait):
-                        await changed.wait()
-            finally:
+        waiter, displaced = self._line.join(retry=retry)
+        if displaced:
+            self._notify()  # the first attempt at the head steps back for this retry
+        started = self._clock()
+        try:
+            while not self.seats.closed:
+                if self._line.head() is not waiter:
+                    await self._line.wait_turn(waiter)
+                    continue
+                now = self._clock()
+                wait, why = self._wait_s(now, cost, waited=now - started)
+                if wait <= _EPS:
+                    self._commit(now, cost)
+                    return
+                self._head = (now + wait, why)
+                changed = self._changed
+                with anyio.move_on_after(wait):
+                    await changed.wait()
                 self._head = None
+        finally:
+            if self._line.head() is waiter:
+                self._head = None
+            self._line.leave(waiter)
         raise AdmissionClosedError("the run is stopping: nothing more is sent")
 
     def release(
@@ -174,8 +197,10 @@ class Pacer:
         retry_after: float | None,
         cost_tokens: int,
         used_tokens: int | None,
-    ) -> None:
+    ) -> str | None:
         """End an attempt: free its slot, settle its tokens, learn from its response.
+
+        Returns why the run slows down when this response made it (for calls.log).
 
         Args:
             status: the HTTP status, or None when no response came.
@@ -193,26 +218,34 @@ class Pacer:
         self._reserved_in_flight = max(0, self._reserved_in_flight - cost)
         self._probing = False
         if used_tokens is not None:
-            refund = cost - used_tokens
-            for bucket in (self._tokens_flag, self._tokens_seen.bucket):
-                if bucket is not None:
-                    bucket.give(now, refund)
+            self._budgets.refund(now, cost - used_tokens)
         states = self._learn(headers, now, ticket) if headers else {}
-        if retry_after is None and status in (429, 529):
-            retry_after = parse_retry_after(headers, now=self._wall())
-        if status in (429, 529):
-            new_wave = self._aimd.cut(now, ticket.at if ticket is not None else None)
-            if status == 429:
-                self._requests_seen.refused(now, new_wave=new_wave)
-                self._tokens_seen.refused(now, new_wave=new_wave)
-            self._pause(now, retry_after, status, headers)
+        sent_at = ticket.at if ticket is not None else None
+        decision: Decision | None = None
+        if status in REFUSALS:
+            if retry_after is None:
+                retry_after = parse_retry_after(headers, now=self._wall())
+            decision = self._control.refused(
+                now,
+                sent_at=sent_at,
+                status=status,
+                retry_after=retry_after,
+                spent=spent(states, need_tokens=cost),
+            )
         elif status is not None and 200 <= status < 300:
             self._aimd.grow()
+            decision = self._control.served(now)
+        if decision is not None:
+            self._slow_down(now, decision, status or 0, headers, sent_at)
+        paced = self._budgets.paced
+        if self._control.rate is not None and (paced is None or paced.rate != self._control.rate):
+            self._budgets.set_pace(now, self._control.rate)  # learned, raised or restored
         self._judge(
             now, ticket, status, headers=headers, retry_after=retry_after, states=states, cost=cost
         )
         self.seats.released()
         self._notify()
+        return decision.why if decision is not None else None
 
     def learn(self, headers: Mapping[str, str]) -> bool:
         """Learn budgets from a response that was not an attempt (the run's preflight).
@@ -241,6 +274,7 @@ class Pacer:
         """Admit nothing more: rows waiting (for admission or a retry backoff) are cancelled
         now, attempts on the wire may finish, and their rows are cancelled when they end."""
         self.seats.close()
+        self._line.wake_all()
         self._notify()
 
     def waiting(self) -> str | None:
@@ -254,22 +288,18 @@ class Pacer:
         if head is None or head[1] == "cooldown":  # a cool-down that just ended
             return None
         until, why = head
+        if why == "slots" and self._aimd.limit >= self._concurrency:
+            return None  # every slot busy: the run is at full speed, not held back
+        if why in ("pace", "ramp") and until - now < 1:
+            return None  # the steady gaps of a pace (`slowed` says why), not a wait
         text = _WHY[why].format(
             probe=self._probe_s,
             limit=self._aimd.limit,
             concurrency=self._concurrency,
             cap=self._max_wait,
+            pace=self._budgets.paced.rate if self._budgets.paced is not None else 0.0,
         )
         return f"{math.ceil(until - now)} s for {text}" if math.isfinite(until) else f"for {text}"
-
-    def _requests_bucket(self) -> Bucket | None:
-        # Flags win over what the headers say: the user may be sharing the key on purpose.
-        return (
-            self._requests_flag if self._requests_flag is not None else self._requests_seen.bucket
-        )
-
-    def _tokens_bucket(self) -> Bucket | None:
-        return self._tokens_flag if self._tokens_flag is not None else self._tokens_seen.bucket
 
     def _wait_s(self, now: float, cost: int, *, waited: float) -> tuple[float, str]:
         """The wait before this attempt may go, and what imposes it (a `_WHY` key)."""
@@ -284,32 +314,16 @@ class Pacer:
             slot = self._probe_ends - now if self._probing else math.inf
             if slot > wait:
                 wait, why = slot, "probe" if self._probing else "slots"
-        # A learned budget holds the head for at most the cap; the user's flags hold it fully.
-        learned_left = max(0.0, self._max_wait - waited)
-        requests = self._requests_bucket()
-        if requests is not None:
-            delay = requests.delay(now, 1)
-            flag = requests is self._requests_flag
-            delay = delay if flag else min(delay, learned_left)
-            if delay > wait:
-                wait, why = delay, "rpm" if flag else "requests"
-        tokens = self._tokens_bucket()
-        if tokens is not None and cost > 0:
-            delay = tokens.delay(now, cost)
-            flag = tokens is self._tokens_flag
-            delay = delay if flag else min(delay, learned_left)
-            if delay > wait:
-                wait, why = delay, "tpm" if flag else "tokens"
+        # What was learned holds the head for at most the cap; the user's flags hold it fully.
+        delay, kind = self._budgets.delay(now, cost, learned_left=max(0.0, self._max_wait - waited))
+        if delay > wait:
+            wait, why = delay, kind
         return wait, why
 
     def _commit(self, now: float, cost: int) -> None:
         self._in_flight += 1
-        requests = self._requests_bucket()
-        if requests is not None:
-            requests.take(now, 1)
-        tokens = self._tokens_bucket()
-        if tokens is not None and cost > 0:
-            tokens.take(now, cost)
+        self._budgets.take(now, cost)
+        self._control.sent(now)
         self._seq += 1
         self._reserved += cost
         self._reserved_in_flight += cost
@@ -324,32 +338,42 @@ class Pacer:
         states = parse_rate_limit_headers(headers, now=self._wall())
         # The server counted this attempt on arrival, but maybe not the ones still in flight
         # (sent earlier with a slower path) nor those sent after it: assume it counted none.
+        budgets = self._budgets
         requests = states.get("requests")
-        if self._requests_flag is None and requests is not None:
+        if budgets.requests_flag is None and requests is not None:
             later = self._seq - ticket.seq if ticket is not None else 0
-            self._requests_seen.sync(requests, uncounted=max(later, self._in_flight), now=now)
+            budgets.requests_seen.sync(requests, uncounted=max(later, self._in_flight), now=now)
         tokens = token_state(states)
-        if self._tokens_flag is None and tokens is not None:
+        if budgets.tokens_flag is None and tokens is not None:
             later = self._reserved - ticket.reserved if ticket is not None else 0
             uncounted = max(later, self._reserved_in_flight)
-            self._tokens_seen.sync(tokens, uncounted=uncounted, now=now)
+            budgets.tokens_seen.sync(tokens, uncounted=uncounted, now=now)
         return states
 
-    def _pause(
-        self, now: float, wait: float | None, status: int, headers: Mapping[str, str]
+    def _slow_down(
+        self,
+        now: float,
+        decision: Decision,
+        status: int,
+        headers: Mapping[str, str],
+        sent_at: float | None,
     ) -> None:
-        """The shared cool-down after a 429/529: the server's wait, at most the cap."""
-        if wait is None or not math.isfinite(wait) or wait < 0:
-            wait = DEFAULT_COOLDOWN_S
+        """Carry out what the controller found a limit calls for. A pause is a shared
+        cool-down: the limit's Retry-After, at most the cap."""
+        if decision.cut_slots:
+            self._aimd.cut(now, sent_at)
+        if decision.distrust_headers:
+            self._budgets.distrust(now)
+        self.slowed = decision.why
+        wait = decision.pause_s
         until = now + min(wait, self._max_wait)
-        if until <= self._cooldown_until:
+        if wait <= 0 or until <= self._cooldown_until:
             return
         self._cooldown_until = until
         quoted = quote_headers(headers)
-        why = f"HTTP {status}" + (f" {quoted}" if quoted else "")
+        self._cooldown_why = f"HTTP {status}" + (f" {quoted}" if quoted else "")
         if wait > self._max_wait:
-            why += f" (capped at {self._max_wait:g} s)"
-        self._cooldown_why = why
+            self._cooldown_why += f" (capped at {self._max_wait:g} s)"
 
     def _judge(
         self,

@@ -49,8 +49,10 @@ class Progress:
     input_tokens: int = 0  # usage of the outcomes this invocation recorded
     output_tokens: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # errored rows by error_type
-    limit: int = 0  # the pacer's in-flight limit now (AIMD); 0: not known yet
+    limit: int = 0  # the pacer's in-flight limit now; 0: not known yet
     retry_waiting: int = 0  # rows between a failed attempt and their next one
+    pace: float | None = None  # the request pace in force (requests/s), if any
+    slowed: str | None = None  # why the pacer last slowed the run down, if it did
 
     @property
     def done(self) -> int:
@@ -180,6 +182,9 @@ def progress_items(
         ),
         ("errors", ", ".join(f"{_printable(kind)} {n:,}" for kind, n in errors) or "none"),
     ]
+    if p.slowed:  # the pacer's decision and why: a limit, not a flaky server
+        pace = f", pace {p.pace:.3g} req/s" if p.pace is not None else ""
+        items.append(("slowed", _printable(f"(in-flight limit {limit}{pace}): {p.slowed}")))
     if p.stopping:
         items.append(("stopping:", _printable(p.stopping)))
     elif p.waiting:
@@ -208,13 +213,15 @@ class PlainProgress:
         self._rates = Rates()
         self._last_line = 0.0
         self._waiting: str | None = None
+        self._slowed: str | None = None
 
     def update(self, p: Progress) -> None:
         now = time.monotonic()
         rates = self._rates.add(p, now)
         started_waiting = p.waiting is not None and self._waiting is None
-        self._waiting = p.waiting
-        if now - self._last_line >= LINE_EVERY_S or p.stopping or started_waiting:
+        slowed_again = p.slowed != self._slowed  # a log must say when and why it slowed
+        self._waiting, self._slowed = p.waiting, p.slowed
+        if now - self._last_line >= LINE_EVERY_S or p.stopping or started_waiting or slowed_again:
             self._last_line = now
             sys.stderr.write(render(p, pricing=self.pricing, rates=rates) + "\n")
             sys.stderr.flush()

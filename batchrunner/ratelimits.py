@@ -161,21 +161,35 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> dict[
     return found
 
 
+# The Retry-After spellings read, in this order. Milliseconds first, as both official SDKs
+# read `retry-after-ms` before `retry-after`; `x-ms-` is Azure's; LiteLLM's proxy forwards a
+# provider's wait under its `llm_provider-` prefix only (and nothing else on some versions).
+RETRY_AFTER_MS_HEADERS = ("retry-after-ms", "x-ms-retry-after-ms", "llm_provider-retry-after-ms")
+RETRY_AFTER_HEADERS = ("retry-after", "llm_provider-retry-after")
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     """Seconds the server asks us to wait, or None when it says nothing usable.
 
-    Order, as both official SDKs read it: `retry-after-ms` (float milliseconds), then
-    `retry-after` as float seconds, then `retry-after` as an HTTP date (minus `now`, epoch
-    seconds). A header that is negative, NaN, infinite, garbage or a date already past is
-    skipped, so the caller falls back to its own backoff.
+    The `RETRY_AFTER_MS_HEADERS` as float milliseconds, then the `RETRY_AFTER_HEADERS` as
+    float seconds or an HTTP date (minus `now`, epoch seconds); the first usable one wins.
+    A value that is negative, NaN, infinite, garbage or a date already past is skipped, so
+    the caller falls back to its own backoff.
     """
     lower = {str(key).lower(): str(value) for key, value in headers.items()}
-    millis = _number(lower.get("retry-after-ms"))
-    if millis is not None:
-        return millis / 1000.0
-    value = lower.get("retry-after")
-    if value is None:
-        return None
+    for name in RETRY_AFTER_MS_HEADERS:
+        millis = _number(lower.get(name))
+        if millis is not None:
+            return millis / 1000.0
+    for name in RETRY_AFTER_HEADERS:
+        value = lower.get(name)
+        seconds = _seconds_or_date(value, now) if value is not None else None
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _seconds_or_date(value: str, now: float) -> float | None:
     seconds = _number(value)
     if seconds is not None:
         return seconds
@@ -187,6 +201,17 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None
         moment = moment.replace(tzinfo=UTC)
     delay = moment.timestamp() - now
     return delay if delay >= 0 else None
+
+
+def spent(states: Mapping[str, LimitState], *, need_tokens: float) -> bool:
+    """Whether a budget in `states` has no room for the next attempt: requests remaining
+    below 1, or tokens remaining below `need_tokens` (at least 1). A limit the server says
+    is spent is real, whatever the reset."""
+    for kind, state in states.items():
+        need = 1.0 if kind == "requests" else max(1.0, need_tokens)
+        if state.remaining is not None and state.remaining < need:
+            return True
+    return False
 
 
 def budget_wait(states: Mapping[str, LimitState], *, need_tokens: float) -> tuple[float, str]:
@@ -219,7 +244,7 @@ def quote_headers(headers: Mapping[str, str], kind: str | None = None) -> str:
     """
     lower = {str(key).lower(): str(value) for key, value in headers.items()}
     if kind is None:
-        names: tuple[str, ...] = ("retry-after-ms", "retry-after")
+        names: tuple[str, ...] = RETRY_AFTER_MS_HEADERS + RETRY_AFTER_HEADERS
     else:
         names = tuple(
             name

@@ -126,6 +126,7 @@ class Attempt:
     error_type: str | None
     retry_after: float | None
     error_message: str | None = None  # the server's message or the client's reason, shortened
+    slowed: str | None = None  # why the run slowed down after this answer, if it did
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,8 +1,9 @@
 """run_job: validate, resume, fan out, record. The only module that opens task groups.
 
-One task group: a producer, exactly `concurrency` long-lived workers (so the server never
-sees more requests in flight), a committer that seals journal segments into Parquet parts,
-a signal watcher and a stall watchdog. A failed row is data (an errored Result); only
+One task group: a producer, twice `concurrency` long-lived workers (the pacer lets exactly
+`concurrency` attempts be on the wire; the other workers take the slots of rows waiting out
+a Retry-After), a committer that seals journal segments into Parquet parts, a signal
+watcher and a stall watchdog. A failed row is data (an errored Result); only
 run-level failures raise, and a run that ends with rows pending always raises.
 """
 
@@ -128,7 +129,9 @@ class _Run:
                     with self.workers:
                         async with anyio.create_task_group() as workers:
                             workers.start_soon(self.produce, send_rows)
-                            for _ in range(n):
+                            # The pacer keeps n attempts on the wire; as many more workers
+                            # let rows waiting out a Retry-After leave their slot to others.
+                            for _ in range(2 * n):
                                 workers.start_soon(self.work, recv_rows.clone(), client, calllog)
                             recv_rows.close()
                     outer.cancel_scope.cancel()
@@ -253,8 +256,9 @@ class _Run:
     def snapshot(self) -> Progress:
         """The live counters with what the pacer and the stop say now, for `hooks.progress`."""
         self.progress.in_flight = self.pacer.in_flight
-        self.progress.limit = self.pacer.limit
+        self.progress.limit, self.progress.pace = self.pacer.limit, self.pacer.pace
         self.progress.retry_waiting = self.pacer.seats.retry_waiting()
+        self.progress.slowed = self.pacer.slowed
         self.progress.waiting = None if self.stop is not None else self.pacer.waiting()
         self.progress.stopping = self.stop.shown if self.stop is not None else None
         return self.progress

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -10,7 +12,9 @@ import anyio
 import pytest
 
 from batchrunner.admission import AdmissionClosedError
-from batchrunner.pacing import DEFAULT_COOLDOWN_S, MAX_WAIT_S, Pacer
+from batchrunner.budgets import Ramp
+from batchrunner.controller import DEFAULT_HORIZON_S
+from batchrunner.pacing import MAX_WAIT_S, Pacer
 from batchrunner.ratelimits import parse_retry_after
 
 if TYPE_CHECKING:
@@ -37,8 +41,8 @@ def release(
     retry_after: float | None = None,
     cost: int = 0,
     used: int | None = None,
-) -> None:
-    pacer.release(
+) -> str | None:
+    return pacer.release(
         status=status,
         headers=headers or {},
         retry_after=retry_after,
@@ -50,7 +54,7 @@ def release(
 def rates(pacer: Pacer) -> tuple[float | None, float | None]:
     """(requests, tokens) per second the pacer paces to, from a flag or learned; None when
     unlimited. White-box: the pacer's own budgets, which nothing outside it needs to read."""
-    requests, tokens = pacer._requests_bucket(), pacer._tokens_bucket()
+    requests, tokens = pacer._budgets.requests(), pacer._budgets.tokens()
     return (requests.rate if requests else None, tokens.rate if tokens else None)
 
 
@@ -69,10 +73,21 @@ async def attempt(pacer: Pacer, go: anyio.Event, status: int, clock: FakeClock, 
     release(pacer, status)
 
 
+# A refusal whose headers say the request budget is spent: evidence of a limit.
+SPENT = {"x-ratelimit-remaining-requests": "0"}
+
+
+def crowd(pacer: Pacer, clock: FakeClock, status: int = 529, n: int = 8) -> None:
+    """`n` refusals without tickets, a second apart: the eighth in a row is a limit."""
+    for _ in range(n):
+        clock.now += 1.1
+        release(pacer, status, retry_after=0)
+
+
 async def test_rpm_flag_bursts_one_second_then_paces() -> None:
     """With --rpm 600, ten attempts go at once, the eleventh waits a tenth of a second."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=100, rpm=600, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=100, rpm=600, clock=clock)
     assert rates(pacer)[0] == pytest.approx(10.0)
     for _ in range(10):
         assert await acquired_now(pacer)
@@ -87,7 +102,7 @@ async def test_rpm_flag_bursts_one_second_then_paces() -> None:
 async def test_tpm_flag_reserves_up_front_and_refunds_from_usage() -> None:
     """Tokens are reserved at acquire and the unused part comes back at release."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=10, tpm=6000, clock=clock)  # 100 tokens/s, 100 at once
+    pacer = Pacer(ramp=False, concurrency=10, tpm=6000, clock=clock)  # 100 tokens/s, 100 at once
     assert await acquired_now(pacer, 100)
     assert not await acquired_now(pacer, 50)
     release(pacer, cost=100, used=40)
@@ -99,7 +114,7 @@ async def test_tpm_flag_reserves_up_front_and_refunds_from_usage() -> None:
 async def test_usage_above_the_reservation_is_charged() -> None:
     """A response that used more tokens than reserved takes the difference from the budget."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=10, tpm=6000, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=10, tpm=6000, clock=clock)
     assert await acquired_now(pacer, 10)
     release(pacer, cost=10, used=100)
     assert not await acquired_now(pacer, 10)
@@ -110,7 +125,7 @@ async def test_usage_above_the_reservation_is_charged() -> None:
 async def test_oversize_request_waits_for_a_full_bucket_then_runs_into_debt() -> None:
     """A request costing more than the bucket holds still goes, and later ones pay it back."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=10, tpm=600, clock=clock)  # 10 tokens/s, 10 at once
+    pacer = Pacer(ramp=False, concurrency=10, tpm=600, clock=clock)  # 10 tokens/s, 10 at once
     assert await acquired_now(pacer, 50)
     clock.now += 4.0
     assert not await acquired_now(pacer, 1)
@@ -121,16 +136,17 @@ async def test_oversize_request_waits_for_a_full_bucket_then_runs_into_debt() ->
 async def test_zero_cost_ignores_the_token_budget() -> None:
     """An attempt that reserves no tokens is not held back by an empty token bucket."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=10, tpm=60, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=10, tpm=60, clock=clock)
     assert await acquired_now(pacer, 5)
     assert await acquired_now(pacer, 0)
 
 
 async def test_cooldown_holds_every_acquire_until_it_ends() -> None:
-    """After a 429 with retry-after 0.3 s, no acquire returns before the cool-down ends."""
-    pacer = Pacer(concurrency=8, probe_s=0)
+    """After a 429 saying the budget is spent, with retry-after 0.3 s, no acquire returns
+    before the cool-down ends."""
+    pacer = Pacer(ramp=False, concurrency=8, probe_s=0)
     await pacer.acquire(0)
-    release(pacer, 429, retry_after=0.3)
+    release(pacer, 429, headers=SPENT, retry_after=0.3)
     ends = pacer._cooldown_until
     assert ends == pytest.approx(time.monotonic() + 0.3, abs=0.1)
     returned: list[float] = []
@@ -147,32 +163,60 @@ async def test_cooldown_holds_every_acquire_until_it_ends() -> None:
     assert min(returned) >= ends
 
 
-async def test_cooldown_default_header_fallback_and_cap() -> None:
-    """A 429 with no wait pauses 1 s, one with only headers uses them, any pause is capped."""
+@pytest.mark.parametrize(
+    ("status", "headers", "retry_after", "pause"),
+    [
+        (529, SPENT, None, DEFAULT_HORIZON_S),  # a limit that names no wait: 1 s
+        (429, {**SPENT, "retry-after": "7"}, None, 7.0),  # the wait from the headers
+        (429, SPENT, 86400.0, MAX_WAIT_S),  # capped
+        (503, SPENT, 900.0, None),  # only 429/529 pause everyone
+        (429, {}, 7.0, None),  # a sporadic 429: only its row waits
+    ],
+)
+async def test_a_limit_pauses_everyone_for_the_retry_after_capped(
+    status: int, headers: dict[str, str], retry_after: float | None, pause: float | None
+) -> None:
+    """The shared pause is the limit's Retry-After (1 s without one), at most the cap."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=8, clock=clock, probe_s=0)
-    release(pacer, 529)
-    assert pacer._cooldown_until == clock.now + DEFAULT_COOLDOWN_S
-    release(pacer, 429, headers={"retry-after": "7"})
-    assert pacer._cooldown_until == clock.now + 7.0
-    release(pacer, 429, retry_after=86400.0)
-    assert pacer._cooldown_until == clock.now + MAX_WAIT_S
-    release(pacer, 503, retry_after=900.0)
-    assert pacer._cooldown_until == clock.now + MAX_WAIT_S  # only 429/529 pause everyone
+    pacer = Pacer(ramp=False, concurrency=8, clock=clock, probe_s=0)
+    release(pacer, status, headers=headers, retry_after=retry_after)
+    expected = -math.inf if pause is None else clock.now + pause
+    assert pacer._cooldown_until == expected
 
 
-async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
-    """Many 429s for attempts sent before the cut halve the limit once, not once each."""
+async def test_sporadic_refusals_pause_no_one_and_cut_nothing() -> None:
+    """One answer in twenty a 429 or 529 (Retry-After 1 s): no pause, no cut, no pace."""
+    clock = FakeClock()
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock, probe_s=0)
+    for i in range(2000):
+        await pacer.acquire(0)
+        clock.now += 0.01
+        status = (429, 529)[i % 2] if i % 20 == 7 else 200
+        assert release(pacer, status, retry_after=1.0) is None
+    assert (pacer._cooldown_until, pacer.limit, pacer.pace, pacer.slowed) == (
+        -math.inf,
+        64,
+        None,
+        None,
+    )
+
+
+async def test_a_wave_of_529s_cuts_the_limit_once() -> None:
+    """A crowd of 529s for attempts sent before the cut halves the limit once, not once
+    each; the crowd still there for an attempt sent after it cuts again."""
     clock = FakeClock(0.0)
-    pacer = Pacer(concurrency=8, clock=clock, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock, probe_s=0)
     go = anyio.Event()
     async with anyio.create_task_group() as tg:
-        for _ in range(8):
-            tg.start_soon(attempt, pacer, go, 429, clock, 1.0)
+        for _ in range(40):
+            tg.start_soon(attempt, pacer, go, 529, clock, 1.0)
         await anyio.wait_all_tasks_blocked()
-        assert pacer.in_flight == 8
+        assert pacer.in_flight == 40
         go.set()
-    assert (pacer._aimd.limit, pacer.in_flight) == (4, 0)
+    assert (pacer._aimd.limit, pacer.in_flight) == (32, 0)
+    assert pacer.slowed == "HTTP 529: the last 8 answers refused: " + (
+        "fewer requests in flight, pause 1 s"
+    )
 
     clock.now = 5.0  # past the cool-down: an attempt sent after the cut counts again
     go = anyio.Event()
@@ -180,37 +224,36 @@ async def test_a_wave_of_429s_cuts_the_limit_once() -> None:
         tg.start_soon(attempt, pacer, go, 529, clock, 6.0)
         await anyio.wait_all_tasks_blocked()
         go.set()
-    assert pacer._aimd.limit == 2
+    assert pacer._aimd.limit == 16
 
 
 async def test_limit_never_drops_below_the_floor() -> None:
     """Cuts stop at `min_limit`."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=16, clock=clock, min_limit=3, probe_s=0)
-    for _ in range(10):
-        clock.now += 2.0  # releases without a ticket: one cut per second at most
-        release(pacer, 429, retry_after=0)
+    pacer = Pacer(ramp=False, concurrency=16, clock=clock, min_limit=3, probe_s=0)
+    crowd(pacer, clock, n=40)
     assert pacer._aimd.limit == 3
 
 
-async def test_429s_without_a_ticket_cut_at_most_once_per_second() -> None:
+async def test_529s_without_a_ticket_cut_at_most_once_per_second() -> None:
     """Releases that cannot be matched to their acquire fall back to a one-second window."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=64, clock=clock, probe_s=0)
-    release(pacer, 429, retry_after=0)
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock, probe_s=0)
+    crowd(pacer, clock)
+    assert pacer._aimd.limit == 32
     clock.now += 0.5
-    release(pacer, 429, retry_after=0)
+    release(pacer, 529, retry_after=0)
     assert pacer._aimd.limit == 32
     clock.now += 0.6
-    release(pacer, 429, retry_after=0)
+    release(pacer, 529, retry_after=0)
     assert pacer._aimd.limit == 16
 
 
 async def test_successes_grow_the_limit_by_one_per_window_up_to_concurrency() -> None:
     """After a cut, `limit` successes add one slot, and the limit never exceeds concurrency."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=6, clock=clock, probe_s=0)
-    release(pacer, 429, retry_after=0)
+    pacer = Pacer(ramp=False, concurrency=6, clock=clock, probe_s=0)
+    crowd(pacer, clock)
     assert pacer._aimd.limit == 3
     for _ in range(3):
         release(pacer, 200)
@@ -231,8 +274,8 @@ async def test_successes_grow_the_limit_by_one_per_window_up_to_concurrency() ->
 async def test_the_adaptive_limit_bounds_attempts_in_flight() -> None:
     """With the limit cut to 2, a third attempt waits until a slot is released."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=4, clock=clock, probe_s=0)
-    release(pacer, 429, retry_after=0)
+    pacer = Pacer(ramp=False, concurrency=4, clock=clock, probe_s=0)
+    crowd(pacer, clock)
     assert pacer._aimd.limit == 2
     assert await acquired_now(pacer)
     assert await acquired_now(pacer)
@@ -244,7 +287,7 @@ async def test_the_adaptive_limit_bounds_attempts_in_flight() -> None:
 
 async def test_cancelled_waiters_leak_no_slot() -> None:
     """Cancelling tasks blocked in acquire leaves in_flight as it was, and the slot reusable."""
-    pacer = Pacer(concurrency=1, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=1, probe_s=0)
     await pacer.acquire(0)
     with anyio.move_on_after(0.1):
         async with anyio.create_task_group() as tg:
@@ -257,10 +300,56 @@ async def test_cancelled_waiters_leak_no_slot() -> None:
     assert pacer.in_flight == 1
 
 
+async def test_a_retry_goes_before_first_attempts_that_waited_longer() -> None:
+    """With the only slot busy, a first attempt waits, then a retry: the retry goes first;
+    a full in-flight limit is not reported as a wait (the run is at full speed)."""
+    pacer = Pacer(ramp=False, concurrency=1, probe_s=0)
+    await pacer.acquire(0)
+    order: list[str] = []
+
+    async def go(name: str, retry: bool) -> None:
+        await pacer.acquire(0, retry=retry)
+        order.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go, "first", False)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(go, "retry", True)
+            await anyio.wait_all_tasks_blocked()
+            assert pacer.waiting() is None
+            release(pacer)
+            await anyio.wait_all_tasks_blocked()
+            assert order == ["retry"]
+            release(pacer)
+    assert order == ["retry", "first"]
+
+
+async def test_a_retry_steps_ahead_of_a_first_attempt_held_by_a_cool_down() -> None:
+    """A first attempt waiting out a cool-down at the head of the line steps back for a
+    retry that arrives later: when the cool-down ends the retry goes first."""
+    pacer = Pacer(ramp=False, concurrency=4, probe_s=0)
+    release(pacer, 429, headers=SPENT, retry_after=0.3)
+    order: list[str] = []
+
+    async def go(name: str, retry: bool) -> None:
+        await pacer.acquire(0, retry=retry)
+        order.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go, "first", False)
+            await anyio.sleep(0.05)
+            waiting = pacer.waiting()
+            assert waiting is not None and "HTTP 429" in waiting
+            tg.start_soon(go, "retry", True)
+    assert order == ["retry", "first"]
+
+
 async def test_without_budgets_the_first_attempt_probes_alone() -> None:
     """With nothing known, one attempt goes first; its response opens the way for the rest."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=8, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=8, clock=clock)
     assert await acquired_now(pacer)
     assert not await acquired_now(pacer)
     release(pacer)
@@ -270,7 +359,7 @@ async def test_without_budgets_the_first_attempt_probes_alone() -> None:
 
 async def test_a_silent_probe_lets_the_others_go_after_probe_s() -> None:
     """A probe that never answers holds the others back only for `probe_s`."""
-    pacer = Pacer(concurrency=8, probe_s=0.1)
+    pacer = Pacer(ramp=False, concurrency=8, probe_s=0.1)
     await pacer.acquire(0)
     started = time.monotonic()
     with anyio.fail_after(5):
@@ -282,7 +371,7 @@ async def test_a_silent_probe_lets_the_others_go_after_probe_s() -> None:
 @pytest.mark.parametrize(("rpm", "tpm"), [(6000, 0), (0, 60000)])
 async def test_a_budget_flag_skips_the_probe(rpm: float, tpm: float) -> None:
     """With --rpm or --tpm set there is no probe: the flag already bounds the first wave."""
-    pacer = Pacer(concurrency=8, rpm=rpm, tpm=tpm, clock=FakeClock())
+    pacer = Pacer(ramp=False, concurrency=8, rpm=rpm, tpm=tpm, clock=FakeClock())
     for _ in range(8):
         assert await acquired_now(pacer, 10)
 
@@ -290,7 +379,7 @@ async def test_a_budget_flag_skips_the_probe(rpm: float, tpm: float) -> None:
 async def test_learns_request_pace_from_openai_headers() -> None:
     """Headers saying 0 of 10 left, full in 1 s, pace requests to 10 per second."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=64, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock)
     await pacer.acquire(0)
     headers = {
         "x-ratelimit-limit-requests": "10",
@@ -309,7 +398,7 @@ async def test_learns_from_anthropic_headers_and_counts_attempts_still_in_flight
     """Remaining requests already spent by attempts in flight are not spent twice."""
     clock = FakeClock()
     wall = FakeClock(datetime(2025, 8, 21, 12, 40, 0, tzinfo=UTC).timestamp())
-    pacer = Pacer(concurrency=64, clock=clock, wall_clock=wall, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock, wall_clock=wall, probe_s=0)
     await pacer.acquire(0)
     for _ in range(3):
         assert await acquired_now(pacer)  # three more in flight, unknown to the server
@@ -328,7 +417,7 @@ async def test_learns_from_anthropic_headers_and_counts_attempts_still_in_flight
 async def test_learns_token_pace_and_headers_without_budgets_are_harmless() -> None:
     """Token headers set a token budget; a response without headers changes nothing."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=64, clock=clock, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=64, clock=clock, probe_s=0)
     await pacer.acquire(100)
     release(pacer, headers={"content-type": "application/json"}, cost=100, used=80)
     assert rates(pacer)[1] is None
@@ -347,10 +436,11 @@ async def test_learns_token_pace_and_headers_without_budgets_are_harmless() -> N
     assert rates(pacer)[0] is None
 
 
-async def test_a_429_despite_room_in_the_headers_caps_bursts() -> None:
-    """When the server refuses although its headers show room, they stop refilling our count."""
+async def test_a_limit_despite_room_in_the_headers_caps_bursts_and_teaches_a_pace() -> None:
+    """When a limit shows in 429s although the headers show room, the headers may no
+    longer raise our count, their burst is capped to a second's worth, and a pace is set."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=1000, clock=clock, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=1000, clock=clock, probe_s=0)
     roomy = {
         "x-ratelimit-limit-requests": "6000",
         "x-ratelimit-remaining-requests": "5000",
@@ -359,24 +449,24 @@ async def test_a_429_despite_room_in_the_headers_caps_bursts() -> None:
     await pacer.acquire(0)
     release(pacer, headers=roomy)
     assert rates(pacer)[0] == pytest.approx(100.0)
-    await pacer.acquire(0)
-    release(pacer, 429, headers=roomy, retry_after=0)
-    assert not await acquired_now(pacer)
-    clock.now += 0.011
-    assert await acquired_now(pacer)
+    for _ in range(8):  # eight in a row: a limit
+        clock.now += 0.001
+        await pacer.acquire(0)
+        release(pacer, 429, headers=roomy, retry_after=0)
+    assert pacer.slowed is not None
+    assert pacer.slowed.startswith("HTTP 429: the last 8 answers refused: pace")
+    mirror = pacer._budgets.requests_seen.bucket
+    assert mirror is not None and mirror.capacity == 100  # a second's worth, not 6000
+    level = mirror.level
     release(pacer, headers=roomy)
-    assert not await acquired_now(pacer)  # "5000 remaining" is no longer taken at its word
-    clock.now += 100.0
-    burst = 0
-    while burst < 200 and await acquired_now(pacer):
-        burst += 1
-    assert burst == 100  # one second's worth, not the 5000 the headers claim
+    assert mirror.level <= level + 1  # "5000 remaining" is no longer taken at its word
+    assert pacer.pace is not None and pacer.pace < 100
 
 
 async def test_flags_win_over_headers() -> None:
     """With --rpm and --tpm set, headers do not change the budgets."""
     clock = FakeClock()
-    pacer = Pacer(concurrency=8, rpm=120, tpm=1200, clock=clock)
+    pacer = Pacer(ramp=False, concurrency=8, rpm=120, tpm=1200, clock=clock)
     await pacer.acquire(10)
     headers = {
         "x-ratelimit-limit-requests": "10",
@@ -392,7 +482,7 @@ async def test_flags_win_over_headers() -> None:
 
 async def test_waiters_do_not_busy_loop() -> None:
     """256 workers held by a cool-down cost a few checks each, not a spin."""
-    pacer = Pacer(concurrency=512, probe_s=0)  # the 429 below cuts the limit to 256
+    pacer = Pacer(ramp=False, concurrency=512, probe_s=0)  # the 429 below cuts the limit to 256
     checks = 0
     real_wait_s = pacer._wait_s
 
@@ -414,14 +504,14 @@ async def test_waiters_do_not_busy_loop() -> None:
 def test_bad_settings_are_refused() -> None:
     """Nonsense settings fail at construction, naming the setting."""
     with pytest.raises(ValueError, match="concurrency"):
-        Pacer(concurrency=0)
+        Pacer(ramp=False, concurrency=0)
     with pytest.raises(ValueError, match="min_limit"):
-        Pacer(concurrency=2, min_limit=3)
+        Pacer(ramp=False, concurrency=2, min_limit=3)
     with pytest.raises(ValueError, match="rpm"):
-        Pacer(concurrency=2, rpm=-1)
+        Pacer(ramp=False, concurrency=2, rpm=-1)
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="max_wait_s"):
-            Pacer(concurrency=2, max_wait_s=bad)
+            Pacer(ramp=False, concurrency=2, max_wait_s=bad)
 
 
 class SimServer:
@@ -471,7 +561,7 @@ async def test_learned_pacing_fills_the_server_limit_with_few_429s(family: str) 
     """256 workers and no --rpm against a 200/s server: >= 85% of its capacity, <= 5% 429s."""
     rate, capacity, seconds, latency = 200.0, 50, 1.2, 0.01
     server = SimServer(rate=rate, capacity=capacity, family=family)
-    pacer = Pacer(concurrency=256)
+    pacer = Pacer(ramp=False, concurrency=256)
 
     async def worker() -> None:
         while True:
@@ -512,7 +602,7 @@ SPENT_FOR_1000H = {
 
 async def test_a_learned_budget_holds_the_head_for_at_most_max_wait() -> None:
     """Headers saying "0 of 1 left, full in 1000 h" hold each attempt max_wait_s, not 60 s."""
-    pacer = Pacer(concurrency=2, probe_s=0, max_wait_s=0.3)
+    pacer = Pacer(ramp=False, concurrency=2, probe_s=0, max_wait_s=0.3)
     pacer.learn(SPENT_FOR_1000H)
     with anyio.fail_after(10):  # without the cap: a minute per attempt (the floor rate)
         async with anyio.create_task_group() as tg:
@@ -527,18 +617,17 @@ async def test_a_learned_budget_holds_the_head_for_at_most_max_wait() -> None:
 
 
 async def test_over_cap_asks_from_two_waves_give_up_and_close_the_pacer() -> None:
-    """A Retry-After of 10^9 pauses everyone max_wait_s; the next wave's gives up the run."""
+    """A Retry-After of 10^9 binds its row (the retry policy caps it), pauses no one; the
+    next wave's gives up the run."""
     clock = FakeClock()
     reasons: list[str] = []
-    pacer = Pacer(concurrency=4, clock=clock, probe_s=0, on_give_up=reasons.append)
+    pacer = Pacer(ramp=False, concurrency=4, clock=clock, probe_s=0, on_give_up=reasons.append)
     forever = {"retry-after": "1000000000"}
     await pacer.acquire(0)
     await pacer.acquire(0)
     release(pacer, 429, headers=forever, retry_after=1e9)
     release(pacer, 429, headers=forever, retry_after=1e9)  # same wave: no second count
-    assert pacer._cooldown_until == clock.now + MAX_WAIT_S
-    waiting = pacer.waiting()
-    assert waiting == "60 s for HTTP 429 retry-after: 1000000000 (capped at 60 s)", waiting
+    assert pacer._cooldown_until == -math.inf and pacer.waiting() is None
     assert reasons == [] and not pacer.seats.closed
     clock.now += MAX_WAIT_S
     await pacer.acquire(0)
@@ -549,10 +638,21 @@ async def test_over_cap_asks_from_two_waves_give_up_and_close_the_pacer() -> Non
         await pacer.acquire(0)
 
 
+async def test_a_limit_asking_beyond_the_cap_pauses_everyone_for_the_cap() -> None:
+    """A spent budget's 429 asking for 10^9 s pauses everyone max_wait_s, and says so."""
+    clock = FakeClock()
+    pacer = Pacer(ramp=False, concurrency=4, clock=clock, probe_s=0)
+    await pacer.acquire(0)
+    release(pacer, 429, headers={**SPENT, "retry-after": "1000000000"}, retry_after=1e9)
+    assert pacer._cooldown_until == clock.now + MAX_WAIT_S
+    waiting = pacer.waiting()
+    assert waiting == "60 s for HTTP 429 retry-after: 1000000000 (capped at 60 s)", waiting
+
+
 async def test_a_spent_budget_at_the_preflight_is_the_first_ask() -> None:
     """learn() counts a budget spent beyond the cap; the first attempt's answer gives up."""
     reasons: list[str] = []
-    pacer = Pacer(concurrency=1, max_wait_s=0.2, on_give_up=reasons.append)
+    pacer = Pacer(ramp=False, concurrency=1, max_wait_s=0.2, on_give_up=reasons.append)
     assert pacer.learn(SPENT_FOR_1000H)
     with anyio.fail_after(10):
         await pacer.acquire(0)  # held by the learned budget for the cap
@@ -565,7 +665,7 @@ async def test_a_spent_budget_at_the_preflight_is_the_first_ask() -> None:
 async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end() -> None:
     """close(): a row waiting for a slot is cancelled at once; the row on the wire is not,
     but its retry backoff after release is."""
-    pacer = Pacer(concurrency=1, probe_s=0)
+    pacer = Pacer(ramp=False, concurrency=1, probe_s=0)
     answered = anyio.Event()
     events: list[str] = []
 
@@ -595,3 +695,33 @@ async def test_close_cancels_rows_waiting_now_and_rows_on_the_wire_when_they_end
             answered.set()
     assert events == ["waiting row cancelled", "answered", "wire row stopped"]
     assert pacer.in_flight == 0
+
+
+def test_the_first_wave_leaves_over_about_150_ms() -> None:
+    """64 requests: the first at once, the last ~145 ms later, the spacing shrinking; after
+    the first second the ramp no longer binds."""
+    ramp = Ramp(64)
+    now, times = 0.0, []
+    for _ in range(64):
+        now += ramp.delay(now)
+        times.append(now)
+        ramp.take(now)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert times[0] == 0.0 and 0.13 < times[-1] < 0.16, times[-1]
+    assert gaps[0] > gaps[-1] > 0
+    assert ramp.delay(1.01) == 0.0
+
+
+async def test_a_real_first_wave_is_spread_by_the_ramp() -> None:
+    """With the ramp on, 64 attempts admitted at once take ~0.15 s to leave; a second
+    wave right after leaves at once."""
+    pacer = Pacer(concurrency=128, probe_s=0)
+    started = time.monotonic()
+    for _ in range(64):
+        await pacer.acquire(0)
+    assert time.monotonic() - started >= 0.05
+    await anyio.sleep(1.1)
+    later = time.monotonic()
+    for _ in range(64):
+        await pacer.acquire(0)
+    assert time.monotonic() - later < 0.05

@@ -8,6 +8,7 @@ from email.utils import format_datetime
 import pytest
 
 from batchrunner.ratelimits import (
+    LimitKind,
     LimitState,
     budget_wait,
     parse_go_duration,
@@ -15,6 +16,7 @@ from batchrunner.ratelimits import (
     parse_retry_after,
     parse_rfc3339,
     quote_headers,
+    spent,
 )
 
 NOW = datetime(2025, 8, 21, 12, 40, 0, tzinfo=UTC).timestamp()
@@ -194,6 +196,38 @@ def test_retry_after_junk_is_none(headers: dict[str, str]) -> None:
 def test_bad_retry_after_ms_falls_back_to_retry_after() -> None:
     """An unreadable `retry-after-ms` does not hide a good `retry-after`."""
     assert parse_retry_after({"retry-after-ms": "x", "retry-after": "3"}, now=NOW) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"llm_provider-retry-after": "60"}, 60.0),  # LiteLLM's proxy, nothing else
+        ({"llm_provider-retry-after-ms": "1500", "llm_provider-retry-after": "9"}, 1.5),
+        ({"x-ms-retry-after-ms": "250"}, 0.25),  # Azure
+        ({"LLM_Provider-Retry-After": "Thu, 21 Aug 2025 12:40:07 GMT"}, 7.0),
+        ({"retry-after": "2", "llm_provider-retry-after": "60"}, 2.0),  # the standard first
+        ({"retry-after": "soon", "llm_provider-retry-after": "4"}, 4.0),
+    ],
+)
+def test_non_standard_retry_after_spellings(headers: dict[str, str], seconds: float) -> None:
+    """Gateways' spellings are read too: milliseconds first, the standard name first."""
+    assert parse_retry_after(headers, now=NOW) == pytest.approx(seconds)
+    assert quote_headers(headers)  # and quoted in messages
+
+
+def test_spent_means_no_room_for_the_next_attempt() -> None:
+    """Requests remaining 0, or fewer tokens remaining than the attempt needs, is spent;
+    room, or no remaining at all, is not."""
+
+    def state(kind: LimitKind, remaining: float | None) -> dict[str, LimitState]:
+        return {kind: LimitState(kind=kind, limit=100, remaining=remaining, reset_in_s=None)}
+
+    assert spent(state("requests", 0), need_tokens=10)
+    assert not spent(state("requests", 1), need_tokens=10)
+    assert spent(state("tokens", 9), need_tokens=10)
+    assert not spent(state("output-tokens", 10), need_tokens=10)
+    assert not spent(state("requests", None), need_tokens=10)
+    assert not spent({}, need_tokens=10)
 
 
 def test_budget_wait_is_the_time_until_the_next_unit_by_the_servers_numbers() -> None:

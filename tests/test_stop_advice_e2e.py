@@ -89,7 +89,8 @@ def test_an_unknown_model_then_the_same_command_with_model_completes(tmp_path: P
     assert "settings.request.model: nope/none -> caicaini/auto" in resumed.stderr
     assert status_json(out)["succeeded"] == ROWS and len(answered) == ROWS
     assert {c["error_type"] for c in calls} <= {"not_found_error", "cancelled"}
-    assert any(c["error_type"] == "cancelled" for c in calls), calls
+    # Whether any attempt was on the wire when the 404 came depends on the pacer (its
+    # first answers come before the others leave); the stall test covers `cancelled`.
     assert all(c["error_type"] is not None or c["http_status"] is not None for c in calls)
 
 

@@ -127,8 +127,11 @@ def test_a_retry_after_of_a_billion_seconds_stops_the_run_with_rows_pending(
     assert (st["succeeded"], st["errored"], st["pending"]) == (0, 0, ROWS)
 
 
-def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path: Path) -> None:
-    """A single 429 asking for 10^9 s pauses everyone for the cap; the retry succeeds."""
+def test_one_over_cap_ask_binds_its_row_for_the_cap_and_the_run_completes(
+    tmp_path: Path,
+) -> None:
+    """A single 429 asking for 10^9 s is obeyed by its row up to the cap (1 s); the other
+    rows do not wait for it, and the retry succeeds."""
     job = _job(tmp_path, max_wait=1)
     hostile = Hostile(first=[(429, dict(RETRY_IN_A_BILLION_S))])
     with serve_hostile(hostile) as server:
@@ -136,8 +139,9 @@ def test_one_over_cap_ask_is_obeyed_up_to_the_cap_and_the_run_completes(tmp_path
         seen = [t for t, method, _ in server.seen if method == "POST"]
     assert code == 0, err
     assert len(seen) == ROWS + 1
-    # The 429 was the first answer: every later request waited out the (capped) pause.
-    assert all(t - seen[0] >= 0.9 for t in seen[1:]), [round(t - seen[0], 3) for t in seen]
+    later = [round(t - seen[0], 3) for t in seen[1:]]
+    assert any(t < 0.5 for t in later), later  # the others went on
+    assert max(later) >= 0.9, later  # the refused row came back after the (capped) wait
     assert status_json(tmp_path / "run")["succeeded"] == ROWS
 
 
@@ -149,16 +153,18 @@ def test_sigterm_during_retry_backoffs_exits_at_once(tmp_path: Path) -> None:
     with FakeServer(*fake, api_key=TEST_KEY) as server:
         with _start(job, server.base_url) as proc:
             deadline = time.monotonic() + 30
-            while len(server.log()) < 4 and time.monotonic() < deadline:
+            while len(server.log()) < 8 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert len(server.log()) >= 4, "the first attempts never arrived"
+            assert len(server.log()) >= 8, "the first attempts never arrived"
             time.sleep(0.2)  # their 503s reach the workers, which start their backoffs
             proc.send_signal(signal.SIGTERM)
             code, err, elapsed = _finish(proc, timeout=60)
         attempts = len(server.log())
     assert code == 143, err
     assert elapsed < 5, elapsed
-    assert attempts == 4  # one per worker; no retry went out
+    # Waiting rows leave their slot to others: 4 on the wire, 4 more sent while the first
+    # ones wait (twice --concurrency rows in progress at most); no retry went out.
+    assert attempts == 8
     st = status_json(tmp_path / "run")
     assert (st["pending"], st["errored"]) == (ROWS, 0)
 

@@ -20,6 +20,7 @@ from batchrunner.fakeapi.options import (
     DEFAULT_FAULTS,
     DEFAULT_MODELS,
     FAULT_KINDS,
+    RATE_LIMIT_MODES,
     FakeOptions,
     parse_latency,
     parse_list,
@@ -140,7 +141,33 @@ async def _serve(options: FakeOptions) -> None:
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Requests per minute before 429 (0: off).",
+    help="Requests per minute before 429 (0: off); with --rate-limit-mode fixed, per window.",
+)
+@click.option(
+    "--rate-limit-mode",
+    type=click.Choice(RATE_LIMIT_MODES),
+    default="bucket",
+    show_default=True,
+    help="bucket: rps/rpm token buckets, honest headers. sliding: --rate-limit-rps in any "
+    "one second, announced per minute, gateway headers. fixed: --rate-limit-rpm per "
+    "--rate-limit-window, limit and remaining but no reset, llm_provider-retry-after.",
+)
+@click.option(
+    "--rate-limit-window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds of one window of the fixed rate limit.",
+)
+@click.option(
+    "--no-rate-limit-headers",
+    is_flag=True,
+    help="Send no rate-limit headers at all (a refusal keeps its Retry-After).",
+)
+@click.option(
+    "--refusals-at-once",
+    is_flag=True,
+    help="Answer 429/529 faults at once instead of after --latency.",
 )
 @click.option(
     "--quota-exhausted",
@@ -172,6 +199,10 @@ def fake_api(
     fault_max_per_prompt: int,
     rate_limit_rps: float,
     rate_limit_rpm: float,
+    rate_limit_mode: str,
+    rate_limit_window: float,
+    no_rate_limit_headers: bool,
+    refusals_at_once: bool,
     quota_exhausted: bool,
     max_body_mb: float,
     tls_cert: str | None,
@@ -202,6 +233,10 @@ def fake_api(
             fault_max_per_prompt=fault_max_per_prompt,
             rate_limit_rps=rate_limit_rps,
             rate_limit_rpm=rate_limit_rpm,
+            rate_limit_mode=rate_limit_mode,
+            rate_limit_window=rate_limit_window,
+            rate_limit_headers=not no_rate_limit_headers,
+            refusals_at_once=refusals_at_once,
             quota_exhausted=quota_exhausted,
             max_body_mb=max_body_mb,
             api_key=os.environ.get("CAICAINI_API_KEY") or None,

@@ -8,17 +8,15 @@ transport-level faults (reset, truncate) close the connection; nothing else here
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
-import math
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from batchrunner.fakeapi.limits import retry_headers
 from batchrunner.fakeapi.options import STREAM_FAULTS, FakeOptions
 from batchrunner.fakeapi.shapes import ApiError, Convention
 
@@ -82,24 +80,6 @@ class StatusFault:
     status: int
     retry_after: float | None
     headers: dict[str, str]
-
-
-def retry_headers(seconds: float, *, style: str = "both") -> dict[str, str]:
-    """Retry headers for `seconds`: integer `retry-after`, plus `retry-after-ms` if fractional.
-
-    style "ms" sends only `retry-after-ms`; "date" sends `retry-after` as an HTTP-date.
-    """
-    millis = str(math.ceil(seconds * 1000))
-    if style == "ms":
-        return {"retry-after-ms": millis}
-    if style == "date":
-        return {
-            "retry-after": email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
-        }
-    headers = {"retry-after": str(math.ceil(seconds))}
-    if seconds != math.ceil(seconds):
-        headers["retry-after-ms"] = millis
-    return headers
 
 
 def status_fault(kind: str, conv: Convention, retry_after: float) -> StatusFault:

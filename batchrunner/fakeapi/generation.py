@@ -23,7 +23,7 @@ from batchrunner.fakeapi.chat_validation import parse_chat
 from batchrunner.fakeapi.ids import derived_id
 from batchrunner.fakeapi.limits import go_duration
 from batchrunner.fakeapi.messages_validation import parse_messages
-from batchrunner.fakeapi.options import STREAM_FAULTS
+from batchrunner.fakeapi.options import REFUSAL_FAULTS, STREAM_FAULTS
 from batchrunner.fakeapi.shapes import ApiError, Convention, chat_body, dumps, message_body
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ def content_key(path: str, body: dict[str, Any]) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def _rate_limited(conv: Convention, wait: float) -> ApiError:
-    headers = faults.retry_headers(wait)
+def _rate_limited(conv: Convention, wait: float, headers: dict[str, str]) -> ApiError:
     if conv == "anthropic":
         return ApiError(
             429,
@@ -125,6 +124,7 @@ class Generation:
             request[keys.DROPPED] = True
             return web.Response()
         finally:
+            entry["done"] = time.time()  # when the answer (or the refusal) went out
             api.state.leave()
 
     async def _answer(
@@ -134,8 +134,8 @@ class Generation:
         body = await api.read_json(request, conv, entry=entry)
         wait = api.limits.admit()
         if wait is not None:
-            entry["retry_after"] = wait
-            raise _rate_limited(conv, wait)
+            headers, entry["retry_after"] = api.limits.refusal(wait)
+            raise _rate_limited(conv, wait, headers)
         models = api.options.models
         ask = parse_messages(body, models) if conv == "anthropic" else parse_chat(body, models)
         if api.options.quota_exhausted:
@@ -147,6 +147,8 @@ class Generation:
             api.state.fault_counts[fault] += 1
         low, high = api.options.latency
         delay = self._rng.uniform(low, high) if high > low else low
+        if fault in REFUSAL_FAULTS and api.options.refusals_at_once:
+            delay = 0.0
         if fault == "hang":
             await faults.hang()
         if delay:

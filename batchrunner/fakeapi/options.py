@@ -28,6 +28,10 @@ FAULT_KINDS: tuple[str, ...] = (
 STREAM_FAULTS = frozenset({"stream-error", "stream-cut"})
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "529", "reset", "truncate", "badjson")
 DEFAULT_MODELS: tuple[str, ...] = ("caicaini/auto", "caicaini/small", "caicaini/large")
+RATE_LIMIT_MODES: tuple[str, ...] = ("bucket", "sliding", "fixed")
+# Faults that refuse a request rather than fail it: `refusals_at_once` answers them before
+# the latency, as a rate limiter or an overloaded front end does.
+REFUSAL_FAULTS = frozenset({"429", "429-ms", "429-date", "529"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +40,9 @@ class FakeOptions:
 
     `latency` is a uniform (low, high) range in seconds; `log_limit` caps the request log so
     a long dry run cannot grow the server without bound (oldest entries drop first).
+    `rate_limit_mode` picks how the request limit is enforced and announced (see `limits`):
+    `bucket` (rps and rpm token buckets), `sliding` (`rate_limit_rps` in any one second) or
+    `fixed` (`rate_limit_rpm` per window of `rate_limit_window` seconds).
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +56,10 @@ class FakeOptions:
     fault_max_per_prompt: int = 2
     rate_limit_rps: float = 0.0
     rate_limit_rpm: float = 0.0
+    rate_limit_mode: str = "bucket"
+    rate_limit_window: float = 60.0
+    rate_limit_headers: bool = True
+    refusals_at_once: bool = False
     quota_exhausted: bool = False
     max_body_mb: float = 32.0
     api_key: str | None = field(default=None, repr=False)
@@ -85,6 +96,7 @@ def _problems(options: FakeOptions) -> list[str]:
         problems.append("fault max per prompt must be >= 0")
     if options.rate_limit_rps < 0 or options.rate_limit_rpm < 0:
         problems.append("rate limits must be >= 0 (0 = off)")
+    problems.extend(_mode_problems(options))
     if not options.models or any(not model for model in options.models):
         problems.append("at least one non-empty model name is required")
     if options.max_body_mb <= 0:
@@ -96,6 +108,19 @@ def _problems(options: FakeOptions) -> list[str]:
     if options.api_key == "":
         problems.append("api_key must be None (any key) or a non-empty string")
     return problems
+
+
+def _mode_problems(options: FakeOptions) -> list[str]:
+    mode = options.rate_limit_mode
+    if mode not in RATE_LIMIT_MODES:
+        return [f"unknown rate limit mode {mode!r}; known: {', '.join(RATE_LIMIT_MODES)}"]
+    if mode == "sliding" and options.rate_limit_rps < 1:
+        return ["the sliding rate limit needs a rate limit of at least 1 request per second"]
+    if mode == "fixed" and options.rate_limit_rpm < 1:
+        return ["the fixed rate limit needs a rate limit of at least 1 request per window"]
+    if not options.rate_limit_window > 0:
+        return ["the rate limit window must be > 0 seconds"]
+    return []
 
 
 def parse_latency(text: str) -> tuple[float, float]:

@@ -64,7 +64,7 @@ class FakeApi:
         response.headers["request-id" if conv == "anthropic" else "x-request-id"] = request[
             keys.REQUEST_ID
         ]
-        response.headers.update(self.limits.headers())
+        response.headers.update(self.limits.headers(refused=response.status == 429))
 
     def error(self, request: web.Request, error: ApiError) -> web.Response:
         """The error response in the request's convention, with the error's headers."""
