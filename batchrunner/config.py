@@ -136,11 +136,7 @@ def load_job(
     problems += _check_job(api, durability, limit)
     shard = _shard(pick("shard", jsec, "shard", None), limit, problems)
     pricing, evals = _optional_sections(data, problems)
-    if limits_values["max_cost"] is not None and "pricing" not in data:
-        problems.append(
-            "--max-cost (or [limits] max_cost) needs a [pricing] section in the job file "
-            "(input_per_mtok, output_per_mtok: USD per million tokens) to price what is spent"
-        )
+    problems += _cost_cap_priced(limits_values["max_cost"], data)
     if problems:
         raise ConfigError("; ".join(problems))
     assert inp is not None and out is not None  # for mypy: problems caught both
@@ -159,6 +155,15 @@ def load_job(
         input_format=fmt,
         shard=shard,
     )
+
+
+def _cost_cap_priced(max_cost: object, data: dict[str, Any]) -> list[str]:
+    if max_cost is None or "pricing" in data:
+        return []
+    return [
+        "--max-cost (or [limits] max_cost) needs a [pricing] section in the job file "
+        "(input_per_mtok, output_per_mtok: USD per million tokens) to price what is spent"
+    ]
 
 
 def _run_paths(

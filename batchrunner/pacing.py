@@ -1,12 +1,10 @@
 """Pace every HTTP attempt: shared cool-down, adaptive in-flight limit, budgets, learned pace.
 
-One Pacer per run: `await acquire(cost)` before each attempt, `release(...)` after it, always.
-Waiters queue (retries first) and only the head watches the clock, so hundreds cost one
-timer, not a spin. `controller` tells a limit from noise; only a limit slows the run. No
-wait the server causes lasts longer than `max_wait_s`; asks beyond it are counted
-(`patience`) and, when they persist, the pacer gives up on the run. `close()` stops
-admission for a run that is stopping. It sends and retries nothing (that is `attempts`'
-job) and uses anyio only.
+One Pacer per run: `await acquire(cost)` before each attempt, `release(...)` after it.
+Waiters queue (retries first); only the head watches the clock. `controller` tells a limit
+from noise; only a limit slows the run. No wait the server causes lasts over `max_wait_s`;
+persistent asks beyond it (`patience`) give up the run. `close()` stops admission. Sends
+and retries nothing (`attempts` does); anyio only.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ if TYPE_CHECKING:
 
     from batchrunner.costcap import CostCap
 
-# The longest single wait the server can impose (a cool-down, a learned budget's wait):
-# longer asks are obeyed this far and counted, and persistent ones stop the run.
+# The longest wait the server can impose; longer asks are counted, persistent ones stop it.
 MAX_WAIT_S = 60.0
 REFUSALS = frozenset({429, 529})
 _EPS = 1e-9
@@ -64,8 +61,7 @@ class _Ticket:
     reserved: int  # tokens reserved by this pacer, this attempt included
 
 
-# The worker task that acquired is the one that releases, so a context variable pairs them
-# without widening the API; a release without a ticket falls back to coarser estimates.
+# The task that acquired also releases: a context variable pairs them (no ticket: coarser).
 _TICKET: ContextVar[_Ticket | None] = ContextVar("batchrunner_pacer_ticket", default=None)
 
 
@@ -143,7 +139,7 @@ class Pacer:
         self.cost: CostCap | None = None
 
     @property
-    def in_flight(self) -> int:
+    def in_flight(self) -> int:  # attempts on the wire now
         return self._in_flight
 
     @property
@@ -153,8 +149,7 @@ class Pacer:
 
     @property
     def pace(self) -> float | None:
-        """The tightest request pace in force (requests/s: a flag, the headers' or the
-        learned one), None when only the in-flight limit holds the run back."""
+        """The tightest request pace in force (req/s), None: only the in-flight limit."""
         return self._budgets.pace
 
     async def acquire(self, cost_tokens: int, *, retry: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -18,12 +18,12 @@ import pyarrow.compute as pc
 
 from batchrunner.calllog import last_error
 from batchrunner.errors import ConfigError
+from batchrunner.report_text import Report, iso
 from batchrunner.rundir import read_status
 from batchrunner.rundir.history import load_history
 from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from pathlib import Path
 
 _COLUMNS = (
@@ -61,48 +61,6 @@ class Pricing:
     input_per_mtok: float
     output_per_mtok: float
     source: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Report:
-    """The summary of one run directory; keys follow the results.parquet columns."""
-
-    run_dir: str
-    total: int
-    complete: bool
-    running: bool
-    status: Mapping[str, int]  # succeeded, errored, pending
-    error_type: Mapping[str, int]
-    input_tokens: Mapping[str, float]  # sum, mean (over rows that carry a count)
-    output_tokens: Mapping[str, float]
-    cache_read_input_tokens: Mapping[str, float] | None  # None: no response carried it
-    cache_creation_input_tokens: Mapping[str, float] | None
-    latency_ms: Mapping[str, float] | None  # p50, p90, p99, max; None: nothing was sent
-    attempts: Mapping[str, Any]  # sum, histogram {"1": n, ...}
-    completed_at: Mapping[str, str | None]  # first, last (ISO 8601, UTC)
-    wall_s: float
-    rows_per_s: float | None
-    requests_per_s: float | None
-    cost: Mapping[str, Any] | None
-    last_error: Mapping[str, Any] | None = None  # the newest failed attempt in calls.log
-    invocations: tuple[Mapping[str, Any], ...] = ()  # run.json's entries, oldest first
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "invocations": list(self.invocations),
-            "warnings": list(self.warnings),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    def to_text(self) -> str:
-        """The same figures for people, one topic per line."""
-        from batchrunner.report_text import text_lines
-
-        return "\n".join(text_lines(self))
 
 
 @dataclass(slots=True)
@@ -226,13 +184,6 @@ def _token_stats(tally: _Tally, name: str) -> dict[str, float] | None:
     if not rows:
         return None
     return {"sum": tally.sums[name], "mean": round(tally.sums[name] / rows, 3)}
-
-
-def iso(us: int | None) -> str | None:
-    if us is None:
-        return None
-    stamp = pa.scalar(us, pa.timestamp("us", tz="UTC")).as_py()
-    return str(stamp.isoformat().replace("+00:00", "Z"))
 
 
 def _cost(tally: _Tally, pricing: Pricing | None) -> dict[str, Any] | None:

@@ -1,15 +1,65 @@
-"""`report`'s text for people: one line per fact, numbers with thousands separators."""
+"""`report`'s value, `Report`, and its text for people: one line per fact, numbers with
+thousands separators. `report.summarize` builds the value from a run directory."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from batchrunner.rundir.history import invocation_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from batchrunner.report import Report
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """The summary of one run directory; keys follow the results.parquet columns."""
+
+    run_dir: str
+    total: int
+    complete: bool
+    running: bool
+    status: Mapping[str, int]  # succeeded, errored, pending
+    error_type: Mapping[str, int]
+    input_tokens: Mapping[str, float]  # sum, mean (over rows that carry a count)
+    output_tokens: Mapping[str, float]
+    cache_read_input_tokens: Mapping[str, float] | None  # None: no response carried it
+    cache_creation_input_tokens: Mapping[str, float] | None
+    latency_ms: Mapping[str, float] | None  # p50, p90, p99, max; None: nothing was sent
+    attempts: Mapping[str, Any]  # sum, histogram {"1": n, ...}
+    completed_at: Mapping[str, str | None]  # first, last (ISO 8601, UTC)
+    wall_s: float
+    rows_per_s: float | None
+    requests_per_s: float | None
+    cost: Mapping[str, Any] | None
+    last_error: Mapping[str, Any] | None = None  # the newest failed attempt in calls.log
+    invocations: tuple[Mapping[str, Any], ...] = ()  # run.json's entries, oldest first
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "invocations": list(self.invocations),
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def to_text(self) -> str:
+        """The same figures for people, one topic per line."""
+        return "\n".join(text_lines(self))
+
+
+def iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    stamp = pa.scalar(us, pa.timestamp("us", tz="UTC")).as_py()
+    return str(stamp.isoformat().replace("+00:00", "Z"))
 
 
 def _n(value: float) -> str:
@@ -76,8 +126,6 @@ def _cost_line(cost: Mapping[str, Any] | None) -> str:
 def _last_error_line(e: Mapping[str, Any]) -> str:
     """The newest failed attempt: what a stop's message quotes, for a later look."""
     ts = e.get("ts")
-    from batchrunner.report import iso
-
     when = iso(int(ts * 1e6)) if isinstance(ts, int | float) else None
     status = f"HTTP {e['http_status']} " if e.get("http_status") is not None else ""
     message = f': "{e["error_message"]}"' if e.get("error_message") else ""

@@ -316,13 +316,10 @@ async def run_job(
     ended: Callable[[RunEnd], None] | None = None,
 ) -> RunStats:
     """Run (or resume) the job; return final counts when every row has an outcome.
-
-    Raises the run-level errors: before sending (exit 2), and for a run that stops with
-    rows pending (exit 3, 130 or 143; see `errors`). Every warning goes to `warn` as it
-    arises (RunStats.warnings has them all again). `interrupts` replaces the process's
-    SIGINT/SIGTERM (see `_Run.watch_signals`). Once the run directory is open, the
-    invocation is recorded in its run.json, and `ended` hears how it ended (`RunEnd`).
-    """
+    Raises the run-level errors: before sending (exit 2), and for a stop with rows pending
+    (exit 3, 130, 143). Every warning goes to `warn` as it arises (and into RunStats).
+    `interrupts` replaces the process's SIGINT/SIGTERM (`_Run.watch_signals`); `ended`
+    hears how the invocation ended (`RunEnd`), which run.json records too."""
     started = (time.time(), time.monotonic())
     hooks = Hooks(
         progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts, ended=ended

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-    from batchrunner.report import Report
+    from batchrunner.report_text import Report
 
 EVAL_FILE = "eval.json"  # the run's [eval] table, written by `run` (judging.save_eval)
 JUDGE_DIR = "judge"  # round-N.jsonl (the judge requests) and round-N/ (their run directory)
