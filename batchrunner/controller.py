@@ -137,9 +137,11 @@ class Controller:
         status: int,
         retry_after: float | None,
         spent: bool,
+        used: float | None = None,
     ) -> Decision | None:
         """A 429/529 for an attempt sent at `sent_at` (None: unknown). `spent`: the
-        response's own headers say a budget has no room. None when it is noise: only the
+        response's own headers say a budget has no room; `used`: the requests they say
+        were used (limit - remaining), if they say. None when it is noise: only the
         refused row waits, for its Retry-After."""
         self._recent.append(True)
         if sent_at is not None:
@@ -162,7 +164,10 @@ class Controller:
                 if refusals / WINDOW >= LIMIT_SHARE
                 else f"the last {RUN} answers refused"
             )
-            return self._decide(now, status, sent_at, retry_after, evidence, spent=spent)
+            # A spent budget of far more requests than we sent this minute is not ours to
+            # mirror: it is counted over a longer window than the server enforces.
+            foretold = spent and (used is None or self.meter.count(now - 60, now) >= used / 2)
+            return self._decide(now, status, sent_at, retry_after, evidence, foretold=foretold)
         return None
 
     def _decide(
@@ -173,7 +178,7 @@ class Controller:
         retry_after: float | None,
         evidence: str,
         *,
-        spent: bool,
+        foretold: bool,
         hard: bool = True,
     ) -> Decision:
         self._acted_at = now
@@ -181,7 +186,7 @@ class Controller:
         # the new pace is judged by what is answered after that.
         self._period = (now + _horizon(retry_after), 0, 0)
         pause = (retry_after if retry_after is not None else DEFAULT_HORIZON_S) if hard else 0.0
-        learn = status == 429 and not spent  # the headers, if any, did not see it coming
+        learn = status == 429 and not foretold  # the headers, if any, did not see it coming
         rate = None
         if learn:
             if self.rate is not None:  # undone if the refusals do not drop (see `_roll`)
@@ -237,7 +242,7 @@ class Controller:
         if refusals > self._tolerated(answers) + 1:
             status, wait = self._last
             evidence = f"{refusals} of {answers} answers refused, more than the noise"
-            return self._decide(now, status, None, wait, evidence, spent=False, hard=False)
+            return self._decide(now, status, None, wait, evidence, foretold=False, hard=False)
         # Raise only a pace that holds the run back: otherwise it would climb without
         # being tried, and the next refusal would find it far above the limit.
         if self.meter.count(start, now) >= _BINDS * self.rate * (now - start):

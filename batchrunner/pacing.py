@@ -26,6 +26,7 @@ from batchrunner.ratelimits import (
     parse_rate_limit_headers,
     parse_retry_after,
     quote_headers,
+    requests_used,
     spent,
     token_state,
 )
@@ -226,6 +227,7 @@ class Pacer:
                 status=status,
                 retry_after=retry_after,
                 spent=spent(states, need_tokens=cost),
+                used=requests_used(states),
             )
         elif status is not None and 200 <= status < 300:
             self._aimd.grow()

@@ -214,6 +214,14 @@ def spent(states: Mapping[str, LimitState], *, need_tokens: float) -> bool:
     return False
 
 
+def requests_used(states: Mapping[str, LimitState]) -> float | None:
+    """The requests the headers say were used (limit - remaining), None if they do not say."""
+    state = states.get("requests")
+    if state is None or state.limit is None or state.remaining is None:
+        return None
+    return state.limit - state.remaining
+
+
 def budget_wait(states: Mapping[str, LimitState], *, need_tokens: float) -> tuple[float, str]:
     """The longest wait a spent budget in `states` imposes on the next attempt, and its kind.
 

@@ -119,6 +119,23 @@ def test_a_spent_budget_is_a_limit_without_a_learned_pace() -> None:
     assert "the rate-limit headers say the budget is spent" in decision.why
 
 
+def test_a_spent_budget_far_larger_than_what_we_sent_teaches_a_pace() -> None:
+    """ "0 of 6000 left" after 200 requests this minute: the budget is counted over a longer
+    window than the server enforces, so the refusal teaches a pace after all."""
+    c = Controller()
+    for i in range(200):
+        c.sent(i * 0.005)
+        c.served(i * 0.005)
+    c.sent(1.0)
+    decision = c.refused(1.0, sent_at=1.0, status=429, retry_after=1.0, spent=True, used=6000)
+    assert decision is not None and decision.rate is not None and decision.pause_s == 1.0
+    c2 = Controller()
+    for i in range(100):
+        c2.sent(i * 0.005)
+    d2 = c2.refused(1.0, sent_at=1.0, status=429, retry_after=1.0, spent=True, used=100)
+    assert d2 is not None and d2.rate is None  # 100 used, 100 sent: the headers are ours
+
+
 def test_a_crowd_of_529s_halves_the_slots_and_learns_no_pace() -> None:
     """Overload is answered with fewer requests in flight, not a pace."""
     c = Controller()

@@ -16,6 +16,7 @@ from batchrunner.ratelimits import (
     parse_retry_after,
     parse_rfc3339,
     quote_headers,
+    requests_used,
     spent,
 )
 
@@ -228,6 +229,15 @@ def test_spent_means_no_room_for_the_next_attempt() -> None:
     assert not spent(state("output-tokens", 10), need_tokens=10)
     assert not spent(state("requests", None), need_tokens=10)
     assert not spent({}, need_tokens=10)
+
+
+def test_requests_used_is_limit_minus_remaining_when_both_are_said() -> None:
+    """60 of 100 left: 40 used; without a limit (a gateway's bare remaining), unknown."""
+    both = {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "60"}
+    assert requests_used(parse_rate_limit_headers(both, now=NOW)) == 40
+    bare = {"x-ratelimit-remaining-requests": "60"}
+    assert requests_used(parse_rate_limit_headers(bare, now=NOW)) is None
+    assert requests_used({}) is None
 
 
 def test_budget_wait_is_the_time_until_the_next_unit_by_the_servers_numbers() -> None:
