@@ -7,10 +7,8 @@ FILE target atomic (temp + rename) and refuses one inside the run directory.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -18,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from batchrunner.errors import ConfigError, OutputError
-from batchrunner.rundir.files import fsync_dir
+from batchrunner.errors import ConfigError, DiskError, OutputError
+from batchrunner.rundir.files import atomic_write
 from batchrunner.rundir.recorded import Recorded
 
 if TYPE_CHECKING:
@@ -204,20 +202,10 @@ def export_file(
     """
     if target.resolve().is_relative_to(run_dir.resolve()):
         raise ConfigError(f"-o {target} is inside the run directory {run_dir}; write it elsewhere")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as fh:
+        with atomic_write(target, run_dir=target.parent) as fh:
             result = export(run_dir, fh, fmt=fmt, scores=scores)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(target)
-        fsync_dir(target.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    except (OSError, DiskError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise OutputError(f"cannot write {target}: {reason}") from exc
     return result
