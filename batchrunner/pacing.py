@@ -84,9 +84,8 @@ class Pacer:
 
     What the server imposes is capped at `max_wait_s`: a cool-down, and a learned budget's
     or pace's hold on the head of the queue (the user's own `rpm`/`tpm` are obeyed as
-    given). An ask beyond the cap (a Retry-After, or a budget spent until a far reset) is
-    counted by `Patience`; when they persist, `on_give_up` gets the reason and the pacer
-    closes.
+    given). Asks beyond the cap are counted by `Patience`; when they persist, `on_give_up`
+    gets the reason and the pacer closes.
     """
 
     def __init__(
