@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import display_refresh, littles_law, resume_startup, validation
+from bench import display_refresh, littles_law, pacing, resume_startup, validation
 
 
 def main() -> int:
@@ -22,6 +22,8 @@ def main() -> int:
     print(resume_startup.summary(resume_startup.main()), flush=True)
     print(validation.summary(validation.main()), flush=True)
     print(display_refresh.summary(display_refresh.main()), flush=True)
+    # The issue-11 scenarios: ~7 min, one of them the real 60 s window.
+    print(pacing.summary(pacing.main()), flush=True)
     return 0
 
 
