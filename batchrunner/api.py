@@ -129,7 +129,7 @@ def run(
     same call. From a thread whose event loop is running, the run gets a thread of its own.
     """
     key = api_key()
-    spec = _prepare(source, Path(output), dict(options))
+    spec = _prepare(source, output, dict(options))
     from batchrunner.judging import RunHooks
 
     hooks = RunHooks(progress=options.get("progress"), warn=_warn(options))
@@ -145,7 +145,7 @@ async def arun(
     from batchrunner.judging import RunHooks, run_and_judge
 
     key = api_key()
-    spec = await anyio.to_thread.run_sync(_prepare, source, Path(output), dict(options))
+    spec = await anyio.to_thread.run_sync(_prepare, source, output, dict(options))
     # No stop signals but cancellation: the host program's signal handlers stay its own.
     send, no_signals = anyio.create_memory_object_stream[signal.Signals](0)
     send.close()
@@ -240,7 +240,7 @@ def api_key() -> str:
     return key
 
 
-def _prepare(source: Source, output: Path, options: dict[str, Any]) -> JobSpec:
+def _prepare(source: Source, output: str | os.PathLike[str], options: dict[str, Any]) -> JobSpec:
     """The JobSpec for `options`; rows given as objects are then written into `output`
     (only once the options are known to be valid, so a mistake writes nothing)."""
     from batchrunner.rundir.given import write_given
@@ -248,13 +248,14 @@ def _prepare(source: Source, output: Path, options: dict[str, Any]) -> JobSpec:
     unknown = sorted(set(options) - RunOptions.__optional_keys__)
     if unknown:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(unknown)}")
-    path = Path(source) if isinstance(source, str | os.PathLike) else None
+    # Strings, not Paths: a URI (s3://b/k) must reach load_job whole.
+    path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
     job = options.get("job")
     spec = load_job(
         Path(job) if job is not None else None,
         # Rows given as objects: a placeholder until they are written below.
-        input_path=path or output / "input",
-        output=output,
+        input_path=path if path is not None else Path(output) / "input",
+        output=os.fspath(output),
         overrides={_RENAMED.get(k, k): v for k, v in options.items() if k not in _HOOKS},
         base_url_env=os.environ.get(BASE_ENV) or None,
     )

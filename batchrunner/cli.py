@@ -64,8 +64,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Run directory.")
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Run directory (local).")
 @request_options
 @base_url_option
 @click.option("--concurrency", type=click.IntRange(1, 10_000), help="Requests in flight. [32]")
@@ -105,8 +105,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress at all: only the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
 def run(
-    input_path: Path | None,
-    output: Path | None,
+    input_path: str | None,
+    output: str | None,
     job: Path | None,
     no_progress: bool,
     quiet: bool,
@@ -115,7 +115,8 @@ def run(
 ) -> None:
     """Process a prompt file; resume DIR if it exists.
 
-    INPUT: .jsonl/.csv/.tsv (.gz/.zst), .parquet, a Parquet directory, or - (stdin).
+    INPUT: .jsonl/.csv/.tsv (.gz/.zst), .parquet, a Parquet directory, - (stdin), or
+    one of these in a store: s3://, gs://, az:// URIs (see README). DIR stays local.
     Running the same command again resumes: recorded rows are not sent again.
     With [eval] scorer = "judge", every succeeded row is then judged by judge_model
     (recorded in DIR/judge/, resumed the same way).
@@ -157,9 +158,9 @@ def run(
 
 
 @main.command("validate")
-@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @request_options
-def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
+def validate_cmd(input_path: str | None, job: Path | None, **flags: Any) -> None:
     """Check the input (and job file) in one streaming pass; send nothing.
 
     Stops at the first row that cannot become a request, naming file, line and reason
@@ -177,7 +178,7 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 
 
 @main.command("plan")
-@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @request_options
 @base_url_option
 @click.option("--exact", is_flag=True, help="Count every row, not a sample.")
@@ -186,7 +187,7 @@ def validate_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> Non
 )
 @click.option("--concurrency", type=click.IntRange(1, 10_000), help="Counts in flight. [32]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plan_cmd(input_path: Path | None, job: Path | None, **flags: Any) -> None:
+def plan_cmd(input_path: str | None, job: Path | None, **flags: Any) -> None:
     """Rows, input tokens, the output bound and the cost of a job; sends no generation.
 
     Input tokens are counted by the API (POST {base}/messages/count_tokens) on SAMPLE rows

@@ -96,7 +96,9 @@ def report_cmd(run_dir: Path, as_json: bool, job: Path | None, **gate_options: A
     type=click.Choice(["jsonl", "csv", "openai-batch", "anthropic-batch"]),
     help="jsonl/csv: the result columns; openai-batch/anthropic-batch: their result lines.",
 )
-@click.option("-o", "--output", default="-", help="File (written atomically) or - for stdout. [-]")
+@click.option(
+    "-o", "--output", default="-", help="File (written atomically), URI, or - for stdout. [-]"
+)
 def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
     """Write the recorded outcomes of a run directory (also of an unfinished run).
 
@@ -108,8 +110,9 @@ def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
       batchrunner export runs/nightly --format openai-batch -o nightly-output.jsonl
     """
     from batchrunner.errors import OutputError
-    from batchrunner.export import export, export_file
+    from batchrunner.export import export, export_file, export_uri
     from batchrunner.scoring import row_scores
+    from batchrunner.uris import is_uri
 
     with user_errors():
         scores = row_scores(run_dir)
@@ -117,6 +120,8 @@ def export_cmd(run_dir: Path, fmt: Any, output: str) -> None:
             if output == "-":
                 rows, warnings = export(run_dir, sys.stdout.buffer, fmt=fmt, scores=scores)
                 sys.stdout.buffer.flush()
+            elif is_uri(output):  # s3://, gs://, az://: uploaded once written whole
+                rows, warnings = export_uri(run_dir, output, fmt=fmt, scores=scores)
             else:
                 rows, warnings = export_file(run_dir, Path(output), fmt=fmt, scores=scores)
         except BrokenPipeError:

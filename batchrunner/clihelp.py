@@ -83,7 +83,7 @@ base_url_option = click.option(
 
 
 def load_spec(
-    job: Path | None, input_path: Path | None, output: Path | None, flags: dict[str, Any]
+    job: Path | None, input_path: str | None, output: Path | str | None, flags: dict[str, Any]
 ) -> JobSpec:
     """The spec from the job file and the flags; a --base-url that click read from
     `BASE_ENV` is no flag: it ranks below the job file's base_url."""

@@ -30,12 +30,14 @@ from batchrunner.spec import (
     RequestSpec,
 )
 from batchrunner.structured import load_schema
+from batchrunner.uris import as_source, is_uri
 
 if TYPE_CHECKING:
     from batchrunner.records import JSONObject
 
 if TYPE_CHECKING:
     from batchrunner.spec import EvalSpec
+    from batchrunner.uris import Source
 
 KEY_ENV = "CAICAINI_API_KEY"  # the API key: never a flag, never in a job file
 BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job file gives one
@@ -99,8 +101,8 @@ def read_job_file(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
 def load_job(
     job: Path | None,
     *,
-    input_path: Path | None,
-    output: Path | None,
+    input_path: Source | str | None,
+    output: Path | str | None,
     overrides: dict[str, Any],
     base_url_env: str | None = None,
 ) -> JobSpec:
@@ -169,14 +171,24 @@ def _cost_cap_priced(max_cost: object, data: dict[str, Any]) -> list[str]:
 def _run_paths(
     job: Path | None,
     jsec: dict[str, Any],
-    input_path: Path | None,
-    output: Path | None,
+    input_path: Source | str | None,
+    output: Path | str | None,
     problems: list[str],
-) -> tuple[Path | None, Path | None]:
-    """INPUT and the run directory: the flags', else the job file's (relative to it)."""
+) -> tuple[Source | None, Path | None]:
+    """INPUT and the run directory: the flags', else the job file's (relative to it).
+    INPUT may be a URI (`uris`); the run directory may not (`_local_run_dir`)."""
     base = job.parent if job else Path.cwd()
-    inp = input_path or (_relative(base, jsec["input"]) if "input" in jsec else None)
-    out = output or (_relative(base, jsec["output"]) if "output" in jsec else None)
+    try:
+        inp = _input_of(base, jsec, input_path)
+    except ValueError as exc:  # a scheme not read here
+        problems.append(str(exc))
+        return None, None
+    given_out = output if output is not None else jsec.get("output")
+    if isinstance(given_out, str) and is_uri(given_out):
+        problems.append(_REMOTE_RUN_DIR)
+        return inp, None
+    out = Path(output) if output is not None else None
+    out = out or (_relative(base, jsec["output"]) if "output" in jsec else None)
     if inp is None:
         problems.append("no input: give INPUT or set [job] input in the job file")
     problems += _output_clashes(inp, out) or _output_problems(out)
@@ -278,7 +290,25 @@ def plain_http_warning(url: str) -> str | None:
     )
 
 
-def _output_clashes(inp: Path | None, out: Path | None) -> list[str]:
+def _input_of(base: Path, jsec: dict[str, Any], given: Source | str | None) -> Source | None:
+    """INPUT as given (a URI kept whole), else the job file's: a URI, or a path relative
+    to the job file."""
+    value = given if given is not None else jsec.get("input")
+    if isinstance(value, str) and is_uri(value):
+        return as_source(value)
+    if given is not None:
+        return Path(given) if isinstance(given, str) else given
+    return _relative(base, jsec["input"]) if "input" in jsec else None
+
+
+_REMOTE_RUN_DIR = (
+    "the run directory must be a local directory, not a URI: resuming safely needs an "
+    "atomic rename and fsync, which object stores do not offer; give a local -o DIR, "
+    "then `batchrunner export DIR -o URI` to put the results there"
+)
+
+
+def _output_clashes(inp: Source | None, out: Path | None) -> list[str]:
     """A run directory that would write over its own input or into another run's directory,
     or `-o -`, which names no directory (the run directory is never a stream)."""
     if out is None:
@@ -287,7 +317,8 @@ def _output_clashes(inp: Path | None, out: Path | None) -> list[str]:
         return ["-o - is not a run directory: the run writes a directory; give -o DIR"]
     # realpath, not Path.resolve: an input in a symlink loop is the reader's to report.
     where = Path(os.path.realpath(out))
-    if inp is not None and str(inp) != "-" and where == Path(os.path.realpath(inp)):
+    local = inp if isinstance(inp, Path) and str(inp) != "-" else None
+    if local is not None and where == Path(os.path.realpath(local)):
         return [f"run directory {out} is the input itself; give another -o DIR"]
     # "manifest.json" is rundir.manifest.NAME, which this layer may not import.
     owner = next((p for p in where.parents if (p / "manifest.json").is_file()), None)

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from batchrunner import remote
 from batchrunner.errors import ConfigError, DiskError, OutputError
 from batchrunner.rundir.files import atomic_write
 from batchrunner.rundir.recorded import Recorded
+from batchrunner.uris import Uri, as_source
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
     from typing import BinaryIO
 
 Format = Literal["jsonl", "csv", "openai-batch", "anthropic-batch"]
@@ -208,4 +211,29 @@ def export_file(
     except (OSError, DiskError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise OutputError(f"cannot write {target}: {reason}") from exc
+    return result
+
+
+def export_uri(
+    run_dir: Path, target: str, *, fmt: Format, scores: RowScores | None = None
+) -> tuple[int, list[str]]:
+    """`export` into the remote object `target` (`uris`): written whole to a local temp
+    file, then uploaded. A store shows an object only once its upload completes, so a
+    reader finds the old object or the whole new one, never a part.
+
+    Raises ConfigError for a scheme not written here, OutputError when the upload fails.
+    """
+    try:
+        uri = as_source(target)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    assert isinstance(uri, Uri)  # as_source gives a Uri for every text is_uri accepts
+    try:
+        with tempfile.TemporaryDirectory(prefix="batchrunner-export-") as tmp:
+            local = Path(tmp) / "export"
+            with local.open("wb") as fh:
+                result = export(run_dir, fh, fmt=fmt, scores=scores)
+            remote.upload(local, uri)
+    except OSError as exc:  # the local temp file: a full disk, say
+        raise OutputError(f"cannot write {uri}: {exc.strerror or exc}") from exc
     return result

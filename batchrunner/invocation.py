@@ -18,6 +18,7 @@ import urllib.parse
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.config import plain_http_warning
@@ -38,7 +39,8 @@ def job_as_run(spec: JobSpec) -> dict[str, Any]:
     """The JobSpec as JSON-ready values: job file and flags merged, nothing secret."""
     job = asdict(spec)
     # Absolute: a relative path says nothing once the shell that ran it is gone.
-    job["input"], job["output"] = str(spec.input.absolute()), str(spec.output.absolute())
+    inp = spec.input.absolute() if isinstance(spec.input, Path) else spec.input
+    job["input"], job["output"] = str(inp), str(spec.output.absolute())
     parts = urllib.parse.urlsplit(spec.base_url)
     job["base_url"] = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
     return job

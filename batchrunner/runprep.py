@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from batchrunner import remote
 from batchrunner.errors import ConfigError, OutputError, SourceError
 from batchrunner.evaluate.settings import check_columns
 from batchrunner.inputs import input_identity, validate
 from batchrunner.process import fit_concurrency
 from batchrunner.rundir.manifest import StoredSummary, read_manifest, stored_summary
+from batchrunner.uris import Uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from batchrunner.spec import JobSpec
+    from batchrunner.uris import Source
 
 Identity = dict[str, object]
 
@@ -63,7 +66,7 @@ def validated(spec: JobSpec) -> StoredSummary:
     )
 
 
-def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str, object]]:
+def stored_identity(path: Source, out: Path) -> tuple[dict[str, object], dict[str, object]]:
     """The input's identity for the fingerprint, and the one to watch it by during the run.
 
     For the fingerprint, the stored identity when the content is what the run began with
@@ -81,9 +84,12 @@ def stored_identity(path: Path, out: Path) -> tuple[dict[str, object], dict[str,
     return identity, input_identity(path)
 
 
-def moved(path: Path, identity: dict[str, Any]) -> str | None:
+def moved(path: Source, identity: dict[str, Any]) -> str | None:
     """How the input differs from `identity` (`inputs.input_identity`) by size and mtime
-    alone: a stat per file, cheap enough to ask while the run reads. None if it does not."""
+    alone: a stat per file, cheap enough to ask while the run reads. None if it does not.
+    A remote object: by size, ETag and mtime (`remote.moved`, one HEAD request)."""
+    if isinstance(path, Uri):
+        return remote.moved(path, identity)
     files = identity.get("files")
     entries = files if isinstance(files, list) else [{"name": None, **identity}]
     for entry in entries:
@@ -99,7 +105,7 @@ def moved(path: Path, identity: dict[str, Any]) -> str | None:
     return None
 
 
-def changed(before: dict[str, Any], after: dict[str, Any], path: Path) -> str | None:
+def changed(before: dict[str, Any], after: dict[str, Any], path: Source) -> str | None:
     """How two full identities differ, in words; None when they are the same."""
     if before == after:
         return None
@@ -111,7 +117,7 @@ def changed(before: dict[str, Any], after: dict[str, Any], path: Path) -> str | 
     return moved(path, before) or f"{path} has other content than when the run began"
 
 
-def input_changed(path: Path, identity: dict[str, Any], how: str | None) -> str | None:
+def input_changed(path: Source, identity: dict[str, Any], how: str | None) -> str | None:
     """Why the run must stop because its input changed, or None when it did not.
 
     `how`: what the run itself noticed (a read error, the input ending early), if anything;

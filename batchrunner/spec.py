@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from batchrunner.records import Api, JSONObject
     from batchrunner.sharding import Shard
+    from batchrunner.uris import Uri
 
 DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
@@ -111,7 +112,7 @@ class EvalSpec:
 class JobSpec:
     """Everything one run needs. Secrets are not here: the key lives in the environment."""
 
-    input: Path
+    input: Path | Uri  # a local file or directory, or a remote object (uris)
     output: Path
     api: Api = "messages"
     base_url: str = DEFAULT_BASE

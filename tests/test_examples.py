@@ -38,6 +38,7 @@ def test_the_documented_examples_exist() -> None:
 def test_every_job_file_loads(job: Path) -> None:
     """Each jobs/*.toml is accepted by load_job and names an input that exists."""
     spec = load_job(job, input_path=None, output=None, overrides={})
+    assert isinstance(spec.input, Path)
     assert spec.input.is_file(), spec.input
     assert spec.input.resolve().is_relative_to(job.parent.resolve())
 
@@ -61,6 +62,7 @@ def test_every_example_job_runs_end_to_end(
         ["run", "--job", str(job), "-o", str(out), "--base-url", shared_api.base_url, "-q"]
     )
     assert res.exit_code == 0, res.stderr
+    assert isinstance(spec.input, Path)
     ids = _input_ids(spec.input)
     results: list[dict[str, Any]] = pq.read_table(out / "results.parquet").to_pylist()
     assert [r["id"] for r in results] == ids

@@ -17,7 +17,6 @@ import stat
 import zlib
 from collections.abc import Callable, Generator
 from contextlib import closing
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
@@ -25,18 +24,21 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import zstandard
 
+from batchrunner import remote
 from batchrunner.errors import SourceError
 from batchrunner.inputs.rows import RowMaker
+from batchrunner.uris import Source, Uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from batchrunner.records import Row
     from batchrunner.spec import SourceOptions
 
 Format = Literal["jsonl", "csv", "tsv", "parquet"]  # spec.InputFormat
 Records = Generator[tuple[Any, str], None, None]  # (decoded record, "FILE:LINE" / "FILE row N")
-OnFile = Callable[[Path, Any], None]  # (file, pyarrow schema), before its first record
+OnFile = Callable[[Source, Any], None]  # (file, pyarrow schema), before its first record
 
 BATCH_ROWS = 4096  # Parquet rows decoded at once: a few MB of Python objects at most
 _JSONL = (".jsonl", ".json", ".ndjson")
@@ -50,8 +52,11 @@ _JSON_SPACE = " \t\r\n"
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def input_format(path: Path, given: Format | None = None) -> Format:
-    """How `path` is read: `given` (`--format`), else from its name; SourceError if unknown."""
+def input_format(path: Source, given: Format | None = None) -> Format:
+    """How `path` is read: `given` (`--format`), else from its name; SourceError if unknown.
+    A remote object is one file (never a directory of Parquet files)."""
+    if isinstance(path, Uri):
+        return given or _by_name(path.suffixes, str(path))
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -62,7 +67,11 @@ def input_format(path: Path, given: Format | None = None) -> Format:
         return "parquet"
     if given is not None:
         return given
-    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    return _by_name(path.suffixes, str(path))
+
+
+def _by_name(names: list[str], path: str) -> Format:
+    suffixes = [suffix.lower() for suffix in names[-2:]]
     if suffixes[-1:] and suffixes[-1] in _PARQUET:
         return "parquet"
     if suffixes[-1:] and suffixes[-1] in (".gz", ".zst"):
@@ -72,14 +81,20 @@ def input_format(path: Path, given: Format | None = None) -> Format:
     if suffixes[-1:] and suffixes[-1] in _DELIMITED:
         return cast("Format", _DELIMITED[suffixes[-1]])
     raise SourceError(
-        str(path),
+        path,
         "unknown input format: expected .jsonl, .json or .ndjson, .csv, .tsv (optionally .gz "
         "or .zst), .parquet, or a directory of .parquet files; or say it with --format",
     )
 
 
-def input_files(path: Path) -> list[Path]:
+def input_files(path: Source) -> list[Source]:
     """The files that make up an input: itself, or a directory's *.parquet sorted by name."""
+    if isinstance(path, Uri):
+        return [path]
+    return list[Source](_local_files(path))
+
+
+def _local_files(path: Path) -> list[Path]:
     if input_format(path, "jsonl") != "parquet":
         return [path]
     files = sorted((p for p in path.glob("*.parquet") if p.is_file()), key=lambda p: p.name)
@@ -88,8 +103,17 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
-def open_jsonl(path: Path) -> IO[bytes]:
+def parquet_file(path: Source) -> pq.ParquetFile:
+    """One Parquet file, local or remote, read a column chunk at a time: pre_buffer would
+    read a whole row group at once (one can hold the whole file)."""
+    handle = remote.open_file(path) if isinstance(path, Uri) else path
+    return pq.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
+
+
+def open_jsonl(path: Source) -> IO[bytes]:
     """Open a JSONL file for binary line iteration, decompressing .gz and .zst."""
+    if isinstance(path, Uri):
+        return cast("IO[bytes]", io.BufferedReader(remote.open_stream(path), 1 << 20))
     suffix = path.suffix.lower()
     try:
         if suffix == ".gz":
@@ -108,7 +132,7 @@ SKIPPED: Any = object()  # stands in for a record `skip` said not to parse
 
 
 def iter_records(
-    path: Path,
+    path: Source,
     *,
     on_file: OnFile | None = None,
     skip: Callable[[int], bool] | None = None,
@@ -131,7 +155,7 @@ def iter_records(
 
 
 def read_rows(
-    path: Path, opts: SourceOptions, *, skip: Callable[[int], bool] | None = None
+    path: Source, opts: SourceOptions, *, skip: Callable[[int], bool] | None = None
 ) -> Iterator[Row]:
     """Every row of the input, in order; SourceError on the first row that cannot be one.
 
@@ -141,7 +165,7 @@ def read_rows(
     """
     maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
 
-    def check(file: Path, schema: Any) -> None:
+    def check(file: Source, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
 
     make = maker.make
@@ -152,7 +176,7 @@ def read_rows(
             yield make(record, index, where)
 
 
-def _jsonl_records(path: Path, skip: Callable[[int], bool] | None = None) -> Records:
+def _jsonl_records(path: Source, skip: Callable[[int], bool] | None = None) -> Records:
     name = str(path)
     scan = _SCAN
     lineno = 0
@@ -195,12 +219,11 @@ def _load(text: str, name: str, lineno: int) -> Any:
     raise SourceError(f"{name}:{lineno}", reason)
 
 
-def _parquet_records(files: list[Path], on_file: OnFile | None) -> Records:
+def _parquet_records(files: list[Source], on_file: OnFile | None) -> Records:
     for file in files:
         name = str(file)
         try:
-            # pre_buffer would read a whole row group at once (one can hold the whole file).
-            parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
+            parquet = parquet_file(file)
         except (pa.ArrowException, OSError) as exc:
             raise SourceError(name, f"cannot read Parquet: {exc}") from None
         with parquet:
@@ -226,7 +249,7 @@ def _parquet_records(files: list[Path], on_file: OnFile | None) -> Records:
                 raise SourceError(name, reason) from None
 
 
-def _delimited_records(path: Path, delimiter: str) -> Records:
+def _delimited_records(path: Source, delimiter: str) -> Records:
     """CSV/TSV through pyarrow.csv, a block (1 MiB) at a time: a header line names the
     fields, types are inferred (numbers, booleans, strings), empty numbers are left out."""
     name = str(path)
@@ -234,7 +257,7 @@ def _delimited_records(path: Path, delimiter: str) -> Records:
     try:
         # A path (not an open file) lets pyarrow decompress .gz and .zst by the name.
         reader = pacsv.open_csv(
-            str(path),
+            remote.open_stream(path) if isinstance(path, Uri) else str(path),
             read_options=pacsv.ReadOptions(block_size=1 << 20),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
         )
@@ -275,7 +298,7 @@ def _prune(value: Any) -> Any:
     return value
 
 
-def input_identity(path: Path, previous: object = None) -> dict[str, object]:
+def input_identity(path: Source, previous: object = None) -> dict[str, object]:
     """What identifies an input for the run fingerprint, and the rule that compares it.
 
     Per file: size, mtime, a sha256 of the first and last MiB (`sha256`: 2 MiB read) and
@@ -286,8 +309,11 @@ def input_identity(path: Path, previous: object = None) -> dict[str, object]:
     more is read (a resume starts at once); with only the mtime changed (`touch`, a copy
     that kept the bytes) the whole content is hashed and compared. Anything else gets a
     new identity, content hash included, for the comparison to report.
+    A remote object's is `remote.identity`: size, ETag, mtime, head and tail, no more.
     """
-    files = input_files(path)  # SourceError for a missing file, a symlink loop, ...
+    if isinstance(path, Uri):
+        return remote.identity(path)
+    files = _local_files(path)  # SourceError for a missing file, a symlink loop, ...
     try:
         resolved = str(path.resolve())
         if isinstance(previous, dict) and previous.get("path") == resolved:

@@ -24,11 +24,10 @@ from batchrunner.inputs.rows import RowMaker
 from batchrunner.protocols import PROTOCOLS
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from batchrunner.records import Shape
     from batchrunner.sharding import Shard
     from batchrunner.spec import SourceOptions
+    from batchrunner.uris import Source
 
 Digest = Callable[[str], int]  # an id -> 64 bits (unsigned)
 
@@ -53,7 +52,7 @@ class InputSummary:
 
     rows: int
     shape: Shape
-    files: list[Path]
+    files: list[Source]
     extra_columns: dict[str, str]
     seconds: float
     shard_rows: int | None = None  # with a shard: how many of the rows are its own
@@ -61,7 +60,7 @@ class InputSummary:
 
 
 def validate(
-    path: Path, opts: SourceOptions, *, shard: Shard | None = None, _digest: Digest = _hash64
+    path: Source, opts: SourceOptions, *, shard: Shard | None = None, _digest: Digest = _hash64
 ) -> InputSummary:
     """Check every row of the input in one streaming pass; SourceError on the first problem.
     The whole input is checked also for a `shard` (every shard refuses a bad file alike),
@@ -123,7 +122,7 @@ def validate(
 
 
 def _raise_first_problem(
-    path: Path,
+    path: Source,
     opts: SourceOptions,
     buckets: list[array[int]],
     failure: SourceError | None,
@@ -149,7 +148,7 @@ def _schema_check(maker: RowMaker) -> tuple[OnFile, list[Any]]:
     file's types agree with the files before it), and the unified schema it keeps."""
     schemas: list[Any] = []
 
-    def check(file: Path, schema: Any) -> None:
+    def check(file: Source, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
         try:
             schemas[:] = [pa.unify_schemas([*schemas, schema], promote_options="permissive")]
@@ -195,13 +194,13 @@ def _repeated(buckets: list[array[int]]) -> set[int]:
 
 
 def _confirm_duplicates(
-    path: Path, opts: SourceOptions, repeated: set[int], *, rows: int, digest: Digest
+    path: Source, opts: SourceOptions, repeated: set[int], *, rows: int, digest: Digest
 ) -> None:
     """Re-read the first `rows` rows; raise on the first id that really repeats."""
     maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
     first: dict[str, str] = {}
 
-    def check(file: Path, schema: Any) -> None:
+    def check(file: Source, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
 
     with closing(iter_records(path, on_file=check, fmt=opts.format)) as records:

@@ -14,25 +14,27 @@ import bisect
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchrunner.errors import SourceError
-from batchrunner.inputs.readers import BATCH_ROWS, input_files, input_format
+from batchrunner.inputs.readers import BATCH_ROWS, input_files, input_format, parquet_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from batchrunner.spec import InputFormat
+    from batchrunner.uris import Source
 
 
 class FromInput:
     """The columns `names` of the Parquet input `path`, taken by ascending row index."""
 
-    def __init__(self, path: Path, names: list[str]) -> None:
+    def __init__(self, path: Source, names: list[str]) -> None:
         self.names = names
         self._files = input_files(path)
-        schemas = [pq.read_schema(f) for f in self._files]
+        schemas = []
+        for file in self._files:
+            with parquet_file(file) as parquet:
+                schemas.append(parquet.schema_arrow)
         fields = [schemas[0].field(name) for name in names]
         for schema in schemas[1:]:
             if [schema.field(name).type for name in names] != [f.type for f in fields]:
@@ -48,7 +50,7 @@ class FromInput:
 
     def _read(self) -> Iterator[pa.RecordBatch]:
         for file in self._files:
-            with pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20) as parquet:
+            with parquet_file(file) as parquet:
                 yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=self.names)
 
     def take(self, indices: list[int]) -> list[pa.Array]:
@@ -71,7 +73,7 @@ class FromInput:
         return [table.column(name).combine_chunks() for name in self.names]
 
 
-def from_input(path: Path | None, fmt: InputFormat | None, names: list[str]) -> FromInput | None:
+def from_input(path: Source | None, fmt: InputFormat | None, names: list[str]) -> FromInput | None:
     """`FromInput` for a Parquet input with carried columns; None for JSONL (and the like),
     whose fields keep the type inference. ValueError when the input cannot serve them."""
     try:

@@ -23,13 +23,15 @@ from batchrunner.rundir.manifest import NAME as MANIFEST
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from batchrunner.uris import Source
+
 STDIN_NAME = "stdin.jsonl.zst"
 _STREAMED = ("jsonl", "csv", "tsv")  # Parquet needs to seek: it cannot come from a pipe
 STDIN_NAMES = frozenset(f"stdin.{kind}.zst{tmp}" for kind in _STREAMED for tmp in ("", ".tmp"))
 _CHUNK = 1 << 20
 
 
-def is_stdin(path: Path) -> bool:
+def is_stdin(path: Source) -> bool:
     """Whether INPUT names standard input."""
     return str(path) in ("-", "/dev/stdin")
 
