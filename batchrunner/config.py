@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import tomllib
 import urllib.parse
 from dataclasses import fields
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from batchrunner.errors import ConfigError
 from batchrunner.protocols.jsonsafe import is_utf8
+from batchrunner.runpaths import relative, run_paths
 from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
     DEFAULT_BASE,
@@ -30,7 +30,6 @@ from batchrunner.spec import (
     RequestSpec,
 )
 from batchrunner.structured import load_schema
-from batchrunner.uris import as_source, is_uri
 
 if TYPE_CHECKING:
     from batchrunner.records import JSONObject
@@ -117,7 +116,7 @@ def load_job(
     def pick(flag: str, section: dict[str, Any], key: str, default: Any) -> Any:
         return given[flag] if flag in given else section.get(key, default)
 
-    inp, out = _run_paths(job, jsec, input_path, output, problems)
+    inp, out = run_paths(job, jsec, input_path, output, problems)
     request_values = {
         name: pick(name, rsec, name, getattr(RequestSpec(), name)) for name in _REQUEST_KEYS
     }
@@ -168,33 +167,6 @@ def _cost_cap_priced(max_cost: object, data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _run_paths(
-    job: Path | None,
-    jsec: dict[str, Any],
-    input_path: Source | str | None,
-    output: Path | str | None,
-    problems: list[str],
-) -> tuple[Source | None, Path | None]:
-    """INPUT and the run directory: the flags', else the job file's (relative to it).
-    INPUT may be a URI (`uris`); the run directory may not (`_local_run_dir`)."""
-    base = job.parent if job else Path.cwd()
-    try:
-        inp = _input_of(base, jsec, input_path)
-    except ValueError as exc:  # a scheme not read here
-        problems.append(str(exc))
-        return None, None
-    given_out = output if output is not None else jsec.get("output")
-    if isinstance(given_out, str) and is_uri(given_out):
-        problems.append(_REMOTE_RUN_DIR)
-        return inp, None
-    out = Path(output) if output is not None else None
-    out = out or (_relative(base, jsec["output"]) if "output" in jsec else None)
-    if inp is None:
-        problems.append("no input: give INPUT or set [job] input in the job file")
-    problems += _output_clashes(inp, out) or _output_problems(out)
-    return inp, out
-
-
 def _json_schema(
     job: Path | None, given: dict[str, Any], rsec: dict[str, Any], problems: list[str]
 ) -> JSONObject | None:
@@ -207,7 +179,7 @@ def _json_schema(
         if not isinstance(value, str):
             problems.append("[request] json_schema must be the path of a JSON Schema file")
             return None
-        path = _relative(job.parent if job else Path.cwd(), value)
+        path = relative(job.parent if job else Path.cwd(), value)
     else:
         return None
     schema, found = load_schema(path)
@@ -239,11 +211,6 @@ def _shard(value: object, limit: int | None, problems: list[str]) -> Shard | Non
     if limit is not None:
         problems.append("--limit and --shard do not combine: smoke-test without --shard")
     return shard
-
-
-def _relative(base: Path, value: object) -> Path:
-    """A job-file path, relative to the file; `..` folded so messages read cleanly."""
-    return Path(os.path.normpath(base / str(value)))
 
 
 def base_url_problems(url: object) -> list[str]:
@@ -288,56 +255,6 @@ def plain_http_warning(url: str) -> str | None:
         f"the API key will be sent unencrypted: http://{parts.netloc} is plain http:// to a "
         f"host that is not loopback, so anyone on the way can read it; use https://"
     )
-
-
-def _input_of(base: Path, jsec: dict[str, Any], given: Source | str | None) -> Source | None:
-    """INPUT as given (a URI kept whole), else the job file's: a URI, or a path relative
-    to the job file."""
-    value = given if given is not None else jsec.get("input")
-    if isinstance(value, str) and is_uri(value):
-        return as_source(value)
-    if given is not None:
-        return Path(given) if isinstance(given, str) else given
-    return _relative(base, jsec["input"]) if "input" in jsec else None
-
-
-_REMOTE_RUN_DIR = (
-    "the run directory must be a local directory, not a URI: resuming safely needs an "
-    "atomic rename and fsync, which object stores do not offer; give a local -o DIR, "
-    "then `batchrunner export DIR -o URI` to put the results there"
-)
-
-
-def _output_clashes(inp: Source | None, out: Path | None) -> list[str]:
-    """A run directory that would write over its own input or into another run's directory,
-    or `-o -`, which names no directory (the run directory is never a stream)."""
-    if out is None:
-        return []
-    if str(out) == "-":
-        return ["-o - is not a run directory: the run writes a directory; give -o DIR"]
-    # realpath, not Path.resolve: an input in a symlink loop is the reader's to report.
-    where = Path(os.path.realpath(out))
-    local = inp if isinstance(inp, Path) and str(inp) != "-" else None
-    if local is not None and where == Path(os.path.realpath(local)):
-        return [f"run directory {out} is the input itself; give another -o DIR"]
-    # "manifest.json" is rundir.manifest.NAME, which this layer may not import.
-    owner = next((p for p in where.parents if (p / "manifest.json").is_file()), None)
-    if owner is not None:
-        return [f"run directory {out} is inside the run directory {owner} of another run"]
-    return []
-
-
-def _output_problems(out: Path | None) -> list[str]:
-    """No run directory, or one at (or under) an existing file, which cannot be created."""
-    if out is None:
-        return ["no run directory: give -o DIR or set [job] output in the job file"]
-    path: Path | None = out
-    while path is not None and not path.is_dir():
-        if path.exists() or path.is_symlink():
-            what = "is" if path == out else f"is under {path}, which is"
-            return [f"run directory {out} {what} not a directory"]
-        path = path.parent if path.parent != path else None
-    return []
 
 
 def _check_request(v: dict[str, Any]) -> list[str]:
