@@ -1,4 +1,5 @@
-"""Reading and writing objects in remote stores through `pyarrow.fs`.
+"""Reading and writing objects in remote stores through `pyarrow.fs`; `https://` through
+`httpobject` (read only).
 
 Why pyarrow.fs and not fsspec: pyarrow is a dependency already, its S3, GCS and Azure
 clients are native (C++, no extra package), and its random-access files serve Parquet's
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from batchrunner import httpobject
 from batchrunner.errors import OutputError, SourceError
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ def safe(exc: BaseException, uri: Uri) -> str:
 
 def open_file(uri: Uri) -> Any:
     """A random-access pyarrow file of the object (Parquet reads its footer first)."""
+    if uri.scheme == "https":
+        return pa.PythonFile(httpobject.RangeFile(uri), mode="r")
     fs, path = filesystem(uri)
     try:
         return fs.open_input_file(path)
@@ -73,6 +77,10 @@ def open_file(uri: Uri) -> Any:
 
 def open_stream(uri: Uri) -> Any:
     """A sequential pyarrow stream of the object, .gz and .zst decompressed by the name."""
+    if uri.scheme == "https":
+        raw = pa.PythonFile(httpobject.StreamFile(uri), mode="r")
+        codec = {".gz": "gzip", ".zst": "zstd"}.get(uri.suffixes[-1:][0] if uri.suffixes else "")
+        return pa.CompressedInputStream(raw, codec) if codec else raw
     fs, path = filesystem(uri)
     try:
         return fs.open_input_stream(path, compression="detect", buffer_size=_CHUNK)
@@ -85,9 +93,9 @@ def open_stream(uri: Uri) -> Any:
 def identity(uri: Uri) -> dict[str, object]:
     """The object's identity for the run fingerprint: size, ETag, mtime, and a sha256 of
     the size, the first MiB and the last MiB. Two reads of at most 1 MiB each."""
+    found = _stat(uri)
     with open_file(uri) as handle:
         try:
-            meta = handle.metadata() or {}
             size = handle.size()
             digest = hashlib.sha256(size.to_bytes(8, "little"))
             digest.update(handle.read(_SPAN))
@@ -96,18 +104,32 @@ def identity(uri: Uri) -> dict[str, object]:
                 digest.update(handle.read(_SPAN))
         except (pa.ArrowException, OSError) as exc:
             raise SourceError(str(uri), f"cannot read: {safe(exc, uri)}") from None
-    return {"uri": str(uri), **_stat(uri, meta, size), "sha256": digest.hexdigest()}
+    if size != found["size"]:
+        raise SourceError(str(uri), "the object changed while it was read")
+    return {"uri": str(uri), **found, "sha256": digest.hexdigest()}
 
 
-def _stat(uri: Uri, meta: dict[Any, Any], size: int) -> dict[str, object]:
+def _stat(uri: Uri) -> dict[str, object]:
     """Size, ETag and mtime: what a HEAD request tells of the object (ETag and mtime
     where the store gives them)."""
+    if uri.scheme == "https":
+        with httpobject.client(uri) as http:
+            head = httpobject.head(uri, http)
+        found: dict[str, object] = {"size": head.size, "etag": head.etag, "mtime_ns": head.mtime_ns}
+        return {key: value for key, value in found.items() if value is not None}
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_file(path) as handle:
+            meta = handle.metadata() or {}
+            found = {"size": handle.size()}
+        info = fs.get_file_info(path)
+    except FileNotFoundError:
+        raise SourceError(str(uri), "no such object") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(str(uri), f"cannot read: {safe(exc, uri)}") from None
     etag = meta.get(b"ETag") or meta.get("ETag")
-    found: dict[str, object] = {"size": size}
     if etag:
         found["etag"] = etag.decode() if isinstance(etag, bytes) else str(etag)
-    fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
     if info.mtime_ns is not None:
         found["mtime_ns"] = info.mtime_ns
     return found
@@ -117,8 +139,7 @@ def moved(uri: Uri, stored: dict[str, Any]) -> str | None:
     """How the object differs from `stored` (`identity`) by size, ETag and mtime: one HEAD
     request, cheap enough to ask while the run reads. None if it does not."""
     try:
-        with open_file(uri) as handle:
-            now = _stat(uri, handle.metadata() or {}, handle.size())
+        now = _stat(uri)
     except (SourceError, pa.ArrowException, OSError) as exc:
         return f"{uri} cannot be read any more ({exc})"
     if now.get("size") != stored.get("size"):
@@ -131,6 +152,8 @@ def moved(uri: Uri, stored: dict[str, Any]) -> str | None:
 def upload(local: Path, uri: Uri) -> None:
     """Copy the local file `local` to `uri`. S3 and GCS make an object visible only when
     its upload completes, so a reader sees the old object or the whole new one."""
+    if uri.scheme == "https":
+        raise OutputError(f"{uri}: https:// is read only here; export to s3://, gs:// or az://")
     fs, path = filesystem(uri)
     try:
         with local.open("rb") as src, fs.open_output_stream(path) as dst:

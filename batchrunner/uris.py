@@ -1,4 +1,5 @@
-"""Remote inputs and export targets named by URI: `s3://`, `gs://`, `az://`, `abfs://`.
+"""Remote inputs and export targets named by URI: `s3://`, `gs://`, `az://`, `abfs://`,
+and (inputs only) `https://`.
 
 A URI is kept as a string from the command line to the reader: `pathlib` would fold
 `s3://bucket/key` into `s3:/bucket/key`. `Uri` is the value the spec carries in place of
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-# The schemes pyarrow.fs reads natively (see `remote`); "gcs" and "abfss" are the
-# spellings other tools use for the same stores.
-SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
+# The schemes pyarrow.fs reads natively (see `remote`), "gcs" and "abfss" being the
+# spellings other tools use for the same stores; and https (`httpobject`).
+SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "https")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class Uri:
 
     def __str__(self) -> str:
         parts = urlsplit(self.text)
-        host = parts.hostname or ""
+        host = parts.netloc.rpartition("@")[2]  # no user:password@
         return f"{parts.scheme}://{host}{parts.path}"
 
     @property

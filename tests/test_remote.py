@@ -250,3 +250,8 @@ def test_job_file_input_may_be_a_uri_and_output_may_not(tmp_path: Path) -> None:
     job.write_text('[job]\ninput = "in.jsonl"\noutput = "s3://b/run"\n')
     with pytest.raises(ConfigError, match="atomic rename and fsync"):
         load_job(job, input_path=None, output=None, overrides={})
+
+
+def test_uri_shown_without_user_info() -> None:
+    uri = Uri("https://user:pw@host.example:8443/a/b.jsonl?sig=1#frag")
+    assert str(uri) == "https://host.example:8443/a/b.jsonl"
