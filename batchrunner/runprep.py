@@ -87,7 +87,7 @@ def stored_identity(path: Source, out: Path) -> tuple[dict[str, object], dict[st
 def moved(path: Source, identity: dict[str, Any]) -> str | None:
     """How the input differs from `identity` (`inputs.input_identity`) by size and mtime
     alone: a stat per file, cheap enough to ask while the run reads. None if it does not.
-    A remote object: by size, ETag and mtime (`remote.moved`, one HEAD request)."""
+    A remote object: by size, ETag and mtime (`remote.moved`, HEAD requests)."""
     if isinstance(path, Uri):
         return remote.moved(path, identity)
     files = identity.get("files")

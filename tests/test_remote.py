@@ -128,14 +128,21 @@ def test_run_from_s3_parquet_completes_and_refuses_a_replaced_object(
     assert fake_api.stats()["answers_total"] == ROWS  # nothing sent
 
 
-def test_run_from_s3_jsonl_and_gzip_jsonl(s3: Any, shared_api: FakeServer, tmp_path: Path) -> None:
-    """JSONL objects, plain and .gz (decompressed by the name), read as local files are."""
+def test_run_from_s3_jsonl_gzip_jsonl_and_zstd_csv(
+    s3: Any, shared_api: FakeServer, tmp_path: Path
+) -> None:
+    """JSONL objects, plain and .gz, and a .csv.zst (decompressed by the name as read),
+    read as local files are."""
     import gzip
 
+    import zstandard
+
     text = "".join(json.dumps(r) + "\n" for r in _rows(5))
+    csv = "id,prompt\n" + "".join(f"r{i:03d},csv prompt {i}\n" for i in range(5))
     s3.put_object(Bucket=BUCKET, Key="p.jsonl", Body=text.encode())
     s3.put_object(Bucket=BUCKET, Key="p.jsonl.gz", Body=gzip.compress(text.encode()))
-    for key in ("p.jsonl", "p.jsonl.gz"):
+    s3.put_object(Bucket=BUCKET, Key="p.csv.zst", Body=zstandard.compress(csv.encode()))
+    for key in ("p.jsonl", "p.jsonl.gz", "p.csv.zst"):
         out = tmp_path / key
         res = run_cli(["run", f"s3://{BUCKET}/{key}", "-o", str(out), "-q"], env=_base(shared_api))
         assert res.exit_code == 0, res.stderr

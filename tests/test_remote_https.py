@@ -176,3 +176,26 @@ def test_export_to_https_is_refused(
     res = run_cli(["export", str(out), "--format", "jsonl", "-o", "https://127.0.0.1:9/out.jsonl"])
     assert res.exit_code == 2
     assert "read only" in res.stderr
+
+
+def test_https_input_goes_through_https_proxy(
+    web: str, trusted: dict[str, str], tmp_path: Path
+) -> None:
+    """HTTPS_PROXY carries the reads of an https:// input (CONNECT tunnels), as it does the
+    API calls; with NO_PROXY naming the host, none goes through it."""
+    from tests.proxy import forward_proxy
+
+    _Objects.objects["/d/v.parquet"] = (_parquet(_rows(3)), 1_700_000_000.0)
+    authority = web.split("/")[2]
+    with forward_proxy() as proxy:
+        proxy.state.routes[authority] = ("127.0.0.1", int(authority.split(":")[1]))
+        env = {**trusted, "HTTPS_PROXY": proxy.url}
+        res = run_cli(["validate", f"{web}/d/v.parquet"], env=env)
+        tunnelled = list(proxy.state.requests)
+        direct = run_cli(["validate", f"{web}/d/v.parquet"], env={**env, "NO_PROXY": "127.0.0.1"})
+        after = list(proxy.state.requests)
+    assert res.exit_code == 0, res.stderr
+    assert "3 rows" in res.stdout
+    assert tunnelled and all(r == f"CONNECT {authority}" for r in tunnelled)
+    assert direct.exit_code == 0, direct.stderr
+    assert after == tunnelled
