@@ -16,6 +16,7 @@ import anyio
 from batchrunner.errors import SourceError
 from batchrunner.inputs import read_rows
 from batchrunner.runprep import input_changed, moved
+from batchrunner.uris import Uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 256
 CHECK_EVERY_S = 1.0  # how often the input is stat'ed while rows are read
+# A remote object's check is a request or two (billed by the store): not every second.
+REMOTE_CHECK_EVERY_S = 30.0
 
 
 async def produce(
@@ -72,6 +75,7 @@ async def _send_rows(
         owns = spec.shard.owns
         rows = (row for row in rows if owns(row.id))
     checked = time.monotonic()
+    every = REMOTE_CHECK_EVERY_S if isinstance(spec.input, Uri) else CHECK_EVERY_S
     while not stopping():
         batch = await anyio.to_thread.run_sync(_take, rows, BATCH_ROWS, total)
         for row in batch:  # recorded rows were skipped by read_rows
@@ -79,7 +83,7 @@ async def _send_rows(
                 await out.send(row)
             except anyio.BrokenResourceError:  # workers stopped (signal, abort)
                 return "stopped"
-            if time.monotonic() - checked >= CHECK_EVERY_S:
+            if time.monotonic() - checked >= every:
                 checked = time.monotonic()
                 if await anyio.to_thread.run_sync(moved, spec.input, identity) is not None:
                     return "moved"

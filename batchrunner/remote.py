@@ -137,7 +137,7 @@ def _stat(uri: Uri) -> dict[str, object]:
 
 def moved(uri: Uri, stored: dict[str, Any]) -> str | None:
     """How the object differs from `stored` (`identity`) by size, ETag and mtime: a HEAD
-    request or two, cheap enough to ask once a second while the run reads. None if not."""
+    request or two, cheap enough to ask every 30 s while the run reads. None if not."""
     try:
         now = _stat(uri)
     except (SourceError, pa.ArrowException, OSError) as exc:

@@ -120,7 +120,7 @@ def file_with_line_7(tmp_path: Path, line: str) -> Path:
     return src
 
 
-def start_run(src: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
+def start_run(src: Path | str, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
     """`python -m batchrunner run SRC -o OUT --base-url URL -q EXTRA` as a child process."""
     cmd = [sys.executable, "-m", "batchrunner", "run", str(src), "-o", str(out)]
     cmd += ["--base-url", base_url, "-q", *extra]

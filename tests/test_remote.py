@@ -262,3 +262,25 @@ def test_job_file_input_may_be_a_uri_and_output_may_not(tmp_path: Path) -> None:
 def test_uri_shown_without_user_info() -> None:
     uri = Uri("https://user:pw@host.example:8443/a/b.jsonl?sig=1#frag")
     assert str(uri) == "https://host.example:8443/a/b.jsonl"
+
+
+@pytest.mark.slow
+def test_object_replaced_during_the_run_stops_it(s3: Any, tmp_path: Path) -> None:
+    """The object replaced while the run goes: the run stops with exit 3 ("the input
+    changed under the run") instead of finishing as if nothing happened; rows on the
+    wire are recorded, the rest stay pending."""
+    from tests.fakeserver import FakeServer
+    from tests.helpers import start_run, status_json, wait_for_traffic
+
+    rows = 60
+    _put_parquet(s3, "moving.parquet", _rows(rows))
+    out = tmp_path / "run"
+    with FakeServer("--latency", "0.2", api_key=TEST_KEY) as server:
+        uri = f"s3://{BUCKET}/moving.parquet"
+        proc = start_run(uri, out, server.base_url, "--concurrency", "2")
+        wait_for_traffic(out, proc)
+        _put_parquet(s3, "moving.parquet", _rows(rows, tag="other "))
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert "the input changed under the run" in stderr
+    assert status_json(out)["pending"] > 0
