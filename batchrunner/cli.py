@@ -116,7 +116,7 @@ def run(
     """Process a prompt file; resume DIR if it exists.
 
     INPUT: .jsonl/.csv/.tsv (.gz/.zst), .parquet, a Parquet directory, - (stdin), or
-    one of these in a store: s3://, gs://, az:// URIs (see README). DIR stays local.
+    one of these as an s3://, gs://, az:// or https:// URI (see README). DIR stays local.
     Running the same command again resumes: recorded rows are not sent again.
     With [eval] scorer = "judge", every succeeded row is then judged by judge_model
     (recorded in DIR/judge/, resumed the same way).

@@ -79,7 +79,7 @@ def open_stream(uri: Uri) -> Any:
     """A sequential pyarrow stream of the object, .gz and .zst decompressed by the name."""
     if uri.scheme == "https":
         raw = pa.PythonFile(httpobject.StreamFile(uri), mode="r")
-        codec = {".gz": "gzip", ".zst": "zstd"}.get(uri.suffixes[-1:][0] if uri.suffixes else "")
+        codec = {".gz": "gzip", ".zst": "zstd"}.get((uri.suffixes or [""])[-1].lower())
         return pa.CompressedInputStream(raw, codec) if codec else raw
     fs, path = filesystem(uri)
     try:

@@ -91,7 +91,7 @@ def input_files(path: Source) -> list[Source]:
     """The files that make up an input: itself, or a directory's *.parquet sorted by name."""
     if isinstance(path, Uri):
         return [path]
-    return list[Source](_local_files(path))
+    return [*_local_files(path)]
 
 
 def _local_files(path: Path) -> list[Path]:
