@@ -284,3 +284,16 @@ def test_object_replaced_during_the_run_stops_it(s3: Any, tmp_path: Path) -> Non
     assert proc.returncode == 3, stderr
     assert "the input changed under the run" in stderr
     assert status_json(out)["pending"] > 0
+
+
+def test_azure_uris_name_the_container_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`az://CONTAINER/KEY` takes the account from AZURE_STORAGE_ACCOUNT_NAME; the abfs
+    form names it in the URI. Only the filesystem is built here: nothing is sent."""
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")  # base64, as Azure keys are
+    for text in ("az://cont/dir/k.jsonl", "abfs://cont@acct.dfs.core.windows.net/dir/k.jsonl"):
+        fs, path = remote.filesystem(Uri(text))
+        assert isinstance(fs, pafs.AzureFileSystem)
+        assert path == "cont/dir/k.jsonl"
