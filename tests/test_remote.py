@@ -149,19 +149,18 @@ def test_run_from_s3_jsonl_gzip_jsonl_and_zstd_csv(
         assert [r["id"] for r in read_results(out)] == [f"r{i:03d}" for i in range(5)]
 
 
-def test_python_api_reads_an_s3_uri(s3: Any, shared_api: FakeServer, tmp_path: Path) -> None:
+def test_python_api_reads_an_s3_uri(
+    s3: Any, shared_api: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`batchrunner.run("s3://...")` keeps the URI whole (no Path folding it to s3:/...)."""
     import batchrunner
 
     text = "".join(json.dumps(r) + "\n" for r in _rows(3))
     s3.put_object(Bucket=BUCKET, Key="api.jsonl", Body=text.encode())
-    os.environ["CAICAINI_API_KEY"] = TEST_KEY
-    try:
-        result = batchrunner.run(
-            f"s3://{BUCKET}/api.jsonl", output=tmp_path / "run", base_url=shared_api.base_url
-        )
-    finally:
-        del os.environ["CAICAINI_API_KEY"]
+    monkeypatch.setenv("CAICAINI_API_KEY", TEST_KEY)
+    result = batchrunner.run(
+        f"s3://{BUCKET}/api.jsonl", output=tmp_path / "run", base_url=shared_api.base_url
+    )
     assert result.succeeded == 3
     assert result.table.column("id").to_pylist() == ["r000", "r001", "r002"]
 
@@ -297,3 +296,13 @@ def test_azure_uris_name_the_container_and_key(monkeypatch: pytest.MonkeyPatch) 
         fs, path = remote.filesystem(Uri(text))
         assert isinstance(fs, pafs.AzureFileSystem)
         assert path == "cont/dir/k.jsonl"
+
+
+def test_python_api_refuses_a_remote_run_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batchrunner.run(..., output="s3://...")`: ConfigError saying why, nothing written."""
+    import batchrunner
+    from batchrunner.errors import ConfigError
+
+    monkeypatch.setenv("CAICAINI_API_KEY", TEST_KEY)
+    with pytest.raises(ConfigError, match="atomic rename and fsync"):
+        batchrunner.run([{"id": "a", "prompt": "x"}], output="s3://b/run")
