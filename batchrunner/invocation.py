@@ -39,6 +39,8 @@ def job_as_run(spec: JobSpec) -> dict[str, Any]:
     job = asdict(spec)
     # Absolute: a relative path says nothing once the shell that ran it is gone.
     job["input"], job["output"] = str(spec.input.absolute()), str(spec.output.absolute())
+    if spec.cache is not None:
+        job["cache"] = str(spec.cache.absolute())
     parts = urllib.parse.urlsplit(spec.base_url)
     job["base_url"] = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
     return job
