@@ -146,6 +146,7 @@ def _counters(p: Progress, spec: JobSpec) -> dict[str, Any]:
         "http_529": p.http_529,
         "input_tokens": p.input_tokens,
         "output_tokens": p.output_tokens,
+        "reused": p.reused,
         "error_type": dict(sorted(p.errors.items(), key=lambda kv: -kv[1])),
         "cost_usd": round(cost, 6) if cost is not None else None,
     }

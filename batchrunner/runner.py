@@ -182,7 +182,7 @@ class _Run:
             return
         async with self.reuse.ticket(row, request, calllog) as ticket:
             if ticket.answer is not None:
-                self._record(ticket.answer)  # answered already: nothing is sent
+                self._record(ticket.answer, reused=True)  # answered already: nothing sent
                 return
             while True:
                 # The seat lets a stop cancel this row at once while it waits for the pacer
@@ -238,12 +238,12 @@ class _Run:
             why = self.streak.message(str(sent.error), str(self.spec.output), locked)
             self._stop(StopReason(why))
 
-    def _record(self, *results: Result) -> None:
+    def _record(self, *results: Result, reused: bool = False) -> None:
         for result in results:
             if not self.recorder.record(result):  # synchronous: see `recorder`
                 return  # the run directory refused it, and the run is stopping
             self.last_completion = time.monotonic()
-            self.progress.recorded(result)
+            self.progress.recorded(result, reused=reused)
 
     def _stop(self, reason: StopReason, *, drain: bool = False) -> None:
         """Stop sending for `reason` (see `StopReason.replaces` for which one stands).

@@ -49,6 +49,9 @@ def test_the_same_job_into_a_fresh_dir_sends_nothing(
     shared_api.reset()
     _run(src, tmp_path / "second", shared_api, "--dedupe", "--cache", str(cache))
     assert shared_api.log() == []  # 0 generation requests
+    runs = json.loads((tmp_path / "second" / "run.json").read_text())["invocations"]
+    counted = runs[-1]["this_invocation"]
+    assert (counted["requests"], counted["reused"], counted["output_tokens"]) == (0, 1000, 0)
     first, second = _table(tmp_path / "first"), _table(tmp_path / "second")
     assert len(second) == 1000 and all(r["status"] == "succeeded" for r in second)
     assert second == first

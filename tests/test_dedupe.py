@@ -45,6 +45,7 @@ def test_thousand_rows_with_a_hundred_prompts_send_a_hundred_requests(
     args = ["run", str(src), "-o", str(out), "--base-url", shared_api.base_url, "-q"]
     res = run_cli([*args, "--dedupe", "--concurrency", "32"])
     assert res.exit_code == 0, res.stderr
+    assert "900 rows answered without a request" in res.stdout
     generations = shared_api.log()
     assert len(generations) == DISTINCT
     assert len({g["prompt"] for g in generations}) == DISTINCT
@@ -58,6 +59,11 @@ def test_thousand_rows_with_a_hundred_prompts_send_a_hundred_requests(
     # Each copy is its own journal line: the status counts every row.
     status = run_cli(["status", str(out), "--json"])
     assert json.loads(status.stdout)["succeeded"] == ROWS
+    # This invocation paid for 100 answers: its tokens are theirs, not the copies'.
+    counted = json.loads((out / "run.json").read_text())["invocations"][-1]["this_invocation"]
+    paid = [r for r in results if r["attempts"] > 0]
+    assert (counted["requests"], counted["reused"]) == (DISTINCT, ROWS - DISTINCT)
+    assert counted["output_tokens"] == sum(r["output_tokens"] for r in paid)
 
 
 def test_without_dedupe_every_row_is_sent(tmp_path: Path, shared_api: FakeServer) -> None:
