@@ -87,6 +87,10 @@ class RunOptions(TypedDict, total=False):
     stream: bool
     limit: int
     retry_errors: bool
+    dedupe: bool
+    cache: str | os.PathLike[str]
+    cache_ttl: float
+    cache_mode: Literal["read", "write", "readwrite"]
     durability: Literal["process", "os"]
     format: Literal["jsonl", "csv", "tsv", "parquet"]  # when the source's name does not tell
     stall_timeout: float
@@ -96,7 +100,12 @@ class RunOptions(TypedDict, total=False):
 
 
 # Options whose JobSpec field (and CLI flag destination) has another name.
-_RENAMED = {"timeout": "timeout_s", "stall_timeout": "stall_timeout_s", "format": "input_format"}
+_RENAMED = {
+    "timeout": "timeout_s",
+    "stall_timeout": "stall_timeout_s",
+    "format": "input_format",
+    "cache_ttl": "cache_ttl_s",
+}
 _HOOKS = ("job", "progress", "warn")
 
 

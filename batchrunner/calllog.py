@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-    from batchrunner.records import Attempt
+    from batchrunner.records import Attempt, Result
 
 
 class CallLog:
@@ -78,6 +78,25 @@ class CallLog:
             record["error_message"] = attempt.error_message
         if attempt.slowed is not None:  # the pacer's decision, on the answer that caused it
             record["slowed"] = attempt.slowed
+        self._emit(record)
+
+    def cache_hit(self, result: Result) -> None:
+        """A row answered from --cache: no attempt; the ids of the answer it takes."""
+        record = {
+            "ts": round(time.time(), 3),
+            "row_id": result.id,
+            "attempt": 0,
+            "http_status": result.http_status,
+            "request_id": result.request_id,
+            "response_id": result.response_id,
+            "latency_ms": 0.0,
+            "error_type": None,
+            "retry_after": None,
+            "cache": "hit",
+        }
+        self._emit(record)
+
+    def _emit(self, record: dict[str, object]) -> None:
         line = json.dumps(record, separators=(",", ":"))
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):

@@ -18,7 +18,13 @@ import click
 
 from batchrunner.api import api_key, backend_options, execute, spooled
 from batchrunner.cli_dirs import export_cmd, merge_cmd, report_cmd, status
-from batchrunner.clihelp import base_url_option, load_spec, request_options, user_errors
+from batchrunner.clihelp import (
+    base_url_option,
+    load_spec,
+    request_options,
+    reuse_options,
+    user_errors,
+)
 from batchrunner.cmdline import command_line
 from batchrunner.config import base_url_problems, plain_http_warning
 from batchrunner.display import open_display
@@ -79,6 +85,7 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows.")
 @click.option("--shard", metavar="I/N", help="Only rows whose id hash mod N is I (see README).")
 @click.option("--retry-errors", is_flag=True, default=None, help="Re-attempt errored rows.")
+@reuse_options
 @click.option(
     "--durability", type=click.Choice(["process", "os"]), help="Journal sync level. [process]"
 )

@@ -75,6 +75,28 @@ def request_options(f: Any) -> Any:
     return f
 
 
+def reuse_options(f: Any) -> Any:
+    """`run`'s --dedupe and --cache DIR, --cache-ttl S, --cache-mode (answers reused)."""
+    options = [
+        click.option("--dedupe", is_flag=True, default=None, help="Send identical bodies once."),
+        click.option("--cache", type=click.Path(path_type=Path), help="Response cache directory."),
+        click.option(
+            "--cache-ttl",
+            "cache_ttl_s",
+            type=click.FloatRange(min=0),
+            help="Ask again when the cached answer is older than S s. [0: no limit]",
+        ),
+        click.option(
+            "--cache-mode",
+            type=click.Choice(["read", "write", "readwrite"]),
+            help="Use the cache for lookups, for storing, or both. [readwrite]",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 # One definition for `run` and `check`. In `run` the job file's base_url ranks between the
 # flag and the variable, so `_load` tells the two apart.
 base_url_option = click.option(

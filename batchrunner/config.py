@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from batchrunner.errors import ConfigError
 from batchrunner.protocols.jsonsafe import is_utf8
+from batchrunner.reuseopts import REUSE_KEYS, reuse_settings
 from batchrunner.runpaths import relative, run_paths
 from batchrunner.sharding import Shard, parse_shard
 from batchrunner.spec import (
@@ -33,8 +34,6 @@ from batchrunner.structured import load_schema
 
 if TYPE_CHECKING:
     from batchrunner.records import JSONObject
-
-if TYPE_CHECKING:
     from batchrunner.spec import EvalSpec
     from batchrunner.uris import Source
 
@@ -43,6 +42,7 @@ BASE_ENV = "CAICAINI_BASE"  # the base URL, where neither a flag nor the job fil
 
 # Keys the job file accepts, per section, with the spec field each one fills.
 _JOB_KEYS = {"input", "output", "api", "base_url", "durability", "name", "shard", "format"}
+_JOB_KEYS |= REUSE_KEYS  # --dedupe and --cache*
 _REQUEST_KEYS = {f.name for f in fields(RequestSpec)}
 _LIMITS_KEYS = {
     "concurrency": "concurrency",
@@ -138,6 +138,7 @@ def load_job(
     shard = _shard(pick("shard", jsec, "shard", None), limit, problems)
     pricing, evals = _optional_sections(data, problems)
     problems += _cost_cap_priced(limits_values["max_cost"], data)
+    reuse = reuse_settings(given, jsec, job.parent if job else Path.cwd(), problems)
     if problems:
         raise ConfigError("; ".join(problems))
     assert inp is not None and out is not None  # for mypy: problems caught both
@@ -155,6 +156,7 @@ def load_job(
         durability=durability,
         input_format=fmt,
         shard=shard,
+        **reuse,
     )
 
 

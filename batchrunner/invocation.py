@@ -41,6 +41,8 @@ def job_as_run(spec: JobSpec) -> dict[str, Any]:
     # Absolute: a relative path says nothing once the shell that ran it is gone.
     inp = spec.input.absolute() if isinstance(spec.input, Path) else spec.input
     job["input"], job["output"] = str(inp), str(spec.output.absolute())
+    if spec.cache is not None:
+        job["cache"] = str(spec.cache.absolute())
     parts = urllib.parse.urlsplit(spec.base_url)
     job["base_url"] = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
     return job
@@ -146,6 +148,7 @@ def _counters(p: Progress, spec: JobSpec) -> dict[str, Any]:
         "http_529": p.http_529,
         "input_tokens": p.input_tokens,
         "output_tokens": p.output_tokens,
+        "reused": p.reused,
         "error_type": dict(sorted(p.errors.items(), key=lambda kv: -kv[1])),
         "cost_usd": round(cost, 6) if cost is not None else None,
     }

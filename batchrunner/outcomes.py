@@ -5,14 +5,19 @@ Pure: no IO. Error rows keep the server's status, type, message and request id.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.records import Result
 
 if TYPE_CHECKING:
     from batchrunner.records import Row, Sent
+
+# The per-row fields of a Result: an answer kept for reuse (--dedupe, --cache) leaves them
+# out, and whichever row takes it fills them in.
+_OWN = ("index", "id", "extra", "completed_at_us", "latency_ms")
 
 
 def now_us() -> int:
@@ -73,3 +78,32 @@ def error_result(row: Row, error_type: str, message: str, *, sent: Sent | None =
         completed_at_us=now_us(),
         extra=row.extra,
     )
+
+
+def answer_fields(result: Result) -> dict[str, Any]:
+    """A succeeded Result without its per-row fields, as JSON-ready values."""
+    return {
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(Result)
+        if f.name not in _OWN and getattr(result, f.name) is not None
+    }
+
+
+def stored_answer(fields: dict[str, Any]) -> Result:
+    """`answer_fields` read back (through JSON) as a Result of no row yet. Raises
+    TypeError or ValueError when `fields` is no such answer (another version wrote it)."""
+    fields = dict(fields)
+    if fields.get("tool_calls") is not None:
+        fields["tool_calls"] = tuple(fields["tool_calls"])  # JSON gives back a list
+    if fields.get("status") != "succeeded" or not set(fields).isdisjoint(_OWN):
+        raise ValueError("not a stored answer")
+    return Result(index=-1, id="", **fields)
+
+
+def reused_answer(answer: Result, row: Row, **changes: Any) -> Result:
+    """A stored answer recorded for `row`: its own index, id and carried fields,
+    completed now, with no latency of its own."""
+    mine = dataclasses.replace(
+        answer, index=row.index, id=row.id, extra=row.extra, completed_at_us=now_us()
+    )
+    return dataclasses.replace(mine, latency_ms=0.0, **changes)

@@ -46,8 +46,9 @@ class Progress:
     retries: int = 0  # attempts after a row's first
     http_429: int = 0
     http_529: int = 0
-    input_tokens: int = 0  # usage of the outcomes this invocation recorded
+    input_tokens: int = 0  # usage of the outcomes this invocation recorded and paid for
     output_tokens: int = 0
+    reused: int = 0  # rows answered without a request (--dedupe copies, --cache hits)
     errors: dict[str, int] = field(default_factory=dict)  # errored rows by error_type
     limit: int = 0  # the pacer's in-flight limit now; 0: not known yet
     retry_waiting: int = 0  # rows between a failed attempt and their next one
@@ -68,14 +69,19 @@ class Progress:
         elif attempt.http_status == 529:
             self.http_529 += 1
 
-    def recorded(self, result: Result) -> None:
-        """Count one outcome as it is journaled."""
+    def recorded(self, result: Result, *, reused: bool = False) -> None:
+        """Count one outcome as it is journaled; a `reused` answer's usage was paid for
+        by another row or run, so this invocation's tokens and cost leave it out."""
+        if reused:
+            self.reused += 1
         if result.status == "succeeded":
             self.succeeded += 1
         else:
             self.errored += 1
             kind = result.error_type or "unknown"
             self.errors[kind] = self.errors.get(kind, 0) + 1
+        if reused:
+            return
         if result.input_tokens is not None:
             self.input_tokens += result.input_tokens
         if result.output_tokens is not None:

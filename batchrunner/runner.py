@@ -22,13 +22,7 @@ from batchrunner.breakers import FailureStreak, run_failure
 from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.costcap import cost_cap
-from batchrunner.errors import (
-    DiskError,
-    RunAbortedError,
-    SourceError,
-    StopReason,
-    run_level_error,
-)
+from batchrunner.errors import DiskError, SourceError, StopReason, run_level_error
 from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
@@ -40,9 +34,11 @@ from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.records import RunStats
 from batchrunner.retrying import RetryPolicy
+from batchrunner.reuse import Reuse
 from batchrunner.rundir import RunDir
+from batchrunner.runend import finish
 from batchrunner.runprep import prepare
-from batchrunner.structured import OutputCheck, parsed_columns
+from batchrunner.structured import OutputCheck
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable
@@ -51,6 +47,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from batchrunner.records import Result, Row, Sent
+    from batchrunner.reuse import Ticket
     from batchrunner.spec import JobSpec
 
 __all__ = ["Progress", "RunEnd", "RunStats", "run_job"]
@@ -68,9 +65,11 @@ class _Run:
         policy: RetryPolicy,
         identity: dict[str, Any],
         hooks: Hooks,
+        reuse: Reuse,
     ) -> None:
         self.spec = spec
         self.rundir = rundir
+        self.reuse = reuse  # --dedupe and --cache
         self.total = total  # input positions to read: the rows of the run are `counts().total`
         self.policy = policy
         self.identity = identity  # the input's, when the run began
@@ -181,38 +180,44 @@ class _Run:
         except SourceError as exc:  # validation should have caught it; record, don't crash
             self._record(error_result(row, "invalid_input", exc.reason))
             return
-        while True:
-            # The seat lets a stop cancel this row at once while it waits for the pacer or
-            # a retry backoff; only an attempt on the wire gets the grace period.
-            with anyio.CancelScope() as scope, self.pacer.seats.seat(scope, row.id):
-                try:
-                    sent = await send(
-                        client,
-                        request,
-                        protocol=protocol,
-                        policy=self.policy,
-                        timeout_s=self.spec.limits.attempt_timeout(request.stream),
-                        idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
-                        pacer=self.pacer,
-                        on_attempt=calllog.write,
-                        max_response_bytes=self.spec.limits.max_response_bytes,
-                        check=self.check,
-                        output_retries=self.spec.request.output_retries,
-                    )
-                except AdmissionClosedError:
-                    return  # the run is stopping: the row stays pending
-            if not scope.cancelled_caught:
-                break
-            if self.stop is not None:
-                return  # cancelled by the stop: the row stays pending
-            # The stall watchdog cancelled this attempt: send the row again.
-        self._settle(row, sent)
+        async with self.reuse.ticket(row, request, calllog) as ticket:
+            if ticket.answer is not None:
+                self._record(ticket.answer, reused=True)  # answered already: nothing sent
+                return
+            while True:
+                # The seat lets a stop cancel this row at once while it waits for the pacer
+                # or a retry backoff; only an attempt on the wire gets the grace period.
+                with anyio.CancelScope() as scope, self.pacer.seats.seat(scope, row.id):
+                    try:
+                        sent = await send(
+                            client,
+                            request,
+                            protocol=protocol,
+                            policy=self.policy,
+                            timeout_s=self.spec.limits.attempt_timeout(request.stream),
+                            idle_timeout_s=min(120.0, self.spec.limits.attempt_timeout(True)),
+                            pacer=self.pacer,
+                            on_attempt=calllog.write,
+                            max_response_bytes=self.spec.limits.max_response_bytes,
+                            check=self.check,
+                            output_retries=self.spec.request.output_retries,
+                        )
+                    except AdmissionClosedError:
+                        return  # the run is stopping: the row stays pending
+                if not scope.cancelled_caught:
+                    break
+                if self.stop is not None:
+                    return  # cancelled by the stop: the row stays pending
+                # The stall watchdog cancelled this attempt: send the row again.
+            self._settle(row, sent, ticket)
 
-    def _settle(self, row: Row, sent: Sent) -> None:
+    def _settle(self, row: Row, sent: Sent, ticket: Ticket) -> None:
         """Record a row's outcome, unless it tells (or comes during) a run-level stop."""
         if sent.error is None:
+            result = success_result(row, sent)
+            ticket.answered(result)  # before it is recorded: see dedupe
             # A success ends the failure streak: the errors held back are real outcomes.
-            self._record(*self.streak.succeeded(), success_result(row, sent))
+            self._record(*self.streak.succeeded(), result)
             return
         locked = self.rundir.holds_outcomes  # then a stop's advice cannot be a new setting
         cause = run_failure(sent.error, settings_locked=locked)
@@ -233,12 +238,12 @@ class _Run:
             why = self.streak.message(str(sent.error), str(self.spec.output), locked)
             self._stop(StopReason(why))
 
-    def _record(self, *results: Result) -> None:
+    def _record(self, *results: Result, reused: bool = False) -> None:
         for result in results:
             if not self.recorder.record(result):  # synchronous: see `recorder`
                 return  # the run directory refused it, and the run is stopping
             self.last_completion = time.monotonic()
-            self.progress.recorded(result)
+            self.progress.recorded(result, reused=reused)
 
     def _stop(self, reason: StopReason, *, drain: bool = False) -> None:
         """Stop sending for `reason` (see `StopReason.replaces` for which one stands).
@@ -340,8 +345,14 @@ async def run_job(
         durability=spec.durability,
         input_summary=known,
     )
-    with rundir, recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv:
-        run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
+    with (
+        rundir,
+        Reuse(spec, rundir.path) as reuse,  # a cache that cannot be opened: exit 2, nothing sent
+        recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv,
+    ):
+        run = _Run(
+            spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks, reuse=reuse
+        )
         run.pacer.cost = await cost_cap(spec, rundir.path, on_refused=run.pacer.give_up)
         inv.progress = run.progress
         try:
@@ -352,7 +363,15 @@ async def run_job(
         await run.recorder.commit()
         if progress:  # the last word, so a display shows the final counts
             progress(run.snapshot())
-        return await _finish(run, extra_columns)
+        return await finish(
+            rundir,
+            spec,
+            run.stop,
+            pass_warnings=run.pass_warnings,
+            sent_rows=run.progress.succeeded + run.progress.errored,
+            warnings=run.hooks.warnings,
+            extra_columns=extra_columns,
+        )
 
 
 async def _fan_out(run: _Run, api_key: str) -> None:
@@ -366,34 +385,3 @@ async def _fan_out(run: _Run, api_key: str) -> None:
         if error is None:
             raise
         raise error from None
-
-
-async def _finish(run: _Run, extra_columns: dict[str, str]) -> RunStats:
-    tally = run.rundir.counts()
-    succeeded, errored, pending = tally.succeeded, tally.errored, tally.pending
-    results = None
-    if run.stop is None and pending == 0:
-        schema = run.spec.request.json_schema
-        typed = parsed_columns(schema) if schema is not None else None
-        results = str(
-            await anyio.to_thread.run_sync(run.rundir.finalize, extra_columns, run.spec, typed)
-        )
-    run.pass_warnings()  # what committing and finalizing found (values that did not fit)
-    counts = f"{succeeded + errored} of {tally.total} rows recorded, {pending} pending"
-    if run.stop is not None:
-        raise run.stop.exception(counts)
-    if pending:
-        # Nothing stopped the run, yet rows have no outcome: never report that as done.
-        raise RunAbortedError(
-            f"run ended with rows pending although nothing stopped it ({counts}); "
-            "run the same command again to resume"
-        )
-    return RunStats(
-        total=tally.total,
-        succeeded=succeeded,
-        errored=errored,
-        pending=pending,
-        sent_rows=run.progress.succeeded + run.progress.errored,
-        results=results,
-        warnings=tuple(run.hooks.warnings),
-    )

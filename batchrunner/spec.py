@@ -20,6 +20,7 @@ DEFAULT_BASE = "https://caicaini.com/v1"
 DEFAULT_MODEL = "caicaini/auto"
 Durability = Literal["process", "os"]
 InputFormat = Literal["jsonl", "csv", "tsv", "parquet"]
+CacheMode = Literal["read", "write", "readwrite"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +126,10 @@ class JobSpec:
     durability: Durability = "process"
     shard: Shard | None = None  # --shard I/N: only the rows whose id hash falls in it
     input_format: InputFormat | None = None  # --format, for a name that does not tell
+    dedupe: bool = False  # --dedupe: byte-identical bodies are sent once (see dedupe)
+    cache: Path | None = None  # --cache DIR: answers shared across runs (see cache)
+    cache_ttl_s: float = 0.0  # --cache-ttl: older cached answers are asked again (0: none)
+    cache_mode: CacheMode = "readwrite"
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""

@@ -44,6 +44,8 @@ def summary_lines(
         f"{p.attempts:,} requests ({p.retries:,} retries, 429s {p.http_429:,}, "
         f"529s {p.http_529:,}); tokens {p.input_tokens:,} in, {p.output_tokens:,} out",
     ]
+    if p.reused:  # their tokens are not in the line above: no request was paid for them
+        lines[-1] += f"; {_rows(p.reused)} answered without a request (--dedupe, --cache)"
     cost = p.cost_usd(pricing)
     lines.append(
         f"cost: ${cost:,.4f} this run" if cost is not None else "cost: unknown (no [pricing])"

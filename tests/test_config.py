@@ -416,3 +416,28 @@ def test_a_run_directory_at_or_under_a_file_is_refused(tmp_path: Path) -> None:
     assert f"run directory {a_file} is not a directory" in problems(output=a_file)
     assert "which is not a directory" in problems(output=a_file / "sub" / "run")
     assert load(output=tmp_path / "new" / "run").output == tmp_path / "new" / "run"
+
+
+def test_dedupe_from_the_job_file_or_the_flag(tmp_path: Path) -> None:
+    """`[job] dedupe = true` or --dedupe turns it on; a non-boolean is refused by name."""
+    assert load().dedupe is False
+    assert load(dedupe=True).dedupe is True
+    assert load(job_file(tmp_path, "[job]\ndedupe = true\n")).dedupe is True
+    assert load(job_file(tmp_path, "[job]\ndedupe = true\n"), dedupe=False).dedupe is False
+    with pytest.raises(ConfigError, match="dedupe must be true or false"):
+        load(job_file(tmp_path, '[job]\ndedupe = "yes"\n', "b.toml"))
+
+
+def test_cache_settings_from_the_job_file_and_flags(tmp_path: Path) -> None:
+    """`[job] cache` is relative to the job file; flags win; bad ttl and mode are named."""
+    job = job_file(tmp_path, '[job]\ncache = "../c"\ncache_ttl = 60\ncache_mode = "read"\n')
+    spec = load(job)
+    assert (spec.cache, spec.cache_ttl_s, spec.cache_mode) == (tmp_path / "c", 60.0, "read")
+    flagged = load(job, cache=Path("d"), cache_ttl_s=5.0, cache_mode="write")
+    assert (flagged.cache, flagged.cache_ttl_s, flagged.cache_mode) == (Path("d"), 5.0, "write")
+    assert (load().cache, load().cache_ttl_s, load().cache_mode) == (None, 0.0, "readwrite")
+    bad = job_file(tmp_path, '[job]\ncache_ttl = -1\ncache_mode = "sometimes"\n', "b.toml")
+    with pytest.raises(ConfigError, match=r"cache_ttl must be.*cache_mode must be one of"):
+        load(bad)
+    with pytest.raises(ConfigError, match=r"\[job\] cache must be the path of a directory"):
+        load(job_file(tmp_path, "[job]\ncache = 3\n", "c.toml"))
