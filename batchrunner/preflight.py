@@ -27,6 +27,7 @@ from batchrunner.redaction import redact
 if TYPE_CHECKING:
     import httpx
 
+    from batchrunner.client import ApiClient
     from batchrunner.records import JSONObject
 
 _MAX_QUOTE = 200
@@ -51,7 +52,7 @@ class Preflight:
 
 
 async def preflight(
-    client: httpx.AsyncClient,
+    client: ApiClient,
     *,
     timeout_s: float = 15.0,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -166,7 +167,7 @@ def _said(err: RequestError) -> str:
     return f"HTTP {err.http_status} {err.error_type}" + (f': "{text}"' if text else "")
 
 
-async def _model_known(client: httpx.AsyncClient, model: str, *, timeout_s: float) -> bool:
+async def _model_known(client: ApiClient, model: str, *, timeout_s: float) -> bool:
     """GET {base}/models/{model}: True on a 2xx (for lists too long for one page)."""
     http = client.build_request("GET", "models/" + quote(model, safe="/"), timeout=timeout_s)
     try:
