@@ -47,7 +47,7 @@ from batchrunner.records import JSONObject, RawResponse, Request
 from batchrunner.redaction import Redactor
 from batchrunner.responses import classify, request_id, snippet, too_large
 from batchrunner.sse import SSEDecoder, SSEEvent
-from batchrunner.transport import AiohttpTransport, raw_headers
+from batchrunner.transport import AiohttpTransport, Outgoing, raw_headers
 from batchrunner.version import __version__
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = f"batchrunner/{__version__}"
-# What the transport raises: httpx's tree, plus aiohttp errors httpx_aiohttp does not map
-# (a response that is not HTTP at all arrives as a bare aiohttp.ClientResponseError).
+# What the transport raises: aiohttp's errors as they are (`transport`), httpx's tree from a
+# test's MockTransport.
 _TRANSPORT_ERRORS = (httpx.RequestError, aiohttp.ClientError)
 
 
@@ -82,11 +82,15 @@ class ApiClient(httpx.AsyncClient):
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **options: object) -> None:
         super().__init__(transport=transport, **options)  # type: ignore[arg-type]
         self._direct = transport
-        self.post_headers: dict[str, httpx.Headers] = {}  # `_post_headers`, per convention
+        self.post_headers: dict[str, dict[str, str]] = {}  # `_post_headers`, per convention
+        self.base = str(self.base_url)
+        self.redactor = _redactor_for(self.headers.get("authorization", ""))
 
-    async def send_direct(self, request: httpx.Request) -> httpx.Response:
-        """`request` sent as it is: no redirect is followed, no cookie kept."""
-        return await self._direct.handle_async_request(request)
+    async def send_direct(self, out: Outgoing) -> httpx.Response:
+        """`out` sent as it is: no redirect is followed, no cookie kept."""
+        if isinstance(self._direct, AiohttpTransport):
+            return await self._direct.send(out)
+        return await self._direct.handle_async_request(out.to_httpx())
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -153,44 +157,41 @@ def _transport(
 
 def post(
     client: ApiClient, request: Request, *, timeout_s: float, idle_timeout_s: float | None
-) -> httpx.Request:
+) -> Outgoing:
     """The HTTP request for `request`: POST {base}{path} with its JSON body and the
     convention's headers. `idle_timeout_s` bounds the gap between a stream's chunks.
 
-    Built directly rather than by `build_request`, whose merging of the client's headers,
-    cookies and URL per request was a tenth of the client's CPU: the headers a convention
-    sends are the same on every request, so they are merged once (`_post_headers`)."""
-    read_timeout = idle_timeout_s if request.stream and idle_timeout_s else timeout_s
-    url = _url(str(client.base_url), request.path)
-    return httpx.Request(
+    Not httpx's `build_request` and `Request`, whose merging and normalising of the same
+    headers for every request was a sixth of the client's CPU: the headers a convention
+    sends are merged once per client (`_post_headers`)."""
+    return Outgoing(
         "POST",
-        url,
-        headers=_post_headers(client, request.api),
+        _url(client.base, request.path),
+        _post_headers(client, request.api),
         # Byte for byte what httpx's `json=` sends.
-        content=json.dumps(
+        json.dumps(
             request.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         ).encode(),
-        extensions={
-            "timeout": {
-                "connect": timeout_s,
-                "read": read_timeout,
-                "write": timeout_s,
-                "pool": timeout_s,
-            }
-        },
+        timeout_s,
+        idle_timeout_s if request.stream and idle_timeout_s else timeout_s,
     )
 
 
-def _post_headers(client: ApiClient, api: str) -> httpx.Headers:
-    """The client's headers, the convention's, the JSON content type and the Host: what
+def get(client: ApiClient, path: str, *, timeout_s: float) -> Outgoing:
+    """GET {base}{path} with the client's headers."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in client.headers.raw}
+    return Outgoing("GET", _url(client.base, path), headers, None, timeout_s, timeout_s)
+
+
+def _post_headers(client: ApiClient, api: str) -> dict[str, str]:
+    """The client's headers, the convention's and the JSON content type: what
     `build_request` would merge for every request, merged once per client and convention."""
     cached = client.post_headers.get(api)
     if cached is None:
-        cached = httpx.Headers(client.headers)
+        cached = {k.decode("latin-1"): v.decode("latin-1") for k, v in client.headers.raw}
         if api == "messages":
             cached["anthropic-version"] = ANTHROPIC_VERSION
         cached["Content-Type"] = "application/json"
-        cached["Host"] = client.base_url.netloc.decode("ascii")
         client.post_headers[api] = cached
     return cached
 
@@ -206,7 +207,7 @@ class _Seen:
 
 async def exchange(
     client: ApiClient,
-    http: httpx.Request,
+    http: Outgoing,
     parse: Callable[[JSONObject], T],
     *,
     timeout_s: float,
@@ -255,7 +256,7 @@ def _error_boundary(seen: _Seen, redactor: Redactor, timeout_s: float) -> Iterat
 
 async def _exchange(
     client: ApiClient,
-    http: httpx.Request,
+    http: Outgoing,
     seen: _Seen,
     redactor: Redactor,
     cap: int,
@@ -429,13 +430,13 @@ def _transport_failure(exc: BaseException) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _url(base: str, path: str) -> httpx.URL:
-    return httpx.URL(base).join(path.lstrip("/"))
+def _url(base: str, path: str) -> str:
+    return str(httpx.URL(base).join(path.lstrip("/")))
 
 
 def redactor_of(client: ApiClient) -> Redactor:
     """The redactor for the key this client sends (its Authorization header)."""
-    return _redactor_for(client.headers.get("authorization", ""))
+    return client.redactor
 
 
 @functools.lru_cache(maxsize=8)

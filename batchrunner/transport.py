@@ -11,6 +11,7 @@ boundary names them (it looks through causes for the aiohttp ones in any case).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -18,11 +19,11 @@ import httpx
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
 # Connect and pool waits are bounded by the request's deadline (`client.exchange`); these
 # are only what httpx's Timeout says on top.
-_TimeoutKey = tuple[float | None, float | None, float | None]
+_TimeoutKey = tuple[float, float]
 _RAW = "batchrunner.raw_headers"
 
 
@@ -31,6 +32,31 @@ def raw_headers(response: httpx.Response) -> Sequence[tuple[bytes, bytes]]:
     test's MockTransport) httpx's own."""
     raw = response.extensions.get(_RAW)
     return raw if raw is not None else response.headers.raw
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request as the client sends it: `headers` complete (the client's, the
+    convention's, the content type) and shared between requests, never changed."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    content: bytes | None
+    timeout_s: float  # connect, pool and write
+    read_timeout_s: float  # the gap between chunks of the answer
+
+    def to_httpx(self) -> httpx.Request:
+        """The same request for an httpx transport (a test's MockTransport)."""
+        t, read = self.timeout_s, self.read_timeout_s
+        timeout = {"connect": t, "read": read, "write": t, "pool": t}
+        return httpx.Request(
+            self.method,
+            self.url,
+            headers=self.headers,
+            content=self.content,
+            extensions={"timeout": timeout},
+        )
 
 
 class _Body(httpx.AsyncByteStream):
@@ -84,25 +110,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        given = request.extensions.get("timeout", {})
-        key = (given.get("connect"), given.get("read"), given.get("pool"))
+    def _timeout(self, out: Outgoing) -> aiohttp.ClientTimeout:
+        key = (out.timeout_s, out.read_timeout_s)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            timeout = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            timeout = aiohttp.ClientTimeout(
+                sock_connect=out.timeout_s, sock_read=out.read_timeout_s, connect=out.timeout_s
+            )
             self._timeouts[key] = timeout
         return timeout
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, out: Outgoing) -> httpx.Response:
+        """`out` on the wire; the answer's head, its body still to read."""
         session = self._session or self._open()
         response = await session.request(
-            request.method,
-            str(request.url),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
-            data=request.content or None,
+            out.method,
+            out.url,
+            headers=out.headers,
+            data=out.content,
             allow_redirects=False,
             compress=False,
-            timeout=self._timeout(request),
+            timeout=self._timeout(out),
             proxy=self._proxy,
             proxy_headers=self._proxy_headers,
         )
@@ -114,6 +142,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_Body(response),
             extensions={_RAW: response.raw_headers},
         )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport API, for completeness: the client sends `Outgoing`s."""
+        timeout = request.extensions.get("timeout", {})
+        t = timeout.get("connect") or timeout.get("pool") or 600.0
+        out = Outgoing(
+            request.method,
+            str(request.url),
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw},
+            request.content or None,
+            t,
+            timeout.get("read") or t,
+        )
+        return await self.send(out)
 
     async def aclose(self) -> None:
         if self._session is not None:
