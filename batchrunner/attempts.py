@@ -28,15 +28,14 @@ _MAX_MESSAGE = 300  # characters of an error message kept in calls.log
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import httpx
-
+    from batchrunner.client import ApiClient
     from batchrunner.pacing import Pacer
     from batchrunner.protocols.base import ResponseReader
     from batchrunner.retrying import RetryPolicy
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: ApiClient,
     request: Request,
     *,
     protocol: ResponseReader,
@@ -153,7 +152,7 @@ class _Attempts:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: ApiClient,
         request: Request,
         *,
         protocol: ResponseReader,

@@ -30,9 +30,9 @@ from batchrunner.retrying import RetryPolicy
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import httpx
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from batchrunner.client import ApiClient
     from batchrunner.errors import RequestError
     from batchrunner.records import Request, Row
     from batchrunner.spec import JobSpec
@@ -155,9 +155,7 @@ class _Counter:
         self.converted = self.converted or protocol.name == "chat"
         return count_request(protocol.build_request(row, self.spec.request, stream=False))
 
-    async def _work(
-        self, requests: MemoryObjectReceiveStream[Request], client: httpx.AsyncClient
-    ) -> None:
+    async def _work(self, requests: MemoryObjectReceiveStream[Request], client: ApiClient) -> None:
         timeout = min(60.0, self.spec.limits.attempt_timeout(False))
         async with requests:
             async for request in requests:

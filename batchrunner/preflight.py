@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from batchrunner.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from batchrunner.breakers import cannot_connect, not_an_api, wrong_base_url
-from batchrunner.client import exchange, make_client
+from batchrunner.client import exchange, get, make_client
 from batchrunner.config import BASE_ENV, KEY_ENV
 from batchrunner.errors import (
     ConnectionSetupError,
@@ -27,6 +27,7 @@ from batchrunner.redaction import redact
 if TYPE_CHECKING:
     import httpx
 
+    from batchrunner.client import ApiClient
     from batchrunner.records import JSONObject
 
 _MAX_QUOTE = 200
@@ -51,14 +52,14 @@ class Preflight:
 
 
 async def preflight(
-    client: httpx.AsyncClient,
+    client: ApiClient,
     *,
     timeout_s: float = 15.0,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Preflight:
     """One GET {base}/models without retries; never raises a RequestError."""
     base = str(client.base_url).rstrip("/")
-    http = client.build_request("GET", "models", timeout=timeout_s)
+    http = get(client, "models", timeout_s=timeout_s)
     try:
         raw, models = await exchange(
             client, http, _model_ids, timeout_s=timeout_s, cap=max_response_bytes
@@ -166,9 +167,9 @@ def _said(err: RequestError) -> str:
     return f"HTTP {err.http_status} {err.error_type}" + (f': "{text}"' if text else "")
 
 
-async def _model_known(client: httpx.AsyncClient, model: str, *, timeout_s: float) -> bool:
+async def _model_known(client: ApiClient, model: str, *, timeout_s: float) -> bool:
     """GET {base}/models/{model}: True on a 2xx (for lists too long for one page)."""
-    http = client.build_request("GET", "models/" + quote(model, safe="/"), timeout=timeout_s)
+    http = get(client, "models/" + quote(model, safe="/"), timeout_s=timeout_s)
     try:
         await exchange(client, http, dict, timeout_s=timeout_s, cap=DEFAULT_MAX_RESPONSE_BYTES)
     except RequestError:

@@ -43,9 +43,9 @@ from batchrunner.structured import OutputCheck
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable
 
-    import httpx
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from batchrunner.client import ApiClient
     from batchrunner.records import Result, Row, Sent
     from batchrunner.reuse import Ticket
     from batchrunner.spec import JobSpec
@@ -137,7 +137,7 @@ class _Run:
         if self.stop is None or not self.stop.run_level:
             self._record(*self.streak.release())  # ended (or interrupted) without tripping
 
-    async def _preflight(self, client: httpx.AsyncClient) -> None:
+    async def _preflight(self, client: ApiClient) -> None:
         """A refused key, or a base URL that is no API at all, stops the run before the
         first generation is paid for; announced rate limits seed the pacer so the first
         wave need not wait for a probe's round trip."""
@@ -163,7 +163,7 @@ class _Run:
         )
 
     async def work(
-        self, rows: MemoryObjectReceiveStream[Row], client: httpx.AsyncClient, calllog: CallLog
+        self, rows: MemoryObjectReceiveStream[Row], client: ApiClient, calllog: CallLog
     ) -> None:
         async with rows:
             async for row in rows:
@@ -171,7 +171,7 @@ class _Run:
                     return
                 await self._handle(row, client, calllog)
 
-    async def _handle(self, row: Row, client: httpx.AsyncClient, calllog: CallLog) -> None:
+    async def _handle(self, row: Row, client: ApiClient, calllog: CallLog) -> None:
         protocol = get_protocol(row.api or self.spec.api)
         try:
             request = protocol.build_request(

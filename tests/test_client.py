@@ -74,7 +74,7 @@ HTML_502 = (
 )
 
 
-def make_client(handler: Callable[[httpx.Request], Any]) -> httpx.AsyncClient:
+def make_client(handler: Callable[[httpx.Request], Any]) -> client.ApiClient:
     """`client.make_client` as the runner calls it, over a MockTransport."""
     transport = httpx.MockTransport(handler)
     return client.make_client(base_url=BASE, api_key=KEY, concurrency=4, transport=transport)
@@ -464,7 +464,7 @@ async def test_attempt_timeout() -> None:
 # --- send(): the request on the wire ---------------------------------------------------------
 
 
-async def _send_via(http: httpx.AsyncClient, request: Request, **kw: Any) -> Sent:
+async def _send_via(http: client.ApiClient, request: Request, **kw: Any) -> Sent:
     return await attempts_module.send(
         http, request, protocol=get_protocol(request.api), timeout_s=10.0, **kw
     )
