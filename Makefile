@@ -18,10 +18,10 @@ demo: install
 	$(PY) scripts/demo.py
 
 test: install
-	$(BIN)/pytest -n 2 -p no:cacheprovider
+	$(BIN)/pytest -n 2 --dist loadgroup -p no:cacheprovider
 
 test-fast: install
-	$(BIN)/pytest -n 2 -m "not crash and not slow"
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not crash and not slow"
 
 lint: install
 	$(BIN)/ruff format --check batchrunner tests bench scripts

@@ -16,6 +16,10 @@ from tests import serverlog
 from tests.fakeserver import FakeServer
 from tests.helpers import TEST_KEY, start_run, write_jsonl
 
+# Paced against a clock: with `--dist loadgroup` these run one at a time on one worker,
+# never beside another such test (a starved fake API bunches arrivals into its window).
+pytestmark = pytest.mark.xdist_group("timing")
+
 if TYPE_CHECKING:
     from pathlib import Path
 

@@ -118,13 +118,15 @@ class Generation:
             return await self._answer(request, conv, entry)
         except ApiError as error:
             entry["status"] = error.status
+            # Stamped before the send: a client may read the log as soon as it has the answer.
+            entry["done"] = time.time()
             return await api.send(request, api.error(request, error))
         except ConnectionError:
             # the client went away mid-response; an unsendable reply ends it quietly
             request[keys.DROPPED] = True
             return web.Response()
         finally:
-            entry["done"] = time.time()  # when the answer (or the refusal) went out
+            entry.setdefault("done", time.time())  # when the answer (or refusal) went out
             api.state.leave()
 
     async def _answer(
