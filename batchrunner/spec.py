@@ -107,6 +107,15 @@ class EvalSpec:
     judge_template: str | None = None  # None: judge.DEFAULT_TEMPLATE
 
 
+@dataclass(frozen=True, slots=True)
+class RayEngine:
+    """`--engine ray`: the cluster's address (None: a local Ray started for the run) and
+    the size of the actor pool (rayengine.py)."""
+
+    address: str | None = None
+    actors: int = 2
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """Everything one run needs. Secrets are not here: the key lives in the environment."""
@@ -124,6 +133,7 @@ class JobSpec:
     durability: Durability = "process"
     shard: Shard | None = None  # --shard I/N: only the rows whose id hash falls in it
     input_format: InputFormat | None = None  # --format, for a name that does not tell
+    engine: RayEngine | None = None  # --engine ray; None: this process sends the rows
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""
