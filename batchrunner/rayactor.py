@@ -33,7 +33,7 @@ from batchrunner.config import KEY_ENV
 from batchrunner.errors import BatchRunnerError, RunAbortedError, StopReason
 from batchrunner.progress import Hooks
 from batchrunner.rundir import RunDir
-from batchrunner.rundir.actors import ACTORS_DIR, Elsewhere, stop_words
+from batchrunner.rundir.actors import ACTORS_DIR, Elsewhere, owner, stop_words
 from batchrunner.runner import _fan_out, _Run
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class Job:
     total: int
     summary: StoredSummary
     policy: RetryPolicy
+    owner: str  # the driver's token (actors.take_over): an older driver's actors stand down
 
 
 @dataclass(slots=True)
@@ -124,6 +125,9 @@ async def run_batch(job: Job, actor_dir: Path, rows: list[Row], key: str) -> Bat
         durability=spec.durability,
         input_summary=job.summary,
     ) as rundir:
+        if owner(spec.output) != job.owner:  # checked under our lock: see actors.take_over
+            outcome.stop = StopReason("a newer invocation took over the run directory")
+            return outcome
         run = _BatchRun(
             spec, rundir, total=job.total, policy=job.policy, identity={}, hooks=hooks, rows=rows
         )

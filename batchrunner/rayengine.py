@@ -40,7 +40,7 @@ from batchrunner.progress import Hooks
 from batchrunner.rayactor import BatchOutcome, Job, Worker
 from batchrunner.retrying import RetryPolicy
 from batchrunner.rundir import RunDir
-from batchrunner.rundir.actors import request_stop
+from batchrunner.rundir.actors import release, request_stop, take_over
 from batchrunner.rundir.gather import gather, wait_idle
 from batchrunner.runner import _finish, _Run
 from batchrunner.runprep import input_changed, prepare
@@ -114,16 +114,18 @@ async def run_ray(
         input_summary=known,
     )
     with rundir:
+        token = take_over(rundir.path)  # before the gathering: see actors.take_over
         await anyio.to_thread.run_sync(_gather, rundir, total)  # a killed driver's rows
         with recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv:
             run = _Run(spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks)
             inv.progress = run.progress
-            job = Job(_per_actor(spec), fingerprint, total, known, policy)
+            job = Job(_per_actor(spec), fingerprint, total, known, policy, token)
             driver = _Driver(run, job)
             before = rundir.counts()
             if run.progress.done < run.progress.total:
                 await driver.drive()
             await anyio.to_thread.run_sync(_gather, rundir, total, True)
+            release(rundir.path)
             _count_gathered(run, before)
             if driver.error is not None:
                 raise driver.error

@@ -14,7 +14,7 @@ from batchrunner.inputs import read_rows
 from batchrunner.rayactor import BatchOutcome, Job, Worker
 from batchrunner.retrying import RetryPolicy
 from batchrunner.rundir import StoredSummary
-from batchrunner.rundir.actors import ACTORS_DIR, actor_dirs, request_stop
+from batchrunner.rundir.actors import ACTORS_DIR, actor_dirs, request_stop, take_over
 from tests.helpers import TEST_KEY, make_result, open_run, write_jsonl
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ FP: dict[str, object] = {"input": {"size": 1}, "settings": {}}
 def _job(tmp_path: Path, url: str, rows: int) -> tuple[Job, pa.Table]:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"actor p{i}"} for i in range(rows)])
     spec = load_job(None, input_path=src, output=tmp_path / "run", overrides={"base_url": url})
-    job = Job(spec, FP, rows, StoredSummary(rows=rows, extra_columns={}), RetryPolicy())
+    spec.output.mkdir()
+    token = take_over(spec.output)  # as the driver does
+    job = Job(spec, FP, rows, StoredSummary(rows=rows, extra_columns={}), RetryPolicy(), token)
     pickled = [pickle.dumps(row) for row in read_rows(src, spec.source_options())]
     return job, pa.table({"row": pa.array(pickled, pa.binary())})
 
@@ -72,8 +74,19 @@ def test_after_a_stop_request_a_batch_is_handed_back_untouched(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, TEST_KEY)
     job, batch = _job(tmp_path, shared_api.base_url, 3)
-    (tmp_path / "run").mkdir()
     request_stop(tmp_path / "run", "SIGINT")
+    outcome = _outcome(Worker(job)(batch))
+    assert outcome.stop is not None and outcome.succeeded == 0
+    assert shared_api.stats()["requests_total"] == 0
+
+
+def test_an_actor_of_an_older_driver_sends_nothing_once_a_newer_one_took_over(
+    tmp_path: Path, shared_api: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed driver's actor starting a queued batch after the resume took over."""
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    job, batch = _job(tmp_path, shared_api.base_url, 3)
+    take_over(tmp_path / "run")  # the resume
     outcome = _outcome(Worker(job)(batch))
     assert outcome.stop is not None and outcome.succeeded == 0
     assert shared_api.stats()["requests_total"] == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import uuid
 from typing import TYPE_CHECKING
 
 from batchrunner.rundir.files import list_parts, list_segments
@@ -125,6 +126,37 @@ def stop_words(run_dir: Path) -> list[str]:
     return [word for word in text.split("\n") if word]
 
 
-def clear_stop(run_dir: Path) -> None:
-    """Forget an earlier invocation's stop requests (the caller holds the run's lock)."""
-    (run_dir / ACTORS_DIR / STOP_FILE).unlink(missing_ok=True)
+OWNER_FILE = "owner"  # in DIR/ray/: the token of the invocation whose actors may write
+
+
+def take_over(run_dir: Path) -> str:
+    """Make the calling invocation (it holds the run's lock) the one whose actors may run
+    batches here, and forget earlier stop requests; returns its token. An actor of an
+    earlier driver checks the token once it holds its own directory's lock, so it either
+    sees this one and sends nothing, or held its lock first and is waited for
+    (`gather.wait_idle`) before anything is gathered or sent."""
+    token = uuid.uuid4().hex
+    base = run_dir / ACTORS_DIR
+    base.mkdir(exist_ok=True)
+    tmp = base / f"{OWNER_FILE}.tmp"
+    tmp.write_text(token, "ascii")
+    tmp.replace(base / OWNER_FILE)
+    (base / STOP_FILE).unlink(missing_ok=True)
+    return token
+
+
+def owner(run_dir: Path) -> str | None:
+    """The token of the invocation whose actors may run batches here."""
+    try:
+        return (run_dir / ACTORS_DIR / OWNER_FILE).read_text("ascii")
+    except FileNotFoundError:
+        return None
+
+
+def release(run_dir: Path) -> None:
+    """At the end of an invocation, every actor directory gathered: remove `DIR/ray/`."""
+    base = run_dir / ACTORS_DIR
+    for name in (STOP_FILE, OWNER_FILE):
+        (base / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # gone already, or not empty (a late actor's)
+        base.rmdir()

@@ -11,14 +11,13 @@ directory's lock.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import OutputError
-from batchrunner.rundir.actors import ACTORS_DIR, actor_dirs, clear_stop, in_use
+from batchrunner.rundir.actors import actor_dirs, in_use
 from batchrunner.rundir.claim import take_lock
 from batchrunner.rundir.doneset import DoneSet
 from batchrunner.rundir.files import disk_errors, fsync_dir, list_parts
@@ -62,9 +61,6 @@ def gather(rundir: RunDir, *, total_rows: int) -> int:
         with disk_errors(rundir.path):
             shutil.rmtree(actor)
             fsync_dir(actor.parent)
-    clear_stop(rundir.path)  # every actor is idle: an old request must not stop new ones
-    with contextlib.suppress(OSError):  # gone, or an actor started meanwhile
-        (rundir.path / ACTORS_DIR).rmdir()
     return moved
 
 

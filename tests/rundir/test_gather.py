@@ -12,10 +12,13 @@ from batchrunner.errors import OutputError
 from batchrunner.rundir.actors import (
     ACTORS_DIR,
     Elsewhere,
-    clear_stop,
+    actor_dirs,
     in_use,
+    owner,
+    release,
     request_stop,
     stop_words,
+    take_over,
 )
 from batchrunner.rundir.files import list_parts
 from batchrunner.rundir.gather import gather, wait_idle
@@ -50,7 +53,7 @@ def test_gather_moves_parts_and_journals_once_then_results_hold_every_row(tmp_pa
         assert rd.counts().succeeded == 10
         rd.finalize({})
     assert [r["id"] for r in read_results(run)] == [f"r{i}" for i in range(10)]
-    assert not (run / ACTORS_DIR).exists()
+    assert actor_dirs(run) == []
     assert len(list_parts(run / "parts")) == 4
     with open_run(run) as rd:  # a reopen counts the gathered parts from disk alone
         assert rd.counts().succeeded == 10
@@ -104,13 +107,18 @@ def test_actor_outcomes_make_a_resume_with_other_settings_refused(tmp_path: Path
         open_run(run, fingerprint={"input": "other"})
 
 
-def test_stop_requests_are_read_in_order_and_cleared(tmp_path: Path) -> None:
+def test_stop_requests_are_read_in_order_and_forgotten_by_the_next_driver(
+    tmp_path: Path,
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     assert stop_words(run) == []
+    first = take_over(run)
     request_stop(run, "SIGINT")
     request_stop(run, "now")
     assert stop_words(run) == ["SIGINT", "now"]
-    clear_stop(run)
+    second = take_over(run)
     assert stop_words(run) == []
-    assert list((run / ACTORS_DIR).iterdir()) == []
+    assert owner(run) == second != first
+    release(run)
+    assert not (run / ACTORS_DIR).exists()
