@@ -31,7 +31,8 @@ from tests.helpers import TEST_KEY, run_cli, write_jsonl
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+# Each Ray run pays Ray's start-up: past the default 120 s per test on a loaded machine.
+RAY_TIMEOUT_S = 400
 
 ROWS = 3000
 CONCURRENCY = 64
@@ -113,6 +114,8 @@ def _sent(server: FakeServer) -> collections.Counter[str]:
     return collections.Counter(e["prompt"] for e in server.log() if e["path"].endswith("/messages"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RAY_TIMEOUT_S)
 def test_ray_gives_the_local_results_with_concurrency_per_actor(
     tmp_path: Path, server: FakeServer, rows: list[dict[str, str]], leftovers: str
 ) -> None:
@@ -138,6 +141,9 @@ def test_ray_gives_the_local_results_with_concurrency_per_actor(
     assert not (tmp_path / "ray" / ACTORS_DIR).exists()  # every actor's part gathered
 
 
+@pytest.mark.crash
+@pytest.mark.slow
+@pytest.mark.timeout(RAY_TIMEOUT_S)
 def test_killed_actor_then_killed_driver_resume_sends_no_recorded_row_again(
     tmp_path: Path, server: FakeServer, rows: list[dict[str, str]], leftovers: str
 ) -> None:
