@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,11 @@ def main() -> None:
     type=click.IntRange(min=0),
     help="Re-asks of an answer that fails --json-schema. [2]",
 )
+@click.option(
+    "--engine", type=click.Choice(["local", "ray"]), help="Who sends: this process or Ray."
+)
+@click.option("--ray-address", metavar="ADDR", help="Ray cluster to join. [a local Ray]")
+@click.option("--ray-actors", type=click.IntRange(1, 1000), help="Ray actors (--engine ray). [2]")
 @click.option("--no-progress", is_flag=True, help="No live display: a plain line every 10 s.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress at all: only the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo every call's log line to stderr.")
@@ -142,7 +148,12 @@ def run(
     try:
         with user_errors():
             key = api_key()
-            spec = spooled(load_spec(job, input_path, output, dict(flags)))
+            from batchrunner.rayengine import engine_spec
+
+            engine = engine_spec(
+                flags.pop("engine"), flags.pop("ray_address"), flags.pop("ray_actors")
+            )
+            spec = replace(spooled(load_spec(job, input_path, output, dict(flags))), engine=engine)
             pricing = spec.pricing
             display = open_display(quiet=quiet, no_progress=no_progress, pricing=pricing)
             stats, judged = _run_showing(spec, key, display, verbose=verbose, ended=ended.append)

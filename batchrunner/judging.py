@@ -142,6 +142,18 @@ async def run_and_judge(
 
 
 async def _run(spec: JobSpec, api_key: str, hooks: RunHooks) -> RunStats:
+    if spec.engine is not None:  # --engine ray
+        from batchrunner.rayengine import run_ray
+
+        return await run_ray(
+            spec,
+            api_key=api_key,
+            policy=hooks.policy,
+            progress=hooks.progress,
+            warn=hooks.warn,
+            interrupts=hooks.interrupts,
+            ended=hooks.ended,
+        )
     return await run_job(
         spec,
         api_key=api_key,
@@ -225,7 +237,10 @@ def _round_spec(spec: JobSpec, number: int) -> JobSpec:
         temperature=0.0,  # the same verdict for the same answer, as far as the model allows
         stream=spec.request.stream,
     )
-    return replace(spec, input=rows, output=out, request=request, eval=None, limit=None)
+    # Judge rounds are small: they run here, not on Ray.
+    return replace(
+        spec, input=rows, output=out, request=request, eval=None, limit=None, engine=None
+    )
 
 
 def _to_judge(spec: JobSpec) -> dict[str, tuple[object, str]]:

@@ -109,6 +109,15 @@ class EvalSpec:
     judge_template: str | None = None  # None: judge.DEFAULT_TEMPLATE
 
 
+@dataclass(frozen=True, slots=True)
+class RayEngine:
+    """`--engine ray`: the cluster's address (None: a local Ray started for the run) and
+    the size of the actor pool (rayengine.py)."""
+
+    address: str | None = None
+    actors: int = 2
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """Everything one run needs. Secrets are not here: the key lives in the environment."""
@@ -130,6 +139,7 @@ class JobSpec:
     cache: Path | None = None  # --cache DIR: answers shared across runs (see cache)
     cache_ttl_s: float = 0.0  # --cache-ttl: older cached answers are asked again (0: none)
     cache_mode: CacheMode = "readwrite"
+    engine: RayEngine | None = None  # --engine ray; None: this process sends the rows
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from batchrunner.errors import OutputError
+from batchrunner.rundir import actors
 from batchrunner.rundir.files import disk_errors, list_parts, list_segments
 from batchrunner.rundir.given import GIVEN_NAMES
 from batchrunner.rundir.manifest import NAME as MANIFEST
@@ -31,6 +32,7 @@ _OWN_NAMES = {
     "journal",
     "parts",
     "quarantine",
+    actors.ACTORS_DIR,
     *GIVEN_NAMES,
     *STDIN_NAMES,
 }
@@ -71,6 +73,8 @@ def take_lock(path: Path) -> int:
 def recorded_any(path: Path) -> bool:
     """Whether `path` holds any outcome: a part, a journal line or results.parquet."""
     if list_parts(path / "parts") or (path / "results.parquet").exists():
+        return True
+    if actors.holds_outcomes(path):  # a Ray run's outcomes, not gathered yet
         return True
     return any(seg.stat().st_size > 0 for _, seg in list_segments(path / "journal"))
 

@@ -152,6 +152,14 @@ class JournalWriter:
     def path(self) -> Path:
         return segment_path(self._dir, self._seq)
 
+    def skip(self) -> int:
+        """Give the current number to a part made elsewhere (`RunDir.adopt`); appends go
+        to the next one. Only between segments: nothing may be appended to this one."""
+        assert self._fd is None, "a segment is open"
+        seq = self._seq
+        self._seq += 1
+        return seq
+
     def append(self, line: bytes) -> None:
         """Write one complete line with one write(); on failure, undo any partial write."""
         if self._torn:

@@ -23,11 +23,11 @@ from batchrunner.errors import OutputError
 from batchrunner.rundir.carried import from_input
 from batchrunner.rundir.claim import check_foreign, claim, take_lock
 from batchrunner.rundir.doneset import DoneSet, Outcome
-from batchrunner.rundir.files import disk_errors
+from batchrunner.rundir.files import disk_errors, fsync_dir, part_path
 from batchrunner.rundir.journal import JournalWriter, encode_result
 from batchrunner.rundir.lines import parse_lines
 from batchrunner.rundir.manifest import Manifest, write_manifest
-from batchrunner.rundir.parts import CorruptPartError
+from batchrunner.rundir.parts import CorruptPartError, read_part_outcomes
 from batchrunner.rundir.recovery import drop_segment, quarantine, recover, to_part
 from batchrunner.rundir.results import assemble_results
 
@@ -221,6 +221,23 @@ class RunDir:
                 if written is not None:
                     self._parts.append(written.info)
                 del self._uncommitted[sealed.seq]
+
+    def adopt(self, part: Path) -> None:
+        """Make `part` (written elsewhere on this file system: a Ray actor's directory) this
+        run's next part with one rename, so it is never in both places, and count its rows."""
+        with self._committing:
+            seq = self._journal.skip()
+            target = part_path(self.path / "parts", seq)
+            with disk_errors(self.path):
+                part.replace(target)
+                fsync_dir(target.parent)
+                fsync_dir(part.parent)
+            found = read_part_outcomes(seq, target)
+            self._done.mark_many(found.indices, found.succeeded)
+            self._done.recount()
+            with self._mutex:
+                self._parts.append(found.info)
+            self._holds_outcomes = True
 
     def set_total(self, total_rows: int) -> None:
         """Record a new input size (say, a different --limit) in the manifest."""
