@@ -33,6 +33,7 @@ class RequestSpec:
     stream: bool = False
     id_column: str | None = None
     prompt_column: str | None = None
+    image_column: str | None = None  # None: a simple row's images are in `images`
     # --json-schema: the schema itself (config reads the file), asked for in every request
     # and checked against every answer, which is re-asked up to output_retries times.
     json_schema: JSONObject | None = None
@@ -55,6 +56,7 @@ class SourceOptions:
     prompt_column: str | None = None
     request: RequestSpec = field(default_factory=RequestSpec)
     format: InputFormat | None = None  # --format; None: from the input's name
+    image_dir: Path | None = None  # where relative image paths start; None: by the input
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +126,9 @@ class JobSpec:
     durability: Durability = "process"
     shard: Shard | None = None  # --shard I/N: only the rows whose id hash falls in it
     input_format: InputFormat | None = None  # --format, for a name that does not tell
+    # Where relative image paths start: None, the input's directory; the current one for
+    # stdin and rows given to the Python API (their input is a copy in the run directory).
+    image_dir: Path | None = None
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""
@@ -134,6 +139,7 @@ class JobSpec:
             prompt_column=self.request.prompt_column,
             request=self.request,
             format=self.input_format,
+            image_dir=self.image_dir,
         )
 
     def request_settings(self) -> dict[str, Any]:
@@ -148,6 +154,7 @@ class JobSpec:
         req = asdict(self.request)
         req.pop("stream")
         req.pop("output_retries")
-        if req["json_schema"] is None:
-            req.pop("json_schema")
+        for key in ("json_schema", "image_column"):  # newer: absent when not set
+            if req[key] is None:
+                req.pop(key)
         return {"api": self.api, "request": req}

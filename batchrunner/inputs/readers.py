@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from batchrunner.errors import SourceError
+from batchrunner.inputs.images import image_folder
 from batchrunner.inputs.rows import RowMaker
 
 if TYPE_CHECKING:
@@ -139,7 +140,11 @@ def read_rows(
     running on across them. Rows whose index `skip` accepts are left out (and, in JSONL,
     not even parsed).
     """
-    maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
+    maker = RowMaker(
+        opts,
+        json_strings=input_format(path, opts.format) != "jsonl",
+        image_folder=image_folder(path, opts.image_dir),
+    )
 
     def check(file: Path, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))
