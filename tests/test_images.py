@@ -11,12 +11,17 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import tracemalloc
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import SourceError
-from batchrunner.inputs import validate
+from batchrunner.inputs import read_rows, validate
 from batchrunner.inputs.images import MB, image_refs, load_images
 from batchrunner.protocols import get_protocol
 from batchrunner.protocols.images import IMAGE_TOKENS
@@ -192,15 +197,19 @@ def test_urls_and_data_uris_are_sent_as_they_are(tmp_path: Path) -> None:
 
 
 def test_image_column_from_csv_judges_by_bytes_not_name(tmp_path: Path) -> None:
-    """--image-column names the column (one path per CSV cell); a JPEG named .txt is an
-    image, a text file named .png is not; the files' digest changes with their bytes."""
+    """--image-column names the column (one path per CSV cell, an empty one: none), and
+    must be in some row; a JPEG named .txt is an image, a text file named .png is not; the
+    files' digest changes with their bytes."""
     _image(tmp_path / "photo.txt", JPEG, 1)
     (tmp_path / "fake.png").write_text("not an image")
     src = tmp_path / "in.csv"
-    src.write_text("prompt,photo\nfirst,photo.txt\nsecond,photo.txt\n")
+    src.write_text("prompt,photo\nfirst,photo.txt\nsecond,photo.txt\nthird,\n")
     opts = SourceOptions(request=RequestSpec(image_column="photo"))
-    summary = validate(src, opts)
-    assert (summary.rows, summary.image_files, "photo" in summary.extra_columns) == (2, 2, False)
+    summary = validate(src, opts)  # an empty cell names no image
+    assert (summary.rows, summary.image_files, "photo" in summary.extra_columns) == (3, 2, False)
+    typo = SourceOptions(request=RequestSpec(image_column="foto"))
+    with pytest.raises(SourceError, match="image column 'foto' is in no row"):
+        validate(src, typo)  # else every request would go without its image
     _image(tmp_path / "photo.txt", JPEG, 2)
     assert validate(src, opts).images != summary.images
     src.write_text("prompt,photo\nfirst,photo.txt\nsecond,fake.png\n")
@@ -223,3 +232,56 @@ def test_rows_given_to_the_python_api_name_images_from_the_current_directory(
     assert result.succeeded == 1
     data = (tmp_path / "pics" / "a.png").read_bytes()
     assert shared_api.log()[0]["images"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_stdin_rows_name_images_from_the_current_directory(
+    tmp_path: Path, shared_api: FakeServer
+) -> None:
+    """`run -` reads a copy of stdin kept in the run directory; its rows' relative image
+    paths still start at the directory the command runs in."""
+    _image(tmp_path / "pics" / "b.jpg", JPEG, 4)
+    row = json.dumps({"prompt": "and this?", "images": ["pics/b.jpg"]}) + "\n"
+    cmd = [sys.executable, "-m", "batchrunner", "run", "-", "-o", "run", "-q"]
+    env = {**os.environ, "CAICAINI_API_KEY": TEST_KEY, "CAICAINI_BASE": shared_api.base_url}
+    done = subprocess.run(
+        cmd, input=row, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    data = (tmp_path / "pics" / "b.jpg").read_bytes()
+    assert shared_api.log()[0]["images"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_plan_counts_the_images_as_the_run_sends_them(
+    tmp_path: Path, shared_api: FakeServer
+) -> None:
+    """`plan --exact` reads the files as the run does: every row is counted, none fails."""
+    src, _files = _twenty(tmp_path)
+    res = run_cli(["plan", str(src), "--exact", "--json", "--base-url", shared_api.base_url])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["counted_rows"] == 20
+
+
+def test_a_parquet_list_column_and_no_image_held_while_rows_are_read(tmp_path: Path) -> None:
+    """A Parquet `list<string>` column of images works (a null names none). Rows are read
+    holding the paths only, and the validation pass holds no image: over 24 files of 4 MB
+    (96 MB) its peak allocation stays a few MB."""
+    for i in range(24):
+        with (tmp_path / f"big{i}.png").open("wb") as fh:
+            fh.write(PNG + hashlib.sha256(str(i).encode()).digest())
+            fh.truncate(4 * MB)
+    pics = [[f"big{i}.png"] if i % 6 else None for i in range(24)] + [["big0.png"] * 5]
+    table = pa.table({"prompt": [f"p{i}" for i in range(25)], "pics": pics})
+    pq.write_table(table, tmp_path / "in.parquet")
+    opts = SourceOptions(request=RequestSpec(image_column="pics"))
+    tracemalloc.start()
+    try:
+        summary = validate(tmp_path / "in.parquet", opts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (summary.rows, summary.image_files) == (25, 25)
+    assert peak < 16 * MB
+    rows = list(read_rows(tmp_path / "in.parquet", opts))
+    assert rows[1].body["images"] == [str(tmp_path / "big1.png")]
+    assert "images" not in rows[0].body
+    assert rows[24].body["images"] == [str(tmp_path / "big0.png")] * 5

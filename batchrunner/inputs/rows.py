@@ -94,6 +94,7 @@ class RowMaker:
         # A simple row's images: `images`, or the column --image-column names.
         self._image_key = opts.request.image_column or "images"
         self._image_folder = image_folder
+        self.image_rows = 0  # rows that have the image column (null included)
         fields.add(self._image_key)
         self._fields = frozenset(fields)
         self._parse: Callable[[JSONObject, int, str], Parsed] = self._simple
@@ -212,7 +213,8 @@ class RowMaker:
         """The row's images as `body["images"]`, their references checked (not the files:
         those are read by the validation pass and as the request is built)."""
         value = body.pop(self._image_key)
-        if value is not None:  # a null cell (Parquet, CSV) names no image
+        self.image_rows += 1
+        if value is not None and value != "":  # a null or empty cell names no image
             body["images"] = image_refs(value, self._image_key, where, self._image_folder)
 
     def _simple_id(self, value: object, index: int, where: str) -> str:

@@ -109,11 +109,10 @@ def validate(
     except SourceError as exc:
         failure = exc  # a duplicate id before this row is the first problem, if any
     _raise_first_problem(path, opts, buckets, failure, rows=rows, digest=_digest)
-    if rows == 0 or maker.shape is None:
-        raise SourceError(str(path), "no rows: the input is empty")
+    shape = _whole_input_checked(path, opts, maker, rows)
     return InputSummary(
         rows=rows,
-        shape=maker.shape,
+        shape=shape,
         files=input_files(path),
         extra_columns=_columns(maker, schemas) if parquet else kinds,
         seconds=time.perf_counter() - started,
@@ -122,6 +121,16 @@ def validate(
         image_files=images.files,
         images=images.digest,
     )
+
+
+def _whole_input_checked(path: Path, opts: SourceOptions, maker: RowMaker, rows: int) -> Shape:
+    """The input's shape, once what only the whole input tells is checked: it has rows,
+    and a column --image-column names is in one at least (else a typo sends no image)."""
+    if rows == 0 or maker.shape is None:
+        raise SourceError(str(path), "no rows: the input is empty")
+    if (column := opts.request.image_column) is not None and not maker.image_rows:
+        raise SourceError(str(path), f"image column {column!r} is in no row")
+    return maker.shape
 
 
 def _makers(path: Path, opts: SourceOptions, kind: str) -> tuple[RowMaker, ImageCheck]:
