@@ -144,6 +144,19 @@ def test_validate_names_the_line_of_a_bad_image_and_run_sends_nothing(
     assert shared_api.log() == []
 
 
+def test_a_fifo_or_a_directory_is_no_image_and_validation_does_not_wait(tmp_path: Path) -> None:
+    """A named pipe would block an open() until a writer came: it is refused unopened."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dir.png").mkdir()
+    for name in ("pipe.png", "dir.png"):
+        src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "images": [name]}])
+        with pytest.raises(SourceError, match=f"images\\[0\\] .*{name}: not a regular file"):
+            validate(src, SourceOptions())
+        row = Row(index=0, id="0", body={"prompt": "p", "images": [str(tmp_path / name)]})
+        with pytest.raises(SourceError, match="not a regular file"):
+            load_images(row, "chat")
+
+
 def test_a_resume_after_an_image_was_replaced_is_refused(
     tmp_path: Path, shared_api: FakeServer
 ) -> None:

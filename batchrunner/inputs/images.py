@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -107,10 +106,11 @@ class ImageCheck:
 
     def _file(self, ref: str, label: str, where: str) -> tuple[str, int, str]:
         try:
-            with Path(ref).open("rb") as handle:
-                info = os.fstat(handle.fileno())
-                if not stat.S_ISREG(info.st_mode):
-                    raise SourceError(where, f"{label}: not a file")
+            file = Path(ref)
+            info = file.stat()
+            if not stat.S_ISREG(info.st_mode):  # opening a FIFO would wait for a writer
+                raise SourceError(where, f"{label}: not a regular file")
+            with file.open("rb") as handle:
                 media_type = _media_type(handle.read(_HEAD), label, where)
                 _check_size(info.st_size, self._limit, self._api, label, where)
                 handle.seek(0)
@@ -133,9 +133,13 @@ def load_images(row: Row, api: Api, name: str = "images") -> Row:
             images.append(_inline(ref, limit, api, label, row.where))
             continue
         try:
-            with Path(ref).open("rb") as handle:
-                # Stat before reading: a file grown past the limit is never read whole.
-                _check_size(os.fstat(handle.fileno()).st_size, limit, api, label, row.where)
+            file = Path(ref)
+            info = file.stat()
+            if not stat.S_ISREG(info.st_mode):  # validated a file: replaced since
+                raise SourceError(row.where, f"{label}: not a regular file")
+            # Stat before reading: a file grown past the limit is never read whole.
+            _check_size(info.st_size, limit, api, label, row.where)
+            with file.open("rb") as handle:
                 data = handle.read(limit + 1)
         except OSError as exc:
             raise SourceError(row.where, f"{label}: {_os_reason(exc)}") from None
