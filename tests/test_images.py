@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -30,8 +31,6 @@ from batchrunner.spec import RequestSpec, SourceOptions
 from tests.helpers import TEST_KEY, read_results, run_cli, write_jsonl
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.fakeserver import FakeServer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -158,7 +157,7 @@ def test_a_fifo_or_a_directory_is_no_image_and_validation_does_not_wait(tmp_path
 
 
 def test_a_resume_after_an_image_was_replaced_is_refused(
-    tmp_path: Path, shared_api: FakeServer
+    tmp_path: Path, shared_api: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The image files' digest is in the fingerprint: after --limit 5, replacing the image
     of a row not yet sent (same size, other bytes) refuses the resume (exit 2, nothing
@@ -177,7 +176,8 @@ def test_a_resume_after_an_image_was_replaced_is_refused(
     assert "image_files:" in refused.stderr
     assert len(shared_api.log()) == 5
     image.write_bytes(original)
-    resumed = _run(src, out, shared_api)
+    monkeypatch.chdir(src.parent)  # the same files, named from elsewhere: the same run
+    resumed = _run(Path(src.name), out, shared_api)
     assert resumed.exit_code == 0, resumed.stderr
     assert len(shared_api.log()) == 20
 

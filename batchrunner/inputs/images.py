@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -72,7 +73,8 @@ def image_refs(value: object, name: str, where: str, folder: Path | None) -> lis
 class ImageCheck:
     """The validation pass's check of every row's images, and the digest of their files.
 
-    The digest (sha256 over each local file's path, size and content sha256, in row order)
+    The digest (sha256 over each local file's absolute path, size and content sha256, in
+    row order)
     goes into the run's fingerprint: a resume after an image changed is refused.
     """
 
@@ -99,7 +101,9 @@ class ImageCheck:
                 out.append(_inline(ref, self._limit, self._api, label, where))
                 continue
             media_type, size, sha = self._file(ref, label, where)
-            self._digest.update(f"{ref}\0{size}\0{sha}\n".encode(errors="surrogatepass"))
+            # The absolute path: the same file named from another directory is the same.
+            absolute = os.path.abspath(ref)  # noqa: PTH100 (no symlinks resolved: no IO)
+            self._digest.update(f"{absolute}\0{size}\0{sha}\n".encode(errors="surrogatepass"))
             self.files += 1
             out.append({"media_type": media_type, "data": ""})
         return out
