@@ -79,6 +79,7 @@ class RunOptions(TypedDict, total=False):
     template: str
     id_column: str
     prompt_column: str
+    image_column: str
     concurrency: int
     max_attempts: int
     timeout: float
@@ -270,7 +271,8 @@ def _prepare(source: Source, output: str | os.PathLike[str], options: dict[str, 
     )
     if path is not None:
         return spooled(spec)
-    return replace(spec, input=write_given(source, spec.output))
+    # The rows' relative image paths start where the caller is, not in the run directory.
+    return replace(spec, input=write_given(source, spec.output), image_dir=Path.cwd())
 
 
 def spooled(spec: JobSpec) -> JobSpec:
@@ -280,7 +282,8 @@ def spooled(spec: JobSpec) -> JobSpec:
 
     if not is_stdin(spec.input):
         return spec
-    return replace(spec, input=spool_stdin(sys.stdin.buffer, spec.output, spec.input_format))
+    copy = spool_stdin(sys.stdin.buffer, spec.output, spec.input_format)
+    return replace(spec, input=copy, image_dir=Path.cwd())  # images: as for rows given
 
 
 def _result(spec: JobSpec, stats: RunStats) -> RunResult:

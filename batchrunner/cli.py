@@ -192,7 +192,8 @@ def validate_cmd(input_path: str | None, job: Path | None, **flags: Any) -> None
         summary = validate(spec.input, spec.source_options())
         if spec.eval is not None and (missing := check_columns(spec.eval, summary.extra_columns)):
             raise ConfigError("; ".join(missing))
-    click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid")
+    files = f", {summary.image_files} image files checked" if summary.image_files else ""
+    click.echo(f"{spec.input}: {summary.rows} rows ({summary.shape}), valid{files}")
 
 
 @main.command("plan")

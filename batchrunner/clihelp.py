@@ -63,6 +63,7 @@ def request_options(f: Any) -> Any:
         click.option("--template", help='Build the prompt from columns: "Q: {question}".'),
         click.option("--id-column", help="Input column holding the row id."),
         click.option("--prompt-column", help="Input column holding the prompt."),
+        click.option("--image-column", help="Input column holding image paths/URLs. [images]"),
         click.option("--format", "input_format", type=click.Choice(_FORMATS), help="[by name]"),
         click.option(
             "--json-schema",

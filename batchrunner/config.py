@@ -269,14 +269,14 @@ def _check_request(v: dict[str, Any]) -> list[str]:
         problems.append(f"temperature must be a number{_not(v['temperature'])}")
     problems += [
         f"{key} must be a string"
-        for key in ("system", "template", "id_column", "prompt_column")
+        for key in ("system", "template", "id_column", "prompt_column", "image_column")
         if v[key] is not None and not isinstance(v[key], str)
     ]
     # Flags arrive through the OS: an undecodable byte becomes a lone surrogate, which
     # the request (UTF-8 JSON) could not carry.
     problems += [
         f"{key} holds a character UTF-8 cannot encode (an undecodable byte in the flag?)"
-        for key in ("model", "system", "template", "id_column", "prompt_column")
+        for key in ("model", "system", "template", "id_column", "prompt_column", "image_column")
         if isinstance(v[key], str) and not is_utf8(v[key])
     ]
     if not isinstance(v["stream"], bool):

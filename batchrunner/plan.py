@@ -10,7 +10,7 @@ with a 95% range. With `[pricing]` the counts become a cost range. Writes nothin
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +22,7 @@ from batchrunner.config import KEY_ENV
 from batchrunner.costcap import usd
 from batchrunner.errors import RunAbortedError
 from batchrunner.inputs import read_rows, validate
+from batchrunner.inputs.images import request_for
 from batchrunner.pacing import Pacer
 from batchrunner.protocols import get_protocol
 from batchrunner.protocols.counting import COUNT_PATH, CountReader, count_request
@@ -148,12 +149,14 @@ class _Counter:
         async with out:
             while batch := await anyio.to_thread.run_sync(_take, rows, _BATCH):
                 for row in batch:
-                    await out.send(self._request(row))
+                    await out.send(await self._request(row))
 
-    def _request(self, row: Row) -> Request:
+    async def _request(self, row: Row) -> Request:
         protocol = get_protocol(row.api or self.spec.api)
         self.converted = self.converted or protocol.name == "chat"
-        return count_request(protocol.build_request(row, self.spec.request, stream=False))
+        # Images count: their files are read as for the run (request_for), then counted.
+        defaults = replace(self.spec.request, stream=False)
+        return count_request(await request_for(protocol, row, defaults))
 
     async def _work(self, requests: MemoryObjectReceiveStream[Request], client: ApiClient) -> None:
         timeout = min(60.0, self.spec.limits.attempt_timeout(False))

@@ -23,6 +23,7 @@ from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.costcap import cost_cap
 from batchrunner.errors import DiskError, SourceError, StopReason, run_level_error
+from batchrunner.inputs.images import request_for
 from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
@@ -174,9 +175,7 @@ class _Run:
     async def _handle(self, row: Row, client: ApiClient, calllog: CallLog) -> None:
         protocol = get_protocol(row.api or self.spec.api)
         try:
-            request = protocol.build_request(
-                row, self.spec.request, stream=self.spec.request.stream
-            )
+            request = await request_for(protocol, row, self.spec.request)
         except SourceError as exc:  # validation should have caught it; record, don't crash
             self._record(error_result(row, "invalid_input", exc.reason))
             return

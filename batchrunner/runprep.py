@@ -49,21 +49,28 @@ async def prepare(
         fingerprint["shard"] = str(spec.shard)
     # A resume of the same input and settings was validated when the run began: skip the
     # pass (a few seconds per million rows) and start sending at once.
+    # With image files there is no skipping: the pass hashes them, and a digest that
+    # differs from the stored one (an image replaced) makes another fingerprint.
     known = stored_summary(spec.output, fingerprint)
     if known is None:
-        known = await anyio.to_thread.run_sync(validated, spec)
+        summary, images = await anyio.to_thread.run_sync(validated, spec)
+        if images is not None:
+            fingerprint["image_files"] = images
+        known = summary
     if spec.eval is not None and (missing := check_columns(spec.eval, known.extra_columns)):
         raise ConfigError("; ".join(missing))  # scores would be impossible: send nothing
     return spec, fingerprint, known, stored, identity
 
 
-def validated(spec: JobSpec) -> StoredSummary:
+def validated(spec: JobSpec) -> tuple[StoredSummary, str | None]:
     """The validation pass over the whole input (a shard's own rows counted), as the
-    manifest keeps it for resumes. Blocking: run it in a thread."""
+    manifest keeps it for resumes, and the digest of the image files the rows name (None
+    when they name none). Blocking: run it in a thread."""
     summary = validate(spec.input, spec.source_options(), shard=spec.shard)
-    return StoredSummary(
+    stored = StoredSummary(
         rows=summary.rows, extra_columns=summary.extra_columns, shard_rows=summary.shard_rows
     )
+    return stored, summary.images
 
 
 def stored_identity(path: Source, out: Path) -> tuple[dict[str, object], dict[str, object]]:

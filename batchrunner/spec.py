@@ -35,6 +35,7 @@ class RequestSpec:
     stream: bool = False
     id_column: str | None = None
     prompt_column: str | None = None
+    image_column: str | None = None  # None: a simple row's images are in `images`
     # --json-schema: the schema itself (config reads the file), asked for in every request
     # and checked against every answer, which is re-asked up to output_retries times.
     json_schema: JSONObject | None = None
@@ -57,6 +58,7 @@ class SourceOptions:
     prompt_column: str | None = None
     request: RequestSpec = field(default_factory=RequestSpec)
     format: InputFormat | None = None  # --format; None: from the input's name
+    image_dir: Path | None = None  # where relative image paths start; None: by the input
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +142,9 @@ class JobSpec:
     cache_ttl_s: float = 0.0  # --cache-ttl: older cached answers are asked again (0: none)
     cache_mode: CacheMode = "readwrite"
     engine: RayEngine | None = None  # --engine ray; None: this process sends the rows
+    # Where relative image paths start: None, the input's directory; the current one for
+    # stdin and rows given to the Python API (their input is a copy in the run directory).
+    image_dir: Path | None = None
 
     def source_options(self) -> SourceOptions:
         """What reading and validating the input needs of this spec."""
@@ -150,6 +155,7 @@ class JobSpec:
             prompt_column=self.request.prompt_column,
             request=self.request,
             format=self.input_format,
+            image_dir=self.image_dir,
         )
 
     def request_settings(self) -> dict[str, Any]:
@@ -164,6 +170,7 @@ class JobSpec:
         req = asdict(self.request)
         req.pop("stream")
         req.pop("output_retries")
-        if req["json_schema"] is None:
-            req.pop("json_schema")
+        for key in ("json_schema", "image_column"):  # newer: absent when not set
+            if req[key] is None:
+                req.pop(key)
         return {"api": self.api, "request": req}

@@ -10,6 +10,7 @@ from typing import Any
 
 from batchrunner.fakeapi.answers import ToolSpec, input_tokens, prompt_text
 from batchrunner.fakeapi.ask import Ask
+from batchrunner.fakeapi.images import chat_image_problem
 from batchrunner.fakeapi.shapes import ApiError
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -73,6 +74,11 @@ def _check_message(i: int, message: Any) -> None:
         raise _wrong_type(f"{where}.content", "one of a string or array of objects", content)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise _missing(f"{where}.tool_call_id")
+    for j, part in enumerate(content if isinstance(content, list) else []):
+        is_image = isinstance(part, dict) and part.get("type") == "image_url"
+        if is_image and (problem := chat_image_problem(part)) is not None:
+            param, _, reason = problem.partition(": ")
+            raise _bad(reason, f"{where}.content[{j}].{param}", "invalid_value")
 
 
 def _check_number(body: dict[str, Any], name: str, low: float, high: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any, TypeGuard
 
 from batchrunner.fakeapi.answers import ToolSpec, input_tokens, prompt_text
 from batchrunner.fakeapi.ask import Ask
+from batchrunner.fakeapi.images import messages_image_problem
 from batchrunner.fakeapi.shapes import ApiError
 
 _ANTHROPIC_ROLES = ("user", "assistant")
@@ -41,6 +42,8 @@ def _check_anthropic_content(content: Any, where: str) -> None:
             raise _bad(f"{where}.{j}.type: Field required")
         if kind == "text" and not isinstance(block.get("text"), str):
             raise _bad(f"{where}.{j}.text: Field required")
+        if kind == "image" and (problem := messages_image_problem(block)) is not None:
+            raise _bad(f"{where}.{j}.image.{problem}")
 
 
 def _check_anthropic_messages(messages: Any) -> None:

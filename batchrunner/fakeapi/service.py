@@ -17,6 +17,7 @@ from batchrunner.fakeapi import keys
 from batchrunner.fakeapi.answers import prompt_text
 from batchrunner.fakeapi.faults import FaultPlanner
 from batchrunner.fakeapi.ids import anthropic_request_id, openai_request_id
+from batchrunner.fakeapi.images import image_entries
 from batchrunner.fakeapi.limits import RateLimits
 from batchrunner.fakeapi.messages_validation import parse_count_tokens
 from batchrunner.fakeapi.shapes import (
@@ -134,6 +135,8 @@ class FakeApi:
         if entry is not None and isinstance(body, dict):
             entry["prompt"] = prompt_text(body.get("messages"))
             entry["stream"] = body.get("stream") is True
+            if images := image_entries(body.get("messages")):
+                entry["images"] = images
         self._authorize(request, conv)
         if conv == "anthropic" and not request.headers.get("anthropic-version"):
             raise ApiError(400, "invalid_request_error", "anthropic-version: header is required")

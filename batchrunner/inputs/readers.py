@@ -26,6 +26,7 @@ import zstandard
 
 from batchrunner import remote
 from batchrunner.errors import SourceError
+from batchrunner.inputs.images import image_folder
 from batchrunner.inputs.rows import RowMaker
 from batchrunner.uris import Source, Uri
 
@@ -163,7 +164,11 @@ def read_rows(
     running on across them. Rows whose index `skip` accepts are left out (and, in JSONL,
     not even parsed).
     """
-    maker = RowMaker(opts, json_strings=input_format(path, opts.format) != "jsonl")
+    maker = RowMaker(
+        opts,
+        json_strings=input_format(path, opts.format) != "jsonl",
+        image_folder=image_folder(path, opts.image_dir),
+    )
 
     def check(file: Source, schema: Any) -> None:
         maker.check_columns(schema.names, str(file))

@@ -14,12 +14,14 @@ import string
 from typing import TYPE_CHECKING, Any, cast
 
 from batchrunner.errors import SourceError
+from batchrunner.inputs.images import image_refs
 from batchrunner.protocols import REQUEST_FIELDS
 from batchrunner.protocols.jsonsafe import check_text
 from batchrunner.records import Api, JSONObject, Row, Shape, json_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from pathlib import Path
 
     from batchrunner.spec import SourceOptions
 
@@ -71,8 +73,11 @@ def _not_object(record: object) -> str:
 class RowMaker:
     """Makes the Rows of one input; the first record fixes the shape for all the others."""
 
-    def __init__(self, opts: SourceOptions, *, json_strings: bool = False) -> None:
-        """`json_strings`: accept `body`/`params` stored as JSON text (Parquet inputs)."""
+    def __init__(
+        self, opts: SourceOptions, *, json_strings: bool = False, image_folder: Path | None = None
+    ) -> None:
+        """`json_strings`: accept `body`/`params` stored as JSON text (Parquet inputs);
+        `image_folder`: where a row's relative image paths start (None: as they are)."""
         self.shape: Shape | None = None
         self.first_where = ""
         self._json_strings = json_strings
@@ -86,9 +91,15 @@ class RowMaker:
         if opts.template is not None or opts.prompt_column is not None:
             fields.discard("prompt")  # the prompt comes from elsewhere: `prompt` is a column
         fields.discard(self._id_key)
+        # A simple row's images: `images`, or the column --image-column names.
+        self._image_key = opts.request.image_column or "images"
+        self._image_folder = image_folder
+        self.image_rows = 0  # rows that have the image column (null included)
+        fields.add(self._image_key)
         self._fields = frozenset(fields)
         self._parse: Callable[[JSONObject, int, str], Parsed] = self._simple
-        self._uses_options = (opts.template, opts.id_column, opts.prompt_column) != (None,) * 3
+        named = (opts.template, opts.id_column, opts.prompt_column, opts.request.image_column)
+        self._uses_options = named != (None,) * 4
         # Set per Parquet file by check_columns: the file has this id column, so a row
         # without an id holds a null there (Parquet cannot leave a field out).
         self._id_in_file: str | None = None
@@ -129,6 +140,8 @@ class RowMaker:
             return  # batch lines: the first row reports the options that do not apply
         self._id_in_file = self._id_key if self._id_key in have else None
         wanted = [(self._prompt_column, "prompt column"), (self._id_key, "id column")]
+        if self._image_key != "images":
+            wanted.append((self._image_key, "image column"))
         wanted += [(name, "template column") for name in self._needs]
         for name, role in wanted:
             if name is None or name in have or (role == "id column" and name == "id"):
@@ -155,7 +168,7 @@ class RowMaker:
         if shape != "simple" and self._uses_options:
             raise SourceError(
                 where,
-                "a template, id column or prompt column applies only to simple rows, "
+                "a template, id, prompt or image column applies only to simple rows, "
                 f"but this input holds {SHAPE_NAMES[shape]}",
             )
         self.shape = shape
@@ -192,7 +205,17 @@ class RowMaker:
             body["prompt"] = prompt
         if type(body.get("prompt")) is not str or "messages" in body:
             self._check_prompt(body, extra, where)
+        if self._image_key in body:
+            self._images(body, where)
         return row_id, body, extra, None
+
+    def _images(self, body: JSONObject, where: str) -> None:
+        """The row's images as `body["images"]`, their references checked (not the files:
+        those are read by the validation pass and as the request is built)."""
+        value = body.pop(self._image_key)
+        self.image_rows += 1
+        if value is not None and value != "":  # a null or empty cell names no image
+            body["images"] = image_refs(value, self._image_key, where, self._image_folder)
 
     def _simple_id(self, value: object, index: int, where: str) -> str:
         if value is _MISSING:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrunner.errors import SourceError
+from batchrunner.inputs.images import ImageCheck, image_folder
 from batchrunner.inputs.readers import OnFile, input_files, input_format, iter_records
 from batchrunner.inputs.rows import RowMaker
 from batchrunner.protocols import PROTOCOLS
@@ -57,6 +58,8 @@ class InputSummary:
     seconds: float
     shard_rows: int | None = None  # with a shard: how many of the rows are its own
     max_output_tokens: int = 0  # every row's max_tokens (times `n` choices): plan's bound
+    image_files: int = 0  # local image files the rows name (each checked and hashed)
+    images: str | None = None  # their digest (inputs.images.ImageCheck), for the fingerprint
 
 
 def validate(
@@ -68,7 +71,7 @@ def validate(
     started = time.perf_counter()
     kind = input_format(path, opts.format)
     parquet = kind == "parquet"
-    maker = RowMaker(opts, json_strings=kind != "jsonl")
+    maker, images = _makers(path, opts, kind)
     check, schemas = _schema_check(maker)
     # 256 buckets by the digest's low byte, so each sorts alone with little extra memory.
     buckets = [array("Q") for _ in range(256)]
@@ -78,17 +81,17 @@ def validate(
     owns = shard.owns if shard is not None else None
     failure: SourceError | None = None
     parse = maker.parse
-    # The run's own request building, less the Row and Request objects that cannot fail
-    # (build_request = build_body + packaging): every row valid here can be sent.
+    # The run's build_request, less what cannot fail: every row valid here can be sent.
     builders = {name: protocol.build_body for name, protocol in PROTOCOLS.items()}
-    defaults = opts.request
     try:
         with closing(iter_records(path, on_file=check, fmt=opts.format)) as records:
             for index, (record, where) in enumerate(records):
                 row_id, body, extra, api = parse(record, index, where)
                 shape = maker.shape or "simple"  # parse() has set it
+                if shape == "simple" and "images" in body:  # a new dict: parse() made it
+                    body["images"] = images.check(body["images"], where)
                 built, max_tokens = builders[api or opts.api](
-                    body, defaults, shape=shape, api=api, where=where
+                    body, opts.request, shape=shape, api=api, where=where
                 )
                 bound += max_tokens
                 if "n" in built:  # chat: n answers, each up to max_tokens (a rare field)
@@ -105,20 +108,40 @@ def validate(
     except SourceError as exc:
         failure = exc  # a duplicate id before this row is the first problem, if any
     _raise_first_problem(path, opts, buckets, failure, rows=rows, digest=_digest)
-    if rows == 0 or maker.shape is None:
-        raise SourceError(str(path), "no rows: the input is empty")
-    columns = (
-        {f.name: str(f.type) for f in schemas[0] if maker.carried(f.name)} if parquet else kinds
-    )
+    shape = _whole_input_checked(path, opts, maker, rows)
     return InputSummary(
         rows=rows,
-        shape=maker.shape,
+        shape=shape,
         files=input_files(path),
-        extra_columns=columns,
+        extra_columns=_columns(maker, schemas) if parquet else kinds,
         seconds=time.perf_counter() - started,
         shard_rows=shard_rows if shard is not None else None,
         max_output_tokens=bound,
+        image_files=images.files,
+        images=images.digest,
     )
+
+
+def _whole_input_checked(path: Source, opts: SourceOptions, maker: RowMaker, rows: int) -> Shape:
+    """The input's shape, once what only the whole input tells is checked: it has rows,
+    and a column --image-column names is in one at least (else a typo sends no image)."""
+    if rows == 0 or maker.shape is None:
+        raise SourceError(str(path), "no rows: the input is empty")
+    if (column := opts.request.image_column) is not None and not maker.image_rows:
+        raise SourceError(str(path), f"image column {column!r} is in no row")
+    return maker.shape
+
+
+def _makers(path: Source, opts: SourceOptions, kind: str) -> tuple[RowMaker, ImageCheck]:
+    """The pass's RowMaker (the run's own, image paths joined alike) and image check."""
+    folder = image_folder(path, opts.image_dir)
+    maker = RowMaker(opts, json_strings=kind != "jsonl", image_folder=folder)
+    return maker, ImageCheck(opts.api, opts.request.image_column or "images")
+
+
+def _columns(maker: RowMaker, schemas: list[Any]) -> dict[str, str]:
+    """A Parquet input's carried columns with their types, from its unified schema."""
+    return {f.name: str(f.type) for f in schemas[0] if maker.carried(f.name)}
 
 
 def _raise_first_problem(

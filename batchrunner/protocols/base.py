@@ -10,6 +10,7 @@ import json
 import typing
 
 from batchrunner.errors import ResponseFormatError, RetryableError, SourceError
+from batchrunner.protocols.images import with_images
 from batchrunner.protocols.jsonsafe import check_json
 from batchrunner.protocols.shapes import check_messages
 from batchrunner.records import json_kind
@@ -166,6 +167,8 @@ def start_body(
         if type(value) is not str or not value.isascii():  # ASCII text needs no call
             check_json(value, key if simple else _PREFIXES[shape] + key, where)
         body[key] = value
+    # A simple row's images (read by inputs.images): blocks in its last user message.
+    images = body.pop("images", None) if simple else None
     label = _PREFIXES[shape] + "messages"
     if not simple:
         if "messages" not in body:
@@ -180,13 +183,13 @@ def start_body(
             raise SourceError(where, "prompt is empty")
         # Built here from a checked string: nothing in it for check_messages to find.
         body["messages"] = [{"role": "user", "content": prompt}]
-        return body
+        return body if images is None else with_images(body, images, api, where)
     elif "messages" not in body:
         raise SourceError(where, "the row has neither prompt nor messages")
     messages = body["messages"]
     check_messages(messages, where, api=api, label=label)
     body["messages"] = list(messages)
-    return body
+    return body if images is None else with_images(body, images, api, where)
 
 
 def set_default(body: JSONObject, key: str, value: object) -> None:

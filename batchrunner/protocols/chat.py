@@ -23,6 +23,7 @@ from batchrunner.protocols.base import (
     text_or_none,
     usage_int,
 )
+from batchrunner.protocols.images import IMAGE_TOKENS, without_images
 from batchrunner.protocols.structured import add_response_format
 from batchrunner.records import Api, Completion, JSONObject, Request, Row, ToolCall, json_kind
 
@@ -83,6 +84,9 @@ class ChatProtocol:
             row.body, defaults, shape=row.shape, api=row.api, where=row.where
         )
         set_stream(body, stream, include_usage=True)
+        messages, images = body["messages"], 0
+        if row.body.get("images") and row.shape == "simple":
+            messages, images = without_images(messages)
         return Request(
             row_index=row.index,
             row_id=row.id,
@@ -90,7 +94,7 @@ class ChatProtocol:
             path=self.path,
             body=body,
             stream=stream,
-            est_input_tokens=estimate_tokens(body["messages"], body.get("tools")),
+            est_input_tokens=images * IMAGE_TOKENS + estimate_tokens(messages, body.get("tools")),
             max_tokens=max_tokens,
         )
 

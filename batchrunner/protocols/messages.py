@@ -22,6 +22,7 @@ from batchrunner.protocols.base import (
     text_or_none,
     usage_int,
 )
+from batchrunner.protocols.images import IMAGE_TOKENS, without_images
 from batchrunner.protocols.structured import add_answer_tool
 from batchrunner.records import Api, Completion, JSONObject, Request, Row, ToolCall
 
@@ -89,6 +90,9 @@ class MessagesProtocol:
             row.body, defaults, shape=row.shape, api=row.api, where=row.where
         )
         set_stream(body, stream, include_usage=False)
+        messages, images = body["messages"], 0
+        if row.body.get("images") and row.shape == "simple":
+            messages, images = without_images(messages)
         return Request(
             row_index=row.index,
             row_id=row.id,
@@ -96,9 +100,8 @@ class MessagesProtocol:
             path=self.path,
             body=body,
             stream=stream,
-            est_input_tokens=estimate_tokens(
-                body["messages"], body.get("system"), body.get("tools")
-            ),
+            est_input_tokens=images * IMAGE_TOKENS
+            + estimate_tokens(messages, body.get("system"), body.get("tools")),
             max_tokens=max_tokens,
         )
 
