@@ -58,18 +58,21 @@ def test_sporadic_refusals_bind_only_their_row(tmp_path: Path, kind: str) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("headers", ["gateway", "none"])
 def test_a_sliding_window_is_learned_without_hammering(tmp_path: Path, headers: str) -> None:
-    """50 requests in any second, announced as 3000/min (or no rate-limit headers at all),
-    600 rows at --concurrency 64: at most 5% refused, at least 85% of the limit used, no
-    retry sooner than its Retry-After, and calls.log says when and why the run slowed."""
-    fake = ["--rate-limit-mode", "sliding", "--rate-limit-rps", "50", "--latency", "0.02"]
+    """Issue 11's scenario: 100 requests in any second, announced as 6000/min (or no
+    rate-limit headers at all), 2 000 rows at --concurrency 256: at most 5% refused, at
+    least 85% of the limit used (the issue asks 90%; `make bench` measures it, this margin
+    is for a loaded machine), no retry sooner than its Retry-After, and calls.log says when
+    and why the run slowed. A smaller run would not do: the first wave's overshoot (~15
+    refusals) is a fixed cost, 2.5% of 600 rows."""
+    fake = ["--rate-limit-mode", "sliding", "--rate-limit-rps", "100", "--latency", "0.02"]
     if headers == "none":
         fake.append("--no-rate-limit-headers")
     with FakeServer(*fake, api_key=TEST_KEY) as server:
-        calls = _run(tmp_path, server, 600, "--concurrency", "64")
+        calls = _run(tmp_path, server, 2000, "--concurrency", "256")
         log = server.log()
     refused = serverlog.refused(log)
     assert refused <= 0.05 * len(log), (refused, len(log))
-    assert serverlog.pace(log) >= 0.85 * 50, serverlog.pace(log)
+    assert serverlog.pace(log) >= 0.85 * 100, serverlog.pace(log)
     assert serverlog.early_retries(log) == []
     slowed = [c["slowed"] for c in calls if "slowed" in c]
     assert slowed and slowed[0].startswith("HTTP 429: "), slowed
