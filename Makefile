@@ -36,8 +36,9 @@ fmt: install
 typecheck: install
 	$(BIN)/mypy
 
+# `make bench ONLY=littles,cpu` runs a subset; scenario names: bench/run.py --help
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(ONLY),--only $(ONLY))
 
 smoke: install
 	rm -rf build/smoke && mkdir -p build/smoke

@@ -30,6 +30,7 @@ from batchrunner.cmdline import command_line
 from batchrunner.config import base_url_problems, plain_http_warning
 from batchrunner.display import open_display
 from batchrunner.errors import ConfigError
+from batchrunner.rundir.arrowprocess import settle_arrow
 from batchrunner.spec import DEFAULT_BASE, DEFAULT_MODEL
 from batchrunner.version import __version__
 
@@ -68,6 +69,7 @@ def main() -> None:
       CAICAINI_API_KEY=dry batchrunner run jobs/data/tiny.jsonl -o runs/try \\
           --base-url http://127.0.0.1:8765/v1
     """
+    settle_arrow()  # this process's Arrow: memory handed back, no pandas (arrowprocess.py)
 
 
 @main.command()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import harness
 
 ROWS = 1_000_000
 WAYS = ("function", "cli", "floor")
@@ -60,66 +62,43 @@ def _child(way: str, path: Path) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
 
 
-# A small launcher between this process and the measured one. A child's ru_maxrss starts
-# at the RSS of whoever forked it (Linux keeps the pre-exec high-water mark), so spawning
-# straight from this process, which may hold a lot by now, would overstate every figure.
-_LAUNCHER = """
-import json, os, sys, time
-started = time.perf_counter()
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - started
-code = os.waitstatus_to_exitcode(status)
-print(json.dumps({"wall": wall, "code": code, "maxrss": usage.ru_maxrss}))
-"""
-
-
-def _spawn(cmd: list[str]) -> tuple[float, str, int]:
-    """Run `cmd` through the launcher: (wall seconds, its stdout, its own peak RSS in KiB)."""
-    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER]
-    proc = subprocess.run([*launcher, *cmd], capture_output=True, text=True, check=True)
-    out, _, last = proc.stdout.rstrip("\n").rpartition("\n")
-    report = json.loads(last)
-    if report["code"] != 0:
-        raise RuntimeError(f"{cmd} exited {report['code']}: {proc.stderr[-2000:]!r}")
-    return float(report["wall"]), out, int(report["maxrss"])
-
-
-def measure(way: str, path: Path) -> tuple[float, int]:
-    """(seconds, peak RSS KiB) of one way over `path`; checks every row was seen."""
+def measure(way: str, path: Path, rows: int = ROWS) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one way over `path`; checks every row was seen."""
     if way == "cli":
-        wall, out, rss = _spawn([sys.executable, "-m", "batchrunner", "validate", str(path)])
-        if f": {ROWS} rows (" not in out:
-            raise RuntimeError(f"validate said {out!r}")
-        return wall, rss
-    _, out, rss = _spawn([sys.executable, str(Path(__file__).resolve()), "--child", way, str(path)])
-    report = json.loads(out)
-    if report["rows"] != ROWS:
-        raise RuntimeError(f"{way} saw {report['rows']} rows of {ROWS}")
-    return float(report["seconds"]), rss
+        usage = harness.measure([sys.executable, "-m", "batchrunner", "validate", str(path)])
+        if f": {rows} rows (" not in usage.stdout:
+            raise RuntimeError(f"validate said {usage.stdout!r}")
+        return usage.wall_s, usage.maxrss_mib
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, str(path)]
+    usage = harness.measure(cmd)
+    report = json.loads(usage.stdout.strip().splitlines()[-1])
+    if report["rows"] != rows:
+        raise RuntimeError(f"{way} saw {report['rows']} rows of {rows}")
+    return float(report["seconds"]), usage.maxrss_mib
 
 
-def main(rounds: int = 3) -> dict[str, dict[str, float]]:
+def main(rounds: int = 3, rows: int = ROWS) -> dict[str, dict[str, float]]:
     """Per format and way: median seconds, rows/s and the largest peak RSS (MiB)."""
     res: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
-        inputs = write_inputs(Path(tmp))
+        inputs = write_inputs(Path(tmp), rows)
         for fmt, path in inputs.items():
             seconds: dict[str, list[float]] = {way: [] for way in WAYS}
-            rss: dict[str, int] = dict.fromkeys(WAYS, 0)
+            rss: dict[str, float] = dict.fromkeys(WAYS, 0.0)
             for _ in range(rounds):
                 for way in WAYS:
-                    s, kib = measure(way, path)
+                    s, mib = measure(way, path, rows)
                     seconds[way].append(s)
-                    rss[way] = max(rss[way], kib)
+                    rss[way] = max(rss[way], mib)
             figures: dict[str, float] = {}
             for way in WAYS:
                 figures[f"{way}_s"] = statistics.median(seconds[way])
-                figures[f"{way}_rows_s"] = ROWS / figures[f"{way}_s"]
-                figures[f"{way}_rss_mib"] = rss[way] / 1024
+                figures[f"{way}_rows_s"] = rows / figures[f"{way}_s"]
+                figures[f"{way}_rss_mib"] = rss[way]
             figures["ratio_function_vs_floor"] = figures["function_s"] / figures["floor_s"]
             figures["ratio_cli_vs_floor"] = figures["cli_s"] / figures["floor_s"]
             figures["file_mib"] = path.stat().st_size / 2**20
+            figures["rows"] = rows
             res[fmt] = figures
     return res
 
@@ -130,7 +109,7 @@ def summary(res: dict[str, dict[str, float]]) -> str:
     for fmt, f in res.items():
         floor = "json.loads per line" if fmt == "jsonl" else "pyarrow batches to_pylist"
         lines.append(
-            f"validation {fmt} ({ROWS:,} rows, {f['file_mib']:.0f} MiB): validate() "
+            f"validation {fmt} ({f['rows']:,.0f} rows, {f['file_mib']:.0f} MiB): validate() "
             f"{f['function_s']:.2f} s = {f['function_rows_s'] / 1e3:.0f}k rows/s, "
             f"{f['function_rss_mib']:.0f} MiB; CLI {f['cli_s']:.2f} s = "
             f"{f['cli_rows_s'] / 1e3:.0f}k rows/s, {f['cli_rss_mib']:.0f} MiB; floor ({floor}) "

@@ -20,6 +20,7 @@ from batchrunner.rundir.lines import segment_outcomes
 from batchrunner.rundir.parts import is_unreadable, read_part_outcomes
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 ACTORS_DIR = "ray"
@@ -72,7 +73,7 @@ class Elsewhere:
     def __init__(self, run_dir: Path, own: Path) -> None:
         self.run_dir = run_dir
         self.own = own
-        self._parts: dict[Path, list[int]] = {}
+        self._parts: dict[Path, Sequence[int]] = {}
 
     def indices(self) -> set[int]:
         found: set[int] = set()
@@ -88,7 +89,7 @@ class Elsewhere:
                     found.update(segment_outcomes(segment)[0])
         return found
 
-    def _part(self, seq: int, part: Path) -> list[int]:
+    def _part(self, seq: int, part: Path) -> Sequence[int]:
         if part not in self._parts:
             try:
                 self._parts[part] = read_part_outcomes(seq, part).indices

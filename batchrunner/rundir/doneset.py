@@ -78,10 +78,16 @@ class DoneSet:
         """Bulk `mark` for replay; call `recount` afterwards."""
         if not indices:
             return
-        top = max(indices)
+        ascending = isinstance(indices, range) and indices.step == 1
+        top = indices[-1] if ascending else max(indices)
         if top >= len(self._codes):
             self._codes.extend(bytes(top + 1 - len(self._codes)))
         codes = self._codes
+        if ascending and succeeded.count(succeeded[0]) == len(succeeded) == len(indices):
+            # one outcome over contiguous positions (a part proved by its footer): one copy
+            code = _SUCCEEDED if succeeded[0] else _ERRORED
+            codes[indices[0] : top + 1] = bytes((code,)) * len(indices)
+            return
         for i, ok in zip(indices, succeeded, strict=True):
             codes[i] = _SUCCEEDED if ok else _ERRORED
 

@@ -56,7 +56,7 @@ def to_part(
         if not is_unreadable(exc):
             raise
         raise _short(seq, source, 0, len(expected)) from exc
-    if found.indices != written.indices or set(found.indices) != expected:
+    if list(found.indices) != written.indices or set(found.indices) != expected:
         raise _short(seq, source, len(set(found.indices) & expected), len(expected))
     return written
 

@@ -93,7 +93,7 @@ def _read_part(
 ) -> PartOutcomes | None:
     assert item.part is not None
     try:
-        return read_part_outcomes(item.seq, item.part)
+        return read_part_outcomes(item.seq, item.part, from_footer=True)
     except Exception as exc:
         if not is_unreadable(exc):
             raise

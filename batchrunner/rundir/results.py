@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -23,6 +22,7 @@ import batchrunner.rundir.parts as part_files
 from batchrunner.errors import IntegrityError
 from batchrunner.rundir.arrowtypes import JSON_TYPE, convert_column, parse_type
 from batchrunner.rundir.files import atomic_write
+from batchrunner.rundir.idcheck import IdCheck
 from batchrunner.rundir.parts import (
     COMPRESSION,
     OUTPUT_SCHEMA,
@@ -33,7 +33,7 @@ from batchrunner.rundir.parts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from io import BufferedWriter
     from pathlib import Path
 
@@ -213,8 +213,8 @@ def write_results(
 ) -> list[str]:
     """`assemble_results` from any source: `read(bucket)` gives a bucket's rows in the
     parts' schema, sorted by `_index`, one row per index. `expect`: (succeeded, errored).
-    `unique_ids=False` skips the id check, which holds every id in memory at once (for
-    `merge`, whose sources were each checked when their run finished). `carried` gives
+    `unique_ids=False` skips the id check (for `merge`, whose sources were each checked
+    when their run finished). `carried` gives
     the Parquet input's columns with their exact types, taken from the input by index.
     """
     p_names = _parsed_names(parsed_columns)
@@ -239,10 +239,16 @@ def write_results(
             # A refused tally leaves the old results.parquet (or none) as it was.
             if carried is not None:
                 carried.rewind()
-            with atomic_write(out_path, run_dir=run_dir) as fh:
-                args = (buckets, read, total_rows, types, schema, unique_ids, carried)
-                tally = _write_results(fh, *args)
-                _check(tally, succeeded=expect[0], errored=expect[1])
+            ids = IdCheck(sum(expect), run_dir) if unique_ids else None
+            try:
+                with atomic_write(out_path, run_dir=run_dir) as fh:
+                    args = (buckets, read, total_rows, types, schema, ids, carried)
+                    tally = _write_results(fh, *args)
+                    _check(tally, succeeded=expect[0], errored=expect[1])
+                    _check_ids(ids, fh)
+            finally:
+                if ids is not None:
+                    ids.close()
             break
         except _NoFit as exc:
             group, names, given = (
@@ -260,15 +266,14 @@ def write_results(
 
 @dataclass
 class _Tally:
-    """What went into results.parquet.tmp: rows, succeeded rows, and every id."""
+    """What went into results.parquet.tmp: rows and succeeded rows."""
 
     rows: int = 0
     succeeded: int = 0
-    ids: list[pa.Array] = dataclass_field(default_factory=list)
 
 
 def _check(tally: _Tally, *, succeeded: int, errored: int) -> None:
-    """Raise IntegrityError unless the rows are exactly the recorded outcomes, ids unique."""
+    """Raise IntegrityError unless the rows are exactly the recorded outcomes."""
     if (tally.rows, tally.succeeded) != (succeeded + errored, succeeded):
         raise IntegrityError(
             f"results.parquet not written: the parts hold {tally.rows} rows "
@@ -276,13 +281,26 @@ def _check(tally: _Tally, *, succeeded: int, errored: int) -> None:
             f"({succeeded} succeeded); journal/ and parts/ are kept as they are. Run the same "
             "command again: rows missing from the parts count as pending and are sent again"
         )
-    if not tally.ids:
-        return  # not collected (unique_ids=False), or no rows
-    # Arrow's hash kernel: 0.17 s for 1 M ids; the ids are in memory as Arrow strings only.
-    counts = pc.value_counts(pa.chunked_array(tally.ids, pa.string()))
-    if len(counts) < tally.rows:
-        twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
-        shown = ", ".join(repr(v) for v in twice.to_pylist()[:3])
+
+
+def _check_ids(ids: IdCheck | None, fh: BufferedWriter) -> None:
+    """Raise IntegrityError when an id belongs to more than one row written to `fh`.
+
+    Bounded memory (idcheck.py): every id was filed as a hash while it was written; ids
+    are read back from `fh`'s file only to confirm hashes that repeat.
+    """
+    if ids is None or ids.rows < 2:
+        return  # not collected (unique_ids=False), or nothing to compare
+
+    def written() -> Iterator[pa.Array]:
+        fh.flush()
+        with pq.ParquetFile(fh.name) as pf:
+            for batch in pf.iter_batches(columns=["id"]):
+                yield batch.column(0)
+
+    twice = list(ids.duplicates(written()))
+    if twice:
+        shown = ", ".join(repr(v) for v in twice[:3])
         raise IntegrityError(
             f"results.parquet not written: {len(twice)} id(s) belong to more than one row "
             f"({shown}{', ...' if len(twice) > 3 else ''}); ids must be unique. journal/ and "
@@ -297,7 +315,7 @@ def _write_results(
     total_rows: int,
     types: _Types,
     schema: pa.Schema,
-    unique_ids: bool,
+    ids: IdCheck | None,
     carried: FromInput | None,
 ) -> _Tally:
     tally = _Tally()
@@ -310,8 +328,8 @@ def _write_results(
                 writer.write_table(window)
                 tally.rows += window.num_rows
                 tally.succeeded += pc.sum(pc.equal(window["status"], "succeeded")).as_py()
-                if unique_ids:
-                    tally.ids.extend(window.column("id").chunks)
+                if ids is not None:
+                    ids.add(window.column("id"))
         if not tally.rows:
             writer.write_table(schema.empty_table())
     return tally

@@ -51,3 +51,27 @@ def test_outcome_codes_are_the_bytes_on_record() -> None:
         Outcome.ERRORED,
         Outcome.PENDING,
     )
+
+
+@pytest.mark.parametrize(
+    ("indices", "succeeded"),
+    [
+        (range(2, 6), [True] * 4),
+        (range(3, 12), [False] * 9),  # grows the set past its total
+        (range(1, 4), [True, False, True]),  # a range with mixed outcomes: one by one
+        ([5, 1, 3], [True, False, True]),
+    ],
+)
+def test_mark_many_of_a_range_marks_exactly_what_one_by_one_marks(
+    indices: range | list[int], succeeded: list[bool]
+) -> None:
+    """The one-copy path for a contiguous run leaves the same codes as `mark` per row."""
+    bulk, single = DoneSet(8), DoneSet(8)
+    single.mark(0, succeeded=False)
+    bulk.mark_many([0], [False])
+    bulk.mark_many(indices, succeeded)
+    bulk.recount()
+    for i, ok in zip(indices, succeeded, strict=True):
+        single.mark(i, succeeded=ok)
+    assert [bulk.code(i) for i in range(14)] == [single.code(i) for i in range(14)]
+    assert bulk.counts() == single.counts()

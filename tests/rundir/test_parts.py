@@ -175,3 +175,36 @@ def test_read_part_outcomes_rejects_a_foreign_file(tmp_path: Path) -> None:
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(pa.ArrowInvalid):
         read_part_outcomes(1, path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "proved"),
+    [
+        ([(i, "succeeded") for i in range(5)], True),
+        ([(i, "errored") for i in range(3, 9)], True),
+        # across a bucket boundary: two row groups that chain
+        (
+            [
+                (i, "succeeded")
+                for i in range(part_files.BUCKET_ROWS - 2, part_files.BUCKET_ROWS + 3)
+            ],
+            True,
+        ),
+        ([(0, "succeeded"), (1, "errored"), (2, "succeeded")], False),  # two outcomes
+        ([(0, "succeeded"), (2, "succeeded"), (3, "succeeded")], False),  # a gap
+        # row groups each contiguous, but not one run: buckets 0 and 2
+        ([(0, "succeeded"), (2 * part_files.BUCKET_ROWS, "succeeded")], False),
+    ],
+)
+def test_the_footer_proves_outcomes_only_when_they_are_one_contiguous_run(
+    tmp_path: Path, rows: list[tuple[int, str]], proved: bool
+) -> None:
+    """From the footer alone when its statistics prove the rows (a range, one outcome),
+    else from the columns; either way exactly what the columns hold."""
+    part = make_part(tmp_path, 1, [make_result(i, status) for i, status in rows])  # type: ignore[arg-type]
+    fast = read_part_outcomes(1, part.info.path, from_footer=True)
+    slow = read_part_outcomes(1, part.info.path)
+    assert isinstance(fast.indices, range) is proved
+    assert isinstance(slow.indices, list)
+    assert list(fast.indices) == slow.indices == [i for i, _ in rows]
+    assert fast.succeeded == slow.succeeded == [s == "succeeded" for _, s in rows]
