@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import anyio
 import httpx
-from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrunner import network
 from batchrunner.bodies import (
@@ -36,18 +34,16 @@ from batchrunner.bodies import (
     too_large_by_length,
 )
 from batchrunner.errors import (
-    ConnectionSetupError,
     Context,
-    PeerProtocolError,
     RequestError,
     ResponseFormatError,
     RetryableError,
 )
 from batchrunner.records import JSONObject, RawResponse, Request
 from batchrunner.redaction import Redactor
-from batchrunner.responses import classify, request_id, snippet, too_large
+from batchrunner.responses import classify, request_id, too_large
 from batchrunner.sse import SSEDecoder, SSEEvent
-from batchrunner.transport import AiohttpTransport, Outgoing, raw_headers
+from batchrunner.transport import AiohttpTransport, Outgoing, raw_headers, transport_error
 from batchrunner.version import __version__
 
 if TYPE_CHECKING:
@@ -248,7 +244,7 @@ def _error_boundary(seen: _Seen, redactor: Redactor, timeout_s: float) -> Iterat
     except BodyTooLarge as exc:
         raise too_large(seen.status, seen.headers, exc.cap) from None
     except _TRANSPORT_ERRORS as exc:
-        raise _transport_error(exc, seen, redactor) from exc
+        raise transport_error(exc, redactor, _context(seen)) from exc
     except TimeoutError as exc:
         message = f"no complete answer within {timeout_s:g} s"
         raise RetryableError("timeout", message, **_context(seen)) from exc
@@ -355,80 +351,6 @@ def _context(seen: _Seen) -> Context:
     )
 
 
-def _transport_error(exc: Exception, seen: _Seen, redactor: Redactor) -> RetryableError:
-    """Connection resets, truncated bodies, timeouts, a peer that is no HTTP(S) server:
-    all worth another attempt for a row (the preflight stops on a PeerProtocolError)."""
-    setup = _setup_failure(exc)
-    if setup is not None:
-        return ConnectionSetupError(redactor.prose(setup), **_context(seen))
-    foreign = _foreign_protocol(exc)
-    if foreign is not None:
-        return PeerProtocolError(redactor.prose(foreign), **_context(seen))
-    error_type, message = _transport_failure(exc)
-    return RetryableError(error_type, redactor.prose(message), **_context(seen))
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        yield cause
-        cause = cause.__cause__ or cause.__context__
-
-
-def _setup_failure(exc: BaseException) -> str | None:
-    """Why this machine's settings keep the connection from being made, or None: a
-    certificate no trusted CA signed (or for another host), or a proxy refusing the tunnel.
-    Deepest cause first: aiohttp's wrapper is an SSLCertVerificationError without reason."""
-    for cause in reversed(list(_causes(exc))):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            why = getattr(cause, "verify_message", None) or _one_line(cause)
-            return (
-                f"the server's TLS certificate is not trusted (certificate verify failed: "
-                f"{why}); if a private CA signed it, point SSL_CERT_FILE (or SSL_CERT_DIR) "
-                "at that CA"
-            )
-        if isinstance(cause, aiohttp.ClientHttpProxyError):
-            return (
-                f"the proxy refused the connection (HTTP {cause.status} {cause.message}); "
-                "check HTTPS_PROXY/HTTP_PROXY (and its user:password) or NO_PROXY"
-            )
-    return None
-
-
-def _foreign_protocol(exc: BaseException) -> str | None:
-    """Why the peer is not an HTTP(S) server as the URL promised, or None.
-
-    A TLS handshake that fails (HTTPS to a plain-HTTP port, a certificate refused) or an
-    answer that is not HTTP (plain HTTP to a TLS port, another protocol): no retry helps.
-    """
-    for cause in _causes(exc):
-        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
-            return f"the TLS handshake failed ({_one_line(cause)})"
-        if isinstance(cause, HttpProcessingError):
-            return f"the answer is not HTTP ({_one_line(cause.message)})"
-    return None
-
-
-def _transport_failure(exc: BaseException) -> tuple[str, str]:
-    """(error_type, message) for a transport exception.
-
-    The aiohttp transport maps some disconnects to httpx timeout classes, so look at the
-    underlying aiohttp exception to name the failure truthfully.
-    """
-    for cause in _causes(exc):
-        if isinstance(cause, aiohttp.ClientPayloadError):
-            return "connection_error", f"response body truncated: {cause}"
-        if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-            return "connection_error", f"connection lost: {cause}"
-        if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
-            return "timeout", f"timed out: {cause}"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout", f"timed out: {type(exc).__name__}"
-    return "connection_error", f"{type(exc).__name__}: {exc}"
-
-
 @functools.lru_cache(maxsize=64)
 def _url(base: str, path: str) -> str:
     return str(httpx.URL(base).join(path.lstrip("/")))
@@ -443,7 +365,3 @@ def redactor_of(client: ApiClient) -> Redactor:
 def _redactor_for(authorization: str) -> Redactor:
     scheme, _, key = authorization.partition(" ")
     return Redactor(key.strip() if scheme.lower() == "bearer" else "")
-
-
-def _one_line(value: object) -> str:
-    return snippet(str(value), 200)

@@ -6,20 +6,31 @@ time (timeouts, header mappings, a proxy URL string) and wrapped every aiohttp e
 in an httpx one that the client then unwrapped again. This one keeps httpx's
 `Request`/`Response` contract, so `client.exchange` and tests with an `httpx.MockTransport`
 see one interface, and hands aiohttp's exceptions up as they are: `client`'s error
-boundary names them (it looks through causes for the aiohttp ones in any case).
+boundary has `transport_error` (here, beside the exceptions it reads) name them.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
+
+from batchrunner.errors import (
+    ConnectionSetupError,
+    Context,
+    PeerProtocolError,
+    RetryableError,
+)
+from batchrunner.responses import snippet
 
 if TYPE_CHECKING:
-    import ssl
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+
+    from batchrunner.redaction import Redactor
 
 # Connect and pool waits are bounded by the request's deadline (`client.exchange`); these
 # are only what httpx's Timeout says on top.
@@ -160,3 +171,83 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def transport_error(exc: Exception, redactor: Redactor, context: Context) -> RetryableError:
+    """What an exception of the transport stands for, with `context` (what had arrived of
+    the answer): connection resets, truncated bodies, timeouts, a peer that is no HTTP(S)
+    server: all worth another attempt for a row (the preflight stops on a
+    PeerProtocolError); or this machine's settings (CAs, proxy): ConnectionSetupError."""
+    setup = _setup_failure(exc)
+    if setup is not None:
+        return ConnectionSetupError(redactor.prose(setup), **context)
+    foreign = _foreign_protocol(exc)
+    if foreign is not None:
+        return PeerProtocolError(redactor.prose(foreign), **context)
+    error_type, message = _transport_failure(exc)
+    return RetryableError(error_type, redactor.prose(message), **context)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def _setup_failure(exc: BaseException) -> str | None:
+    """Why this machine's settings keep the connection from being made, or None: a
+    certificate no trusted CA signed (or for another host), or a proxy refusing the tunnel.
+    Deepest cause first: aiohttp's wrapper is an SSLCertVerificationError without reason."""
+    for cause in reversed(list(_causes(exc))):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = getattr(cause, "verify_message", None) or _one_line(cause)
+            return (
+                f"the server's TLS certificate is not trusted (certificate verify failed: "
+                f"{why}); if a private CA signed it, point SSL_CERT_FILE (or SSL_CERT_DIR) "
+                "at that CA"
+            )
+        if isinstance(cause, aiohttp.ClientHttpProxyError):
+            return (
+                f"the proxy refused the connection (HTTP {cause.status} {cause.message}); "
+                "check HTTPS_PROXY/HTTP_PROXY (and its user:password) or NO_PROXY"
+            )
+    return None
+
+
+def _foreign_protocol(exc: BaseException) -> str | None:
+    """Why the peer is not an HTTP(S) server as the URL promised, or None.
+
+    A TLS handshake that fails (HTTPS to a plain-HTTP port, a certificate refused) or an
+    answer that is not HTTP (plain HTTP to a TLS port, another protocol): no retry helps.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
+            return f"the TLS handshake failed ({_one_line(cause)})"
+        if isinstance(cause, HttpProcessingError):
+            return f"the answer is not HTTP ({_one_line(cause.message)})"
+    return None
+
+
+def _transport_failure(exc: BaseException) -> tuple[str, str]:
+    """(error_type, message) for a transport exception.
+
+    A test's MockTransport raises httpx's classes; aiohttp's may wrap the cause, so the
+    whole chain is looked at to name the failure truthfully.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, aiohttp.ClientPayloadError):
+            return "connection_error", f"response body truncated: {cause}"
+        if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return "connection_error", f"connection lost: {cause}"
+        if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
+            return "timeout", f"timed out: {cause}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", f"timed out: {type(exc).__name__}"
+    return "connection_error", f"{type(exc).__name__}: {exc}"
+
+
+def _one_line(value: object) -> str:
+    return snippet(str(value), 200)
