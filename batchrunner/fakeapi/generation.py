@@ -113,13 +113,12 @@ class Generation:
             "request_id": request_id,
         }
         api.state.log.append(entry)
+        request[keys.LOG_ENTRY] = entry
         api.state.enter()
         try:
             return await self._answer(request, conv, entry)
         except ApiError as error:
             entry["status"] = error.status
-            # Stamped before the send: a client may read the log as soon as it has the answer.
-            entry["done"] = time.time()
             return await api.send(request, api.error(request, error))
         except ConnectionError:
             # the client went away mid-response; an unsendable reply ends it quietly

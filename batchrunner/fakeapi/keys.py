@@ -15,3 +15,5 @@ if TYPE_CHECKING:
 CONV: web.RequestKey[Convention] = web.RequestKey("fakeapi_conv")
 REQUEST_ID = web.RequestKey("fakeapi_request_id", str)
 DROPPED = web.RequestKey("fakeapi_dropped", bool)  # connection gone: nothing to count or send
+# The request log entry of a generation request: `send` stamps its "done" time.
+LOG_ENTRY = web.RequestKey("fakeapi_log_entry", dict)
