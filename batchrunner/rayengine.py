@@ -2,7 +2,7 @@
 
 The driver does what a local run does before and after sending: the same `prepare`
 (validation, fingerprint), the same run directory (lock, manifest, run.json), and at the
-end the same `runend.finish` (results.parquet, exit codes). In between, the rows still to do are
+end the same `_Run.finish` (results.parquet, exit codes). In between, the rows still to do are
 read with the same reader as the local producer (recorded rows skipped, `--shard`
 applied), pickled into Arrow blocks in the object store, and `map_batches` hands them to a
 pool of `rayactor.Worker`s, each running the local engine over its batch with
@@ -38,14 +38,11 @@ from batchrunner.inputs import read_rows
 from batchrunner.invocation import recorded
 from batchrunner.progress import Hooks
 from batchrunner.rayactor import BatchOutcome, Job, Worker
-from batchrunner.retrying import RetryPolicy
 from batchrunner.reuse import Reuse
-from batchrunner.rundir import RunDir
 from batchrunner.rundir.actors import release, request_stop, take_over
 from batchrunner.rundir.gather import gather, wait_idle
-from batchrunner.runend import finish
 from batchrunner.runner import _Run
-from batchrunner.runprep import input_changed, prepare
+from batchrunner.runprep import input_changed, open_run
 from batchrunner.spec import RayEngine
 
 if TYPE_CHECKING:
@@ -53,7 +50,8 @@ if TYPE_CHECKING:
 
     from batchrunner.progress import Progress, RunEnd
     from batchrunner.records import RunStats
-    from batchrunner.rundir import Counts
+    from batchrunner.retrying import RetryPolicy
+    from batchrunner.rundir import Counts, RunDir
     from batchrunner.spec import JobSpec
 
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'batchrunner[ray]'"
@@ -103,38 +101,27 @@ async def run_ray(
         raise ConfigError("--dedupe does not combine with --engine ray (no shared claim)")
     started = (time.time(), time.monotonic())
     hooks = Hooks(progress=progress, warn_to=warn, interrupts=interrupts, ended=ended)
-    spec, fingerprint, known, stored, identity = await prepare(spec, hooks.warn)
-    policy = policy or RetryPolicy(
-        max_attempts=spec.limits.max_attempts,
-        max_elapsed_s=spec.limits.max_elapsed_s,
-        max_wait_s=spec.limits.max_wait_s,
-    )
-    total = min(known.rows, spec.limit) if spec.limit else known.rows
-    rundir = RunDir.open(
-        spec.output,
-        fingerprint=fingerprint,
-        total_rows=total,
-        retry_errors=spec.retry_errors,
-        durability=spec.durability,
-        input_summary=known,
-    )
+    opened = await open_run(spec, hooks.warn, policy)
+    spec, rundir, total = opened.spec, opened.rundir, opened.total
     with rundir:
         token = take_over(rundir.path)  # before the gathering: see actors.take_over
         await anyio.to_thread.run_sync(_gather, rundir, total)  # a killed driver's rows
-        with recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv:
+        with recorded(rundir, spec, identity=opened.stored, hooks=hooks, started=started) as inv:
             # The driver sends nothing: its run only counts what the actors recorded.
             no_reuse = Reuse(replace(spec, cache=None), rundir.path)
             run = _Run(
                 spec,
                 rundir,
                 total=total,
-                policy=policy,
-                identity=identity,
+                policy=opened.policy,
+                identity=opened.identity,
                 hooks=hooks,
                 reuse=no_reuse,
             )
             inv.progress = run.progress
-            job = Job(_per_actor(spec), fingerprint, total, known, policy, token)
+            job = Job(
+                _per_actor(spec), opened.fingerprint, total, opened.known, opened.policy, token
+            )
             driver = _Driver(run, job)
             before = rundir.counts()
             if run.progress.done < run.progress.total:
@@ -146,15 +133,7 @@ async def run_ray(
                 raise driver.error
             if progress:
                 progress(run.snapshot())
-            return await finish(
-                rundir,
-                spec,
-                run.stop,
-                pass_warnings=run.pass_warnings,
-                sent_rows=run.progress.succeeded + run.progress.errored,
-                warnings=run.hooks.warnings,
-                extra_columns=dict(known.extra_columns),
-            )
+            return await run.finish(dict(opened.known.extra_columns))
 
 
 def _per_actor(spec: JobSpec) -> JobSpec:

@@ -34,11 +34,9 @@ from batchrunner.progress import Hooks, Progress, RunEnd
 from batchrunner.protocols import get_protocol
 from batchrunner.recorder import Recorder
 from batchrunner.records import RunStats
-from batchrunner.retrying import RetryPolicy
 from batchrunner.reuse import Reuse
-from batchrunner.rundir import RunDir
 from batchrunner.runend import finish
-from batchrunner.runprep import prepare
+from batchrunner.runprep import open_run
 from batchrunner.structured import OutputCheck
 
 if TYPE_CHECKING:
@@ -48,7 +46,9 @@ if TYPE_CHECKING:
 
     from batchrunner.client import ApiClient
     from batchrunner.records import Result, Row, Sent
+    from batchrunner.retrying import RetryPolicy
     from batchrunner.reuse import Ticket
+    from batchrunner.rundir import RunDir
     from batchrunner.spec import JobSpec
 
 __all__ = ["Progress", "RunEnd", "RunStats", "run_job"]
@@ -104,6 +104,18 @@ class _Run:
             rundir, on_error=lambda exc: self._stop(StopReason(str(exc), DiskError))
         )
         self.pass_warnings()
+
+    async def finish(self, extra_columns: dict[str, str]) -> RunStats:
+        """`runend.finish` for this run: results.parquet, or the stop's error."""
+        return await finish(
+            self.rundir,
+            self.spec,
+            self.stop,
+            pass_warnings=self.pass_warnings,
+            sent_rows=self.progress.succeeded + self.progress.errored,
+            warnings=self.hooks.warnings,
+            extra_columns=extra_columns,
+        )
 
     def pass_warnings(self) -> None:
         """Give the run directory's new warnings (torn lines, misfit values) to `warn`."""
@@ -328,29 +340,21 @@ async def run_job(
     hooks = Hooks(
         progress=progress, call_echo=call_echo, warn_to=warn, interrupts=interrupts, ended=ended
     )
-    spec, fingerprint, known, stored, identity = await prepare(spec, hooks.warn)
-    policy = policy or RetryPolicy(
-        max_attempts=spec.limits.max_attempts,
-        max_elapsed_s=spec.limits.max_elapsed_s,
-        max_wait_s=spec.limits.max_wait_s,
-    )
-    extra_columns = dict(known.extra_columns)
-    total = min(known.rows, spec.limit) if spec.limit else known.rows
-    rundir = RunDir.open(
-        spec.output,
-        fingerprint=fingerprint,
-        total_rows=total,
-        retry_errors=spec.retry_errors,
-        durability=spec.durability,
-        input_summary=known,
-    )
+    opened = await open_run(spec, hooks.warn, policy)
+    spec, rundir = opened.spec, opened.rundir
     with (
         rundir,
         Reuse(spec, rundir.path) as reuse,  # a cache that cannot be opened: exit 2, nothing sent
-        recorded(rundir, spec, identity=stored, hooks=hooks, started=started) as inv,
+        recorded(rundir, spec, identity=opened.stored, hooks=hooks, started=started) as inv,
     ):
         run = _Run(
-            spec, rundir, total=total, policy=policy, identity=identity, hooks=hooks, reuse=reuse
+            spec,
+            rundir,
+            total=opened.total,
+            policy=opened.policy,
+            identity=opened.identity,
+            hooks=hooks,
+            reuse=reuse,
         )
         run.pacer.cost = await cost_cap(spec, rundir.path, on_refused=run.pacer.give_up)
         inv.progress = run.progress
@@ -362,15 +366,7 @@ async def run_job(
         await run.recorder.commit()
         if progress:  # the last word, so a display shows the final counts
             progress(run.snapshot())
-        return await finish(
-            rundir,
-            spec,
-            run.stop,
-            pass_warnings=run.pass_warnings,
-            sent_rows=run.progress.succeeded + run.progress.errored,
-            warnings=run.hooks.warnings,
-            extra_columns=extra_columns,
-        )
+        return await run.finish(dict(opened.known.extra_columns))
 
 
 async def _fan_out(run: _Run, api_key: str) -> None:

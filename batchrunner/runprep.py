@@ -9,7 +9,7 @@ before the run directory opens.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,6 +19,8 @@ from batchrunner.errors import ConfigError, OutputError, SourceError
 from batchrunner.evaluate.settings import check_columns
 from batchrunner.inputs import input_identity, validate
 from batchrunner.process import fit_concurrency
+from batchrunner.retrying import RetryPolicy
+from batchrunner.rundir import RunDir
 from batchrunner.rundir.manifest import StoredSummary, read_manifest, stored_summary
 from batchrunner.uris import Uri
 
@@ -30,6 +32,44 @@ if TYPE_CHECKING:
     from batchrunner.uris import Source
 
 Identity = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A job prepared (`prepare`) and its run directory opened, for either engine."""
+
+    spec: JobSpec
+    fingerprint: dict[str, object]
+    known: StoredSummary
+    stored: Identity  # the input's identity as the run directory keeps it
+    identity: Identity  # ... and as it is now
+    policy: RetryPolicy
+    total: int  # the rows this run is to record (`--limit` applied)
+    rundir: RunDir
+
+
+async def open_run(
+    spec: JobSpec, warn: Callable[[str], None], policy: RetryPolicy | None = None
+) -> Opened:
+    """`prepare`, then the retry policy (the spec's, unless one is given), the row total
+    and the run directory opened (locked) for them. Raises before anything is sent."""
+    spec, fingerprint, known, stored, identity = await prepare(spec, warn)
+    limits = spec.limits
+    policy = policy or RetryPolicy(
+        max_attempts=limits.max_attempts,
+        max_elapsed_s=limits.max_elapsed_s,
+        max_wait_s=limits.max_wait_s,
+    )
+    total = min(known.rows, spec.limit) if spec.limit else known.rows
+    rundir = RunDir.open(
+        spec.output,
+        fingerprint=fingerprint,
+        total_rows=total,
+        retry_errors=spec.retry_errors,
+        durability=spec.durability,
+        input_summary=known,
+    )
+    return Opened(spec, fingerprint, known, stored, identity, policy, total, rundir)
 
 
 async def prepare(
