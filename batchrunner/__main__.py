@@ -1,3 +1,3 @@
-from batchrunner.cli import main
+from batchrunner.cli import entry
 
-main()
+entry()

@@ -69,7 +69,15 @@ def main() -> None:
       CAICAINI_API_KEY=dry batchrunner run jobs/data/tiny.jsonl -o runs/try \\
           --base-url http://127.0.0.1:8765/v1
     """
-    settle_arrow()  # this process's Arrow: memory handed back, no pandas (arrowprocess.py)
+
+
+def entry() -> None:
+    """The `batchrunner` command and `python -m batchrunner`: the CLI in a process of its
+    own, whose Arrow is settled first (arrowprocess.py). `main` called in a process that
+    goes on (click's testing, a program embedding the CLI) leaves its Arrow as it was:
+    there pyarrow must still see pandas, or `Table.from_pandas` misreads a DataFrame."""
+    settle_arrow()
+    main()
 
 
 @main.command()

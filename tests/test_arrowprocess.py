@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 # Python lists, as the run's own code hands them; finally an explicit pandas conversion.
 _CHILD = """
 import json, sys
-from batchrunner.cli import main
+from batchrunner.cli import entry
+sys.argv = ["batchrunner", "validate", sys.argv[1]]
 try:
-    main(["validate", sys.argv[1]])
+    entry()
 except SystemExit:
     pass
 import pyarrow as pa
@@ -63,3 +64,31 @@ def test_the_cli_process_uses_the_system_allocator_and_loads_no_pandas(src: Path
 def test_a_pool_chosen_in_the_environment_is_kept(src: Path) -> None:
     """ARROW_DEFAULT_MEMORY_POOL wins over the CLI's choice."""
     assert _child(src, ARROW_DEFAULT_MEMORY_POOL="mimalloc")["pool"] == "mimalloc"
+
+
+_EMBEDDED = """
+import sys
+import pyarrow as pa
+from batchrunner.cli import main
+try:
+    main(["validate", sys.argv[1]])
+except SystemExit:
+    pass
+import pandas as pd  # first imported after the CLI ran, as in a notebook
+frame = pd.DataFrame({"a": [1, 2, 3]}, index=[7, 8, 9])
+print(pa.Table.from_pandas(frame, preserve_index=False).column("a").to_pylist())
+"""
+
+
+def test_the_cli_called_in_process_leaves_pyarrows_pandas_as_it_was(src: Path) -> None:
+    """`cli.main` in a process that goes on (a notebook, click's testing) does not settle
+    Arrow: a DataFrame with its own index still converts (it raised KeyError: 7)."""
+    pytest.importorskip("pandas")
+    proc = subprocess.run(
+        [sys.executable, "-c", _EMBEDDED, str(src)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[1, 2, 3]"

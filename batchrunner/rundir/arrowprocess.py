@@ -1,7 +1,8 @@
 """How Arrow behaves in the CLI's own process: memory handed back, no pandas loaded.
 
-Called once by the CLI before any command runs; the Python API leaves the caller's process
-as it is (its Arrow settings are the caller's). Measured on 100 000 recorded rows
+Called once by the CLI's entry point (`cli.entry`), in a process that is the CLI's alone:
+the Python API, and `cli.main` called in a process that goes on, leave that process's Arrow
+as it is. Measured on 100 000 recorded rows
 (BENCHMARKS.md): with Arrow's default allocator (mimalloc) assembling results.parquet
 added ~180 MB of resident memory that it kept to the end, with the C library's malloc
 ~80 MB; and pyarrow imports pandas, when installed, the first time it is handed a Python
@@ -36,8 +37,10 @@ def settle_arrow() -> None:
     """Use the C library's allocator for Arrow (unless ARROW_DEFAULT_MEMORY_POOL says
     otherwise) and let pyarrow settle, once, that pandas is not there for its type checks.
 
-    pyarrow remembers that answer only for those implicit checks: an explicit conversion
-    (`Table.to_pandas`, `Table.from_pandas`) still imports pandas when it is installed.
+    pyarrow remembers that answer for good: `Table.to_pandas` still works, but
+    `Table.from_pandas` then reads a column as a plain sequence (by index label, so a
+    DataFrame whose index is not 0..n-1 fails or is misread). Hence only in a process
+    that is the CLI's alone, which is never handed a DataFrame.
     """
     import pyarrow as pa
 
