@@ -10,7 +10,6 @@ outcomes into the run directory's parts.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import uuid
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from batchrunner.rundir.files import list_parts, list_segments
 from batchrunner.rundir.lines import segment_outcomes
 from batchrunner.rundir.parts import is_unreadable, read_part_outcomes
+from batchrunner.rundir.status import lock_held
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,19 +40,7 @@ def in_use(actor_dir: Path) -> bool:
     Only directories with a manifest are probed: their actor took the lock before writing
     it, so this probe can never make an actor's own `take_lock` fail.
     """
-    if not (actor_dir / "manifest.json").exists():
-        return False
-    try:
-        fd = os.open(actor_dir / "lock", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also releases the probe's lock
-    return False
+    return (actor_dir / "manifest.json").exists() and lock_held(actor_dir)
 
 
 def holds_outcomes(run_dir: Path) -> bool:

@@ -54,7 +54,9 @@ class RunStatus:
         return json.dumps(obj)
 
 
-def _lock_held(path: Path) -> bool:
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the lock of the run directory at `path` (probed with a
+    shared lock, dropped at once)."""
     try:
         fd = os.open(path / "lock", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -76,7 +78,7 @@ def read_status(path: Path) -> RunStatus:
     if manifest.merged is not None:
         return _merged_status(path, manifest)
     total = manifest.total_rows
-    running = _lock_held(path)
+    running = lock_held(path)
     for _ in range(_RELIST_TRIES):
         done, warnings = DoneSet(total, outside=total - manifest.rows), list[str]()
         # A listed file vanished: the writer committed or quarantined meanwhile; list again.
