@@ -1,3 +1,3 @@
-from batchrunner.cli import entry
+from batchrunner.launch import entry
 
 entry()

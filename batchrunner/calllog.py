@@ -97,13 +97,16 @@ class CallLog:
         self._emit(record)
 
     def _emit(self, record: dict[str, object]) -> None:
-        line = json.dumps(record, separators=(",", ":"))
+        line = _ENCODE(record)
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):
             os.write(self._fd, (line + "\n").encode())
         if self.echo is not None:
             self.echo(line)
 
+
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 # Far enough back to pass the cancelled attempts of a stop (one per worker) and the
 # successes after a failure; reading more would make `report` slow on a long log.

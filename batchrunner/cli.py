@@ -72,10 +72,11 @@ def main() -> None:
 
 
 def entry() -> None:
-    """The `batchrunner` command and `python -m batchrunner`: the CLI in a process of its
-    own, whose Arrow is settled first (arrowprocess.py). `main` called in a process that
-    goes on (click's testing, a program embedding the CLI) leaves its Arrow as it was:
-    there pyarrow must still see pandas, or `Table.from_pandas` misreads a DataFrame."""
+    """The `batchrunner` command and `python -m batchrunner` (through launch.py): the CLI
+    in a process of its own, whose Arrow is settled first (arrowprocess.py). `main` called
+    in a process that goes on (click's testing, a program embedding the CLI) leaves its
+    Arrow as it was: there pyarrow must still see pandas, or `Table.from_pandas` misreads
+    a DataFrame."""
     settle_arrow()
     main()
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 LimitKind = Literal["requests", "tokens", "input-tokens", "output-tokens"]
 KINDS: tuple[LimitKind, ...] = ("requests", "tokens", "input-tokens", "output-tokens")
 _OPENAI_KINDS: tuple[LimitKind, ...] = ("requests", "tokens")
+_FAMILIES = ("anthropic-ratelimit-", "x-ratelimit-")
 
 # `ms` must come before `m` (and `us`/`µs` before `s`), or "12ms" reads as 12 minutes.
 _GO_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
@@ -140,8 +141,16 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> dict[
     Args:
         now: the current time in epoch seconds, to turn reset timestamps into durations.
     """
-    lower = {str(key).lower(): str(value) for key, value in headers.items()}
+    # Only the two families' headers, by lower-case name: most of an answer's headers are
+    # others, and a server that sends neither family costs one pass over the names.
+    lower = {}
+    for key, value in headers.items():
+        name = str(key).lower()
+        if name.startswith(_FAMILIES):
+            lower[name] = str(value)
     found: dict[str, LimitState] = {}
+    if not lower:
+        return found
     for kind in KINDS:
         prefix = f"anthropic-ratelimit-{kind}-"
         limit = _number(lower.get(prefix + "limit"))

@@ -5,7 +5,8 @@ anything is sent). `OutputCheck` checks one answer: the JSON text of the chat re
 the input of the Messages answer tool (`protocols.structured` puts the schema in the
 request); a success comes back with `parsed` set, a failure raises InvalidOutputError with
 the reason. `parsed_columns` names the typed `parsed.<field>` columns. The only importer of
-jsonschema. Nothing here sends, retries or writes: `attempts` re-asks.
+jsonschema, and only when a schema is used: a run without one is spared its ~9 MB and
+~60 ms of imports. Nothing here sends, retries or writes: `attempts` re-asks.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
 
 from batchrunner.errors import InvalidOutputError
 from batchrunner.protocols.base import json_text
@@ -51,6 +49,9 @@ def load_schema(path: Path) -> tuple[JSONObject | None, list[str]]:
         return None, [f"{path}: not JSON: {exc}"]
     if not isinstance(schema, dict):
         return None, [f"{path}: a JSON Schema must be an object, got {json_kind(schema)}"]
+    from jsonschema import exceptions as schema_errors
+    from jsonschema import validators
+
     try:
         validators.validator_for(schema).check_schema(schema)
     except schema_errors.SchemaError as exc:
@@ -98,8 +99,11 @@ class OutputCheck:
 
     def __init__(self, schema: JSONObject, api: Api) -> None:
         self.api = api
+        from jsonschema import exceptions, validators
+
         self.name = schema_name(schema)
         self._validator = validators.validator_for(schema)(schema)
+        self._best_match = exceptions.best_match
 
     def __call__(self, completion: Completion) -> Completion:
         """`completion` with `parsed` set; raises InvalidOutputError naming what is wrong."""
@@ -108,7 +112,7 @@ class OutputCheck:
             value = json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
             raise InvalidOutputError(f"the answer is not JSON ({exc}): {_short(text)!r}") from None
-        error = schema_errors.best_match(self._validator.iter_errors(value))
+        error = self._best_match(self._validator.iter_errors(value))
         if error is not None:
             raise InvalidOutputError(
                 f"the answer does not match the schema at {error.json_path}: "

@@ -1,10 +1,9 @@
-"""The installed package's version, for `--version`, the User-Agent and run.json."""
+"""The package's version, for `--version`, the User-Agent and run.json.
+
+Its one home: pyproject.toml reads it from here at build time. A literal rather than
+`importlib.metadata.version()`, whose import and lookup cost every command ~50 ms and ~4 MB.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("batchrunner")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = "0.1.0"

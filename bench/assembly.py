@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    from batchrunner.launch import settle_allocators
+
+    settle_allocators()  # before pyarrow loads (synth imports it), as the CLI's process
+
 from bench import harness, synth
 
 RECORDED = 10_000_000

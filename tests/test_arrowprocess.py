@@ -1,5 +1,6 @@
-"""The CLI's process: Arrow on the C library's allocator, pandas never loaded by pyarrow's
-own type checks, explicit pandas conversions still working. Real child processes."""
+"""The CLI's process (launch.py, arrowprocess.py): Arrow on the C library's allocator,
+malloc tuned, pandas never loaded by pyarrow's own type checks, explicit
+pandas conversions still working. Real child processes."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 # Python lists, as the run's own code hands them; finally an explicit pandas conversion.
 _CHILD = """
 import json, sys
-from batchrunner.cli import entry
+from batchrunner.launch import entry
 sys.argv = ["batchrunner", "validate", sys.argv[1]]
 try:
     entry()
@@ -34,10 +35,13 @@ print(json.dumps(seen))
 """
 
 
-def _child(src: Path, **env: str) -> dict[str, object]:
-    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+_TUNED = ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def _child(src: Path, code: str = _CHILD, **env: str) -> dict[str, object]:
+    environ = {k: v for k, v in os.environ.items() if k not in _TUNED}
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src)],
+        [sys.executable, "-c", code, str(src)],
         env={**environ, **env},
         capture_output=True,
         text=True,
@@ -64,6 +68,29 @@ def test_the_cli_process_uses_the_system_allocator_and_loads_no_pandas(src: Path
 def test_a_pool_chosen_in_the_environment_is_kept(src: Path) -> None:
     """ARROW_DEFAULT_MEMORY_POOL wins over the CLI's choice."""
     assert _child(src, ARROW_DEFAULT_MEMORY_POOL="mimalloc")["pool"] == "mimalloc"
+
+
+_THRESHOLD = """
+import json
+from batchrunner.launch import tune_malloc
+print(json.dumps({"set": tune_malloc()}))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    reason="glibc's mallopt",
+)
+def test_malloc_is_tuned_unless_the_environment_tunes_it(
+    src: Path,
+) -> None:
+    """glibc accepts the fixed threshold and arena count; MALLOC_MMAP_THRESHOLD_,
+    MALLOC_ARENA_MAX or GLIBC_TUNABLES in the environment mean the user tunes malloc, and
+    nothing is changed."""
+    assert _child(src, _THRESHOLD) == {"set": True}
+    assert _child(src, _THRESHOLD, MALLOC_MMAP_THRESHOLD_="65536") == {"set": False}
+    assert _child(src, _THRESHOLD, MALLOC_ARENA_MAX="4") == {"set": False}
+    assert _child(src, _THRESHOLD, GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == {"set": False}
 
 
 _EMBEDDED = """

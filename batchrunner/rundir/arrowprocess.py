@@ -1,18 +1,15 @@
-"""How Arrow behaves in the CLI's own process: memory handed back, no pandas loaded.
+"""How Arrow behaves in the CLI's own process: no pandas loaded.
 
 Called once by the CLI's entry point (`cli.entry`), in a process that is the CLI's alone:
 the Python API, and `cli.main` called in a process that goes on, leave that process's Arrow
-as it is. Measured on 100 000 recorded rows
-(BENCHMARKS.md): with Arrow's default allocator (mimalloc) assembling results.parquet
-added ~180 MB of resident memory that it kept to the end, with the C library's malloc
-~80 MB; and pyarrow imports pandas, when installed, the first time it is handed a Python
+as it is. pyarrow imports pandas, when installed, the first time it is handed a Python
 list (to ask whether the list is a pandas object): ~43 MB and ~0.3 s that the CLI, which
-never hands pyarrow a pandas object, does not need.
+never hands pyarrow a pandas object, does not need. Arrow's allocator is chosen earlier,
+before pyarrow loads (launch.py).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -34,8 +31,7 @@ class _NoPandas:
 
 
 def settle_arrow() -> None:
-    """Use the C library's allocator for Arrow (unless ARROW_DEFAULT_MEMORY_POOL says
-    otherwise) and let pyarrow settle, once, that pandas is not there for its type checks.
+    """Let pyarrow settle, once, that pandas is not there for its type checks.
 
     pyarrow remembers that answer for good: `Table.to_pandas` still works, but
     `Table.from_pandas` then reads a column as a plain sequence (by index label, so a
@@ -44,8 +40,6 @@ def settle_arrow() -> None:
     """
     import pyarrow as pa
 
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        pa.set_memory_pool(pa.system_memory_pool())
     if "pandas" in sys.modules:
         return  # already loaded by someone: nothing to save
     finder = _NoPandas()

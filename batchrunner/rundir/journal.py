@@ -53,8 +53,9 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
+_dumps = _ENCODER.encode
 
 
 def encode_result(result: Result) -> bytes:

@@ -106,7 +106,7 @@ def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
     for _seq, rg, path, exact in sorted(entries, key=lambda e: (e[0], e[1])):
         try:
             with pq.ParquetFile(path) as pf:
-                t = conform_part(pf.read_row_group(rg))
+                t = conform_part(pf.read_row_group(rg, use_threads=False))
         except Exception as exc:
             if is_unreadable(exc):
                 raise CorruptPartError(path, str(exc).splitlines()[0]) from exc
