@@ -30,7 +30,6 @@ from batchrunner.cmdline import command_line
 from batchrunner.config import base_url_problems, plain_http_warning
 from batchrunner.display import open_display
 from batchrunner.errors import ConfigError
-from batchrunner.rundir.arrowprocess import settle_arrow
 from batchrunner.spec import DEFAULT_BASE, DEFAULT_MODEL
 from batchrunner.version import __version__
 
@@ -69,16 +68,6 @@ def main() -> None:
       CAICAINI_API_KEY=dry batchrunner run jobs/data/tiny.jsonl -o runs/try \\
           --base-url http://127.0.0.1:8765/v1
     """
-
-
-def entry() -> None:
-    """The `batchrunner` command and `python -m batchrunner` (through launch.py): the CLI
-    in a process of its own, whose Arrow is settled first (arrowprocess.py). `main` called
-    in a process that goes on (click's testing, a program embedding the CLI) leaves its
-    Arrow as it was: there pyarrow must still see pandas, or `Table.from_pandas` misreads
-    a DataFrame."""
-    settle_arrow()
-    main()
 
 
 @main.command()

@@ -34,7 +34,7 @@ def _child(way: str, run_dir: Path, total: int) -> None:
     """In the child: one way's work; prints {"open_s", "work_s", "rows"} as JSON."""
     import pyarrow.parquet as pq
 
-    from batchrunner.rundir.arrowprocess import settle_arrow
+    from batchrunner.launch import settle_arrow
 
     settle_arrow()  # as the CLI sets up its process, for both ways
     started = time.perf_counter()

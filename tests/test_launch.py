@@ -30,6 +30,7 @@ except SystemExit:
 import pyarrow as pa
 pa.array([1, 2]); pa.Table.from_pydict({"a": ["x"]})
 seen = {"pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name}
+seen["httpx_cli"] = "httpx._main" in sys.modules
 seen["to_pandas"] = len(pa.table({"a": [1, 2, 3]}).to_pandas())
 print(json.dumps(seen))
 """
@@ -60,9 +61,11 @@ def src(tmp_path: Path) -> Path:
 
 
 def test_the_cli_process_uses_the_system_allocator_and_loads_no_pandas(src: Path) -> None:
-    """pandas (installed here) is not imported by pyarrow's checks; to_pandas still works."""
+    """pandas (installed here) is not imported by pyarrow's checks, nor httpx's command
+    line (click, rich and pygments are installed here) by httpx; to_pandas still works."""
     pytest.importorskip("pandas")
-    assert _child(src) == {"pandas": False, "pool": "system", "to_pandas": 3}
+    pytest.importorskip("pygments")
+    assert _child(src) == {"pandas": False, "pool": "system", "httpx_cli": False, "to_pandas": 3}
 
 
 def test_a_pool_chosen_in_the_environment_is_kept(src: Path) -> None:
