@@ -147,7 +147,9 @@ def _window(
     schema: pa.Schema,
     carried: FromInput | None,
 ) -> pa.Table:
-    table = table.filter(pc.less(table.column("_index"), total_rows))
+    index = table.column("_index")
+    if table.num_rows and pc.max(index).as_py() >= total_rows:  # else no copy: the common case
+        table = table.filter(pc.less(index, total_rows))
     columns = [table.column(name) for name in OUTPUT_SCHEMA.names]
     if types.parsed:
         columns += _json_columns(table.column("parsed").to_pylist(), types.parsed, True)
