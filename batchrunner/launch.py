@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # default: setting it at all stops glibc from raising it.
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024
 _M_ARENA_MAX, _ARENA_MAX = -8, 2
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
 
 def entry() -> None:
@@ -65,7 +65,7 @@ def settle_allocators() -> None:
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold and arena count, unless the environment tunes malloc.
     True when they were set (False elsewhere: not Linux, not glibc, or told otherwise)."""
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in _MALLOC_ENV):
+    if not sys.platform.startswith("linux") or _tuned_by_environment():
         return False
     import ctypes
 
@@ -78,6 +78,13 @@ def tune_malloc() -> bool:
     # glibc returns 1 on success; musl's mallopt is a stub that returns 0
     threshold = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
     return bool(threshold and mallopt(_M_ARENA_MAX, _ARENA_MAX))
+
+
+def _tuned_by_environment() -> bool:
+    """The user's own malloc settings: the MALLOC_* variables, or a glibc.malloc tunable
+    (GLIBC_TUNABLES also carries tunables of other parts of glibc)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(name in os.environ for name in _MALLOC_ENV) or "glibc.malloc." in tunables
 
 
 def settle_arrow() -> None:

@@ -36,7 +36,12 @@ print(json.dumps(seen))
 """
 
 
-_TUNED = ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+_TUNED = (
+    "ARROW_DEFAULT_MEMORY_POOL",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
+    "GLIBC_TUNABLES",
+)
 
 
 def _child(src: Path, code: str = _CHILD, **env: str) -> dict[str, object]:
@@ -88,12 +93,15 @@ def test_malloc_is_tuned_unless_the_environment_tunes_it(
     src: Path,
 ) -> None:
     """glibc accepts the fixed threshold and arena count; MALLOC_MMAP_THRESHOLD_,
-    MALLOC_ARENA_MAX or GLIBC_TUNABLES in the environment mean the user tunes malloc, and
+    MALLOC_ARENA_MAX or a glibc.malloc tunable in the environment mean the user tunes
+    malloc, and
     nothing is changed."""
     assert _child(src, _THRESHOLD) == {"set": True}
     assert _child(src, _THRESHOLD, MALLOC_MMAP_THRESHOLD_="65536") == {"set": False}
     assert _child(src, _THRESHOLD, MALLOC_ARENA_MAX="4") == {"set": False}
     assert _child(src, _THRESHOLD, GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == {"set": False}
+    # a tunable of another part of glibc is not a malloc setting
+    assert _child(src, _THRESHOLD, GLIBC_TUNABLES="glibc.pthread.rseq=0") == {"set": True}
 
 
 _EMBEDDED = """
