@@ -16,18 +16,23 @@ process as it is. Figures: BENCHMARKS.md.
   allocates (the committer, Arrow's pools) otherwise gets an arena of its own that keeps
   what it freed (two arenas: 170 -> 165 MiB at 100 k rows).
 - Modules nobody here uses are refused: httpx's own command line (`httpx._main`, which
-  httpx imports when it can, with rich and pygments: ~4.5 MB and ~50 ms), and pandas for
-  pyarrow's type checks. pyarrow looks for pandas the first time it is handed a Python
-  list, to ask whether it is a pandas object (~43 MB and ~0.3 s when installed), and
-  remembers the answer for good: `Table.to_pandas` still works, but `Table.from_pandas`
-  would then read a column as a plain sequence (by index label: a DataFrame whose index
-  is not 0..n-1 fails or is misread). The CLI never hands pyarrow a DataFrame.
+  httpx imports when it can, with rich and pygments: ~4.5 MB and ~50 ms); numpy, which
+  pyarrow loads when it can (~16 MiB of RSS and ~80 ms of CPU; pyarrow reads, converts
+  and writes every type the CLI handles without it), unless the command line asks for
+  `--engine ray`, whose Ray Data needs pyarrow's numpy support, which exists only if
+  numpy was there as pyarrow loaded; and pandas for pyarrow's type checks. pyarrow looks
+  for pandas the first time it is handed a Python list, to ask whether it is a pandas
+  object (~43 MB and ~0.3 s when installed), and remembers the answer for good: with
+  numpy, `Table.to_pandas` still works, but `Table.from_pandas` would then read a column
+  as a plain sequence (by index label: a DataFrame whose index is not 0..n-1 fails or is
+  misread). The CLI never hands pyarrow a DataFrame.
 
 Each allocator setting is left alone when the user's environment already makes it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from contextlib import contextmanager
@@ -50,10 +55,20 @@ def entry() -> None:
     settle_allocators()
     # for the whole process: whenever a command first imports httpx
     sys.meta_path.insert(0, _Refuse("httpx._main"))
+    if not needs_numpy(sys.argv[1:]):
+        sys.meta_path.insert(0, _Refuse("numpy"))  # before pyarrow loads: see the docstring
     from batchrunner.cli import main
 
     settle_arrow()
     main()
+
+
+def needs_numpy(args: Sequence[str]) -> bool:
+    """Whether this command line runs Ray (`--engine ray`), the one user of numpy: Ray Data
+    converts between Arrow and numpy, which pyarrow supports only when numpy was there
+    as pyarrow loaded."""
+    pairs = itertools.pairwise([*args, ""])
+    return any(a == "--engine=ray" or (a, b) == ("--engine", "ray") for a, b in pairs)
 
 
 def settle_allocators() -> None:

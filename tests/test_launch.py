@@ -1,6 +1,6 @@
-"""The CLI's process (launch.py, arrowprocess.py): Arrow on the C library's allocator,
-malloc tuned, pandas never loaded by pyarrow's own type checks, explicit
-pandas conversions still working. Real child processes."""
+"""The CLI's process (launch.py): Arrow on the C library's allocator, malloc tuned, numpy
+loaded only for `--engine ray` (and then explicit pandas conversions still working),
+pandas never loaded by pyarrow's own type checks. Real child processes."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from batchrunner.launch import needs_numpy
 from tests.helpers import write_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-# A CLI command runs (`validate`: pyarrow loaded, no key needed), then pyarrow is handed
-# Python lists, as the run's own code hands them; finally an explicit pandas conversion.
+# A CLI command runs (`validate`: pyarrow loaded, no key needed; or the command line in
+# argv[2:]), then pyarrow is handed Python lists, as the run's own code hands them.
 _CHILD = """
 import json, sys
 from batchrunner.launch import entry
-sys.argv = ["batchrunner", "validate", sys.argv[1]]
+sys.argv = ["batchrunner", *(sys.argv[2:] or ["validate", sys.argv[1]])]
 try:
     entry()
 except SystemExit:
@@ -31,7 +32,9 @@ import pyarrow as pa
 pa.array([1, 2]); pa.Table.from_pydict({"a": ["x"]})
 seen = {"pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name}
 seen["httpx_cli"] = "httpx._main" in sys.modules
-seen["to_pandas"] = len(pa.table({"a": [1, 2, 3]}).to_pandas())
+seen["numpy"] = "numpy" in sys.modules
+if seen["numpy"]:
+    seen["to_pandas"] = len(pa.table({"a": [1, 2, 3]}).to_pandas())
 print(json.dumps(seen))
 """
 
@@ -44,10 +47,12 @@ _TUNED = (
 )
 
 
-def _child(src: Path, code: str = _CHILD, **env: str) -> dict[str, object]:
+def _child(
+    src: Path, code: str = _CHILD, args: tuple[str, ...] = (), **env: str
+) -> dict[str, object]:
     environ = {k: v for k, v in os.environ.items() if k not in _TUNED}
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(src)],
+        [sys.executable, "-c", code, str(src), *args],
         env={**environ, **env},
         capture_output=True,
         text=True,
@@ -65,12 +70,39 @@ def src(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_cli_process_uses_the_system_allocator_and_loads_no_pandas(src: Path) -> None:
-    """pandas (installed here) is not imported by pyarrow's checks, nor httpx's command
-    line (click, rich and pygments are installed here) by httpx; to_pandas still works."""
+def test_the_cli_process_uses_the_system_allocator_and_loads_no_numpy_or_pandas(
+    src: Path,
+) -> None:
+    """numpy and pandas (installed here) are not imported by pyarrow, nor httpx's command
+    line (click, rich and pygments are installed here) by httpx."""
     pytest.importorskip("pandas")
     pytest.importorskip("pygments")
-    assert _child(src) == {"pandas": False, "pool": "system", "httpx_cli": False, "to_pandas": 3}
+    seen = _child(src)
+    assert seen == {"pandas": False, "pool": "system", "httpx_cli": False, "numpy": False}
+
+
+@pytest.mark.parametrize("engine", [("--engine", "ray"), ("--engine=ray",)])
+def test_a_ray_command_line_keeps_numpy_for_pyarrow(src: Path, engine: tuple[str, ...]) -> None:
+    """`--engine ray` (either spelling): numpy loads with pyarrow, for Ray Data's
+    conversions; pyarrow's checks still leave pandas alone, and to_pandas works."""
+    pytest.importorskip("pandas")
+    seen = _child(src, args=("run", str(src), *engine), CAICAINI_API_KEY="")
+    assert (seen["numpy"], seen["pandas"], seen["to_pandas"]) == (True, False, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "needs"),
+    [
+        (["run", "in.jsonl", "--engine", "ray"], True),
+        (["run", "in.jsonl", "--engine=ray"], True),
+        (["run", "in.jsonl", "--engine", "local"], False),
+        (["run", "in.jsonl", "--engine"], False),
+        (["run", "ray"], False),
+        ([], False),
+    ],
+)
+def test_numpy_is_kept_only_for_ray(args: list[str], needs: bool) -> None:
+    assert needs_numpy(args) is needs
 
 
 def test_a_pool_chosen_in_the_environment_is_kept(src: Path) -> None:

@@ -7,7 +7,8 @@ anonymous temporary file in the run dir as they come (no name, so nothing is lef
 even by a crash); at the end each partition is read back and sorted alone. A hash seen
 twice is then confirmed against the ids themselves, read again from what was written, so
 a collision of two hashes is never reported as a duplicate. Memory: about SPILL_ROWS
-hashes per partition while streaming, one partition (8 MB) while sorting.
+hashes per partition while streaming (4 MB at most), one partition (512 KB, up to 16 M
+rows) while sorting.
 
 The validation pass (inputs/validation.py) checks the input's ids the same way, in memory;
 this is the assembly's check, against a run dir changed under the run.
@@ -26,8 +27,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-PARTITION_ROWS = 1 << 20  # hashes per partition when the partitions are sorted, at most ~
-SPILL_ROWS = 1 << 15  # hashes a partition holds before they go to its file (256 KB)
+# Hashes per partition when the partitions are sorted, at most about (512 KB; sorting one
+# takes a few times that): at 1 << 20 the sort of a 1 M-row run's one partition added
+# ~23 MiB to the run's peak RSS, at its very end (1 << 16: ~4 MiB). Beyond MAX_PARTITIONS
+# (16 M rows) the partitions grow instead: each keeps a temporary file open.
+PARTITION_ROWS = 1 << 16
+MAX_PARTITIONS = 256
+SPILL_ROWS = 1 << 11  # hashes a partition holds before they go to its file (16 KB; 4 MB in all)
 
 
 class IdCheck:
@@ -42,7 +48,7 @@ class IdCheck:
         self, expected: int, directory: Path, *, digest: Callable[[object], int] = hash
     ) -> None:
         partitions = 1
-        while partitions * PARTITION_ROWS < expected:
+        while partitions * PARTITION_ROWS < expected and partitions < MAX_PARTITIONS:
             partitions *= 2
         self._mask = partitions - 1
         self._held = [array("q") for _ in range(partitions)]
