@@ -55,15 +55,21 @@ _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
 def entry() -> None:
     """The console script and `python -m batchrunner`."""
-    settle_allocators()
-    # for the whole process: whenever a command first imports httpx
-    sys.meta_path.insert(0, _Refuse("httpx._main"))
-    if not needs_numpy(sys.argv[1:]):
-        sys.meta_path.insert(0, _Refuse("numpy"))  # before pyarrow loads: see the docstring
+    settle(sys.argv[1:])
     from batchrunner.cli import main
 
     settle_arrow()
     main()
+
+
+def settle(args: Sequence[str]) -> None:
+    """Settle this process for the command line `args`, before anything heavy is imported
+    (the benchmarks' "imports alone" settle the same way)."""
+    settle_allocators()
+    # for the whole process: whenever a command first imports httpx
+    sys.meta_path.insert(0, _Refuse("httpx._main"))
+    if not needs_numpy(args):
+        sys.meta_path.insert(0, _Refuse("numpy"))  # before pyarrow loads: see the docstring
 
 
 def needs_numpy(args: Sequence[str]) -> bool:

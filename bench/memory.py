@@ -22,7 +22,7 @@ from tests.fakeserver import FakeServer
 SIZES = (10_000, 100_000)
 BIG = 1_000_000
 CONCURRENCY = 256
-IMPORTS = "import batchrunner.cli, batchrunner.runner"
+IMPORTS = harness.CLI_IMPORTS
 GOAL_10K_MIB = 150.0  # issue 16: the 10 k-row run <= 150 MB; 1 M rows <= 1.3x that
 
 

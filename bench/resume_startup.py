@@ -66,7 +66,7 @@ def heaviest_imports(count: int = 5) -> list[tuple[str, float]]:
     Sums `-X importtime`'s self times over every module of the package, so a package's
     figure is its own cost wherever it was first imported from.
     """
-    code = "import batchrunner.cli, batchrunner.runner"
+    code = harness.CLI_IMPORTS
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
     )
@@ -96,7 +96,7 @@ def phases(src: Path, pristine: Path, scratch: Path, total: int) -> dict[str, fl
     """Each step of a resume alone, in this (warm) process: seconds."""
     out: dict[str, float] = {
         "python_start": _child_seconds("pass"),
-        "imports": _child_seconds("import batchrunner.cli, batchrunner.runner"),
+        "imports": _child_seconds(harness.CLI_IMPORTS),
     }
     opts = SourceOptions()
     started = time.perf_counter()
