@@ -9,15 +9,13 @@ process as it is. Figures: BENCHMARKS.md.
   ARROW_DEFAULT_MEMORY_POOL, when pyarrow loads; `pa.set_memory_pool` afterwards changes
   only what pyarrow's Python calls use, not its C++ readers and writers. With mimalloc
   (the default) a 10 k-row run peaked at 185-219 MiB, with malloc at 154-159 MiB.
-- glibc's mmap threshold fixed at 128 KiB, and one arena. glibc raises the threshold each
+- glibc's mmap threshold fixed at 128 KiB, and two arenas. glibc raises the threshold each
   time a big block is freed, after which the final assembly's per-bucket buffers came from
   a heap that is not handed back, and peak RSS grew with the row count (100 k rows: 296
   MiB with mimalloc, 173 MiB with malloc and the fixed threshold). Each thread that
-  allocates (the committer, Arrow's pools, the final assembly) otherwise gets an arena of
-  its own that keeps what it freed (two arenas: 170 -> 165 MiB at 100 k rows). With one,
-  the assembly reuses what the sending phase freed instead of growing a second heap: a
-  1 M-row run 198 -> 182 MiB, 10 k and 100 k rows unchanged. The GIL serialises most
-  allocations anyway, and the Parquet reads here run on one thread.
+  allocates (the committer, Arrow's pools) otherwise gets an arena of its own that keeps
+  what it freed (two arenas: 170 -> 165 MiB at 100 k rows; one arena measured no better:
+  1 M rows 208.6 against 207.3 MiB, side by side).
 - Modules nobody here uses are refused: httpx's own command line (`httpx._main`, which
   httpx imports when it can, with rich and pygments: ~4.5 MB and ~50 ms); numpy, which
   pyarrow loads when it can (~16 MiB of RSS and ~80 ms of CPU; pyarrow reads, converts
@@ -49,7 +47,7 @@ if TYPE_CHECKING:
 # glibc's mallopt parameter numbers (malloc.h) and the values set. The threshold is glibc's
 # default: setting it at all stops glibc from raising it.
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024
-_M_ARENA_MAX, _ARENA_MAX = -8, 1
+_M_ARENA_MAX, _ARENA_MAX = -8, 2
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
 
