@@ -28,12 +28,12 @@ REFS = ROOT / "bench" / "refs"
 BENCH_VENV = ROOT / "build" / "bench-venv"
 # The references' own packages, pinned so that figures compare across runs; kept out of the
 # project's venv so that they measure what a user's separate script would load.
+REF_REQUIREMENTS = ("openai==3.57.0", "aiohttp==3.14.5", "uvloop==0.23.0")
 # The run's imports, in a process settled as the CLI's is (no numpy, the same allocators):
 # the "imports alone" that the scenarios set beside a whole run.
 CLI_IMPORTS = (
     "from batchrunner.launch import settle; settle([]); import batchrunner.cli, batchrunner.runner"
 )
-REF_REQUIREMENTS = ("openai==3.57.0", "aiohttp==3.14.5", "uvloop==0.23.0")
 
 
 def rounds(default: int) -> int:
