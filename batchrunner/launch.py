@@ -26,7 +26,9 @@ process as it is. Figures: BENCHMARKS.md.
   object (~43 MB and ~0.3 s when installed), and remembers the answer for good: with
   numpy, `Table.to_pandas` still works, but `Table.from_pandas` would then read a column
   as a plain sequence (by index label: a DataFrame whose index is not 0..n-1 fails or is
-  misread). The CLI never hands pyarrow a DataFrame.
+  misread). The CLI never hands pyarrow a DataFrame. And pyarrow.fs's remote stores
+  (S3's native library: ~8 MiB of RSS in a fresh venv) until a URI needs one
+  (`stores`), also only without `--engine ray`.
 
 Each allocator setting is left alone when the user's environment already makes it.
 """
@@ -38,6 +40,8 @@ import os
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+
+from batchrunner import stores
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -68,6 +72,7 @@ def settle(args: Sequence[str]) -> None:
     sys.meta_path.insert(0, _Refuse("httpx._main"))
     if not needs_numpy(args):
         sys.meta_path.insert(0, _Refuse("numpy"))  # before pyarrow loads: see the docstring
+        stores.hold()  # Ray Data may reach pyarrow's stores by itself; `remote` loads them
 
 
 def needs_numpy(args: Sequence[str]) -> bool:

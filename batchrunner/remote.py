@@ -23,9 +23,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
-from batchrunner import httpobject
+from batchrunner import httpobject, stores
 from batchrunner.errors import OutputError, SourceError
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ _QUERY = re.compile(r"\?[^\s'\"]*")
 
 def filesystem(uri: Uri) -> tuple[Any, str]:
     """The pyarrow filesystem holding `uri`, and the object's path in it."""
+    pafs = stores.load()
     try:
         if uri.scheme in ("az", "abfs", "abfss") and "@" not in uri.text.split("/")[2]:
             # `az://container/key`: the account comes from the environment, as adlfs has it.

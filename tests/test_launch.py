@@ -1,6 +1,7 @@
 """The CLI's process (launch.py): Arrow on the C library's allocator, malloc tuned, numpy
 loaded only for `--engine ray` (and then explicit pandas conversions still working),
-pandas never loaded by pyarrow's own type checks. Real child processes."""
+pandas never loaded by pyarrow's own type checks, pyarrow's remote stores only once a URI
+needs one (stores.py). Real child processes."""
 
 from __future__ import annotations
 
@@ -29,8 +30,12 @@ try:
 except SystemExit:
     pass
 import pyarrow as pa
+import pyarrow.parquet
 pa.array([1, 2]); pa.Table.from_pydict({"a": ["x"]})
-seen = {"pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name}
+stores = "pyarrow._s3fs" in sys.modules
+from batchrunner.stores import load
+seen = {"stores": stores, "loaded": hasattr(load(), "S3FileSystem")}
+seen |= {"pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name}
 seen["httpx_cli"] = "httpx._main" in sys.modules
 seen["numpy"] = "numpy" in sys.modules
 if seen["numpy"]:
@@ -78,16 +83,25 @@ def test_the_cli_process_uses_the_system_allocator_and_loads_no_numpy_or_pandas(
     pytest.importorskip("pandas")
     pytest.importorskip("pygments")
     seen = _child(src)
-    assert seen == {"pandas": False, "pool": "system", "httpx_cli": False, "numpy": False}
+    assert seen == {
+        "stores": False,
+        "loaded": True,
+        "pandas": False,
+        "pool": "system",
+        "httpx_cli": False,
+        "numpy": False,
+    }
 
 
 @pytest.mark.parametrize("engine", [("--engine", "ray"), ("--engine=ray",)])
 def test_a_ray_command_line_keeps_numpy_for_pyarrow(src: Path, engine: tuple[str, ...]) -> None:
     """`--engine ray` (either spelling): numpy loads with pyarrow, for Ray Data's
-    conversions; pyarrow's checks still leave pandas alone, and to_pandas works."""
+    conversions; pyarrow's checks still leave pandas alone, and to_pandas works. The
+    stores are not held from Ray."""
     pytest.importorskip("pandas")
     seen = _child(src, args=("run", str(src), *engine), CAICAINI_API_KEY="")
     assert (seen["numpy"], seen["pandas"], seen["to_pandas"]) == (True, False, 3)
+    assert seen["stores"] is True
 
 
 @pytest.mark.parametrize(

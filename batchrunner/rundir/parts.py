@@ -147,20 +147,33 @@ def is_unreadable(exc: BaseException) -> bool:
 
 def last_wins_sorted(table: pa.Table) -> pa.Table:
     """Rows sorted by `_index`, keeping the last row (in table order) of each index."""
+    positions = last_wins_order(table)
+    return table if positions is None else table.combine_chunks().take(positions)
+
+
+def last_wins_order(table: pa.Table) -> pa.Array | None:
+    """The positions of `last_wins_sorted`'s rows in `table`; None when `table` is already
+    strictly increasing by `_index` (the common case).
+
+    Worked out on the index alone, for one take of the rows: sorting the whole table and
+    then filtering it held three copies of a bucket. Taking from a table of many chunks
+    joins them first, out of sight: `combine_chunks` before `take` (after dropping the
+    chunks, where the caller can) keeps that copy in view.
+    """
     if table.num_rows <= 1:
-        return table
+        return None
     idx = table.column("_index")
     if pc.all(pc.greater(idx.slice(1), idx.slice(0, len(idx) - 1))).as_py():
-        return table  # already strictly increasing: the common case
+        return None
     order = pa.array(range(table.num_rows), pa.int64())
-    keyed = table.append_column("_order", order)
+    keyed = pa.table({"_index": idx, "_order": order})
     keys = [("_index", "ascending"), ("_order", "descending")]
-    sorted_ = table.take(pc.sort_indices(keyed, sort_keys=keys))
-    idx = sorted_.column("_index").combine_chunks()
+    positions = pc.sort_indices(keyed, sort_keys=keys)
+    idx = idx.take(positions).combine_chunks()
     keep = pa.concat_arrays(
         [pa.array([True]), pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))]
     )
-    return sorted_.filter(keep)
+    return positions.filter(keep)
 
 
 def _bucket_slices(indices: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -29,7 +29,7 @@ from batchrunner.rundir.parts import (
     CorruptPartError,
     conform_part,
     is_unreadable,
-    last_wins_sorted,
+    last_wins_order,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +118,13 @@ def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
         tables.append(t)
     if len(tables) == 1:
         return tables[0]  # one row group is already sorted, one row per index
-    return last_wins_sorted(pa.concat_tables(tables))
+    table = pa.concat_tables(tables)
+    tables.clear()
+    positions = last_wins_order(table)
+    if positions is None:
+        return table
+    table = table.combine_chunks()  # and the pieces go: two copies of the bucket at most
+    return table.take(positions)
 
 
 def _json_columns(
