@@ -16,6 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from batchrunner import jsoncodec
 from batchrunner.errors import DiskError
 
 if TYPE_CHECKING:
@@ -97,16 +98,16 @@ class CallLog:
         self._emit(record)
 
     def _emit(self, record: dict[str, object]) -> None:
-        line = _ENCODE(record)
+        try:
+            line = jsoncodec.dumps(record)
+        except UnicodeEncodeError:  # a lone surrogate (an id from escaped JSON) is escaped
+            line = json.dumps(record, separators=(",", ":")).encode()
         # The log is for humans; a full disk is reported by the journal, which matters.
         with contextlib.suppress(OSError):
-            os.write(self._fd, (line + "\n").encode())
+            os.write(self._fd, line + b"\n")
         if self.echo is not None:
-            self.echo(line)
+            self.echo(line.decode())
 
-
-# One encoder for every line: json.dumps with options builds a new one per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 # Far enough back to pass the cancelled attempts of a stop (one per worker) and the
 # successes after a failure; reading more would make `report` slow on a long log.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import httpx
 
-from batchrunner import network
+from batchrunner import jsoncodec, network
 from batchrunner.bodies import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -163,10 +162,7 @@ def post(
         "POST",
         _url(client.base, request.path),
         _post_headers(client, request.api),
-        # Byte for byte what httpx's `json=` sends.
-        json.dumps(
-            request.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode(),
+        jsoncodec.dumps(request.body, allow_nan=False),
         timeout_s,
         idle_timeout_s if request.stream and idle_timeout_s else timeout_s,
     )

@@ -13,6 +13,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from batchrunner import jsoncodec
 from batchrunner.errors import (
     PermanentError,
     RequestError,
@@ -129,6 +130,6 @@ def _json_or_none(data: bytes | None) -> Any:
     if data is None:
         return None
     try:
-        return json.loads(data)
+        return jsoncodec.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None

@@ -22,6 +22,7 @@ import time
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+from batchrunner import jsoncodec
 from batchrunner.errors import DiskError, IntegrityError
 from batchrunner.records import Result
 from batchrunner.rundir.files import disk_errors, fsync_dir, segment_path
@@ -53,7 +54,9 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-# One encoder for every line: json.dumps with options builds a new one per call.
+# `_extra` (any value a Parquet input carries: big integers, NaN) is the standard
+# library's; the line around it is `jsoncodec`'s. One encoder: json.dumps with options
+# builds a new one per call.
 _ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
 _dumps = _ENCODER.encode
 
@@ -74,9 +77,9 @@ def encode_result(result: Result) -> bytes:
     if result.extra:
         obj["_extra"] = _dumps(result.extra)
     try:
-        return _dumps(obj).encode("utf-8") + b"\n"
+        return jsoncodec.dumps(obj, default=_json_default) + b"\n"
     except UnicodeEncodeError:
-        return _dumps(_fit_surrogates(obj)).encode("utf-8") + b"\n"
+        return jsoncodec.dumps(_fit_surrogates(obj), default=_json_default) + b"\n"
 
 
 def _fit_surrogates(obj: dict[str, Any]) -> dict[str, Any]:
