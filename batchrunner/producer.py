@@ -21,8 +21,7 @@ from batchrunner.uris import Uri
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from anyio.streams.memory import MemoryObjectSendStream
-
+    from batchrunner.feed import Feed
     from batchrunner.records import Row
     from batchrunner.spec import JobSpec
 
@@ -33,7 +32,7 @@ REMOTE_CHECK_EVERY_S = 30.0
 
 
 async def produce(
-    out: MemoryObjectSendStream[Row],
+    out: Feed[Row],
     *,
     spec: JobSpec,
     total: int,
@@ -47,21 +46,22 @@ async def produce(
     `identity` is the input's when the run began; `stop(reason)` is called when the input
     is found changed (on a read error, on a periodic stat, or at its end).
     """
-    async with out:
-        how: str | None = None
-        try:
-            state = await _send_rows(out, spec, total, skip, identity, stopping)
-        except SourceError as exc:  # validation passed: the file changed, or went bad
-            state, how = "failed", f"reading it failed: {exc}"
-        if state == "stopped":
-            return
-        why = await anyio.to_thread.run_sync(input_changed, spec.input, identity, how)
-        if why is not None:
-            stop(why)
+    how: str | None = None
+    try:
+        state = await _send_rows(out, spec, total, skip, identity, stopping)
+    except SourceError as exc:  # validation passed: the file changed, or went bad
+        state, how = "failed", f"reading it failed: {exc}"
+    finally:
+        await out.close()
+    if state == "stopped":
+        return
+    why = await anyio.to_thread.run_sync(input_changed, spec.input, identity, how)
+    if why is not None:
+        stop(why)
 
 
 async def _send_rows(
-    out: MemoryObjectSendStream[Row],
+    out: Feed[Row],
     spec: JobSpec,
     total: int,
     skip: Callable[[int], bool],

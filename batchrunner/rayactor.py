@@ -41,8 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from anyio.streams.memory import MemoryObjectSendStream
-
+    from batchrunner.feed import Feed
     from batchrunner.records import Row
     from batchrunner.retrying import RetryPolicy
     from batchrunner.rundir import StoredSummary
@@ -90,8 +89,8 @@ class _BatchRun(_Run):
         super().__init__(*args, **kwargs)
         self.rows = rows
 
-    async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
-        async with out:
+    async def produce(self, out: Feed[Row]) -> None:
+        try:
             for row in self.rows:
                 if self.stop is not None:
                     return
@@ -99,6 +98,8 @@ class _BatchRun(_Run):
                     await out.send(row)
                 except anyio.BrokenResourceError:  # the workers stopped
                     return
+        finally:
+            await out.close()
 
 
 async def requested_stops(run_dir: Path) -> AsyncIterator[signal.Signals]:

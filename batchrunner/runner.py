@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,6 +24,7 @@ from batchrunner.calllog import CallLog
 from batchrunner.client import make_client
 from batchrunner.costcap import cost_cap
 from batchrunner.errors import DiskError, SourceError, StopReason, run_level_error
+from batchrunner.feed import Feed
 from batchrunner.inputs.images import request_for
 from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
@@ -41,8 +43,6 @@ from batchrunner.structured import OutputCheck
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable
-
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from batchrunner.client import ApiClient
     from batchrunner.records import Result, Row, Sent
@@ -133,19 +133,18 @@ class _Run:
                 await self._preflight(client)
                 if self.stop is not None:
                     return
-                send_rows, recv_rows = anyio.create_memory_object_stream["Row"](2 * n)
+                rows = Feed["Row"](2 * n, workers=2 * n)
                 async with anyio.create_task_group() as outer:
                     for watcher in (self.report_loop, self.watch_signals, self.watch_stalls):
                         outer.start_soon(watcher)
                     outer.start_soon(self.recorder.commit_loop)
                     with self.workers:
                         async with anyio.create_task_group() as workers:
-                            workers.start_soon(self.produce, send_rows)
+                            workers.start_soon(self.produce, rows)
                             # The pacer keeps n attempts on the wire; as many more workers
                             # let rows waiting out a Retry-After leave their slot to others.
                             for _ in range(2 * n):
-                                workers.start_soon(self.work, recv_rows.clone(), client, calllog)
-                            recv_rows.close()
+                                workers.start_soon(self.work, rows, client, calllog)
                     outer.cancel_scope.cancel()
         if self.stop is None or not self.stop.run_level:
             self._record(*self.streak.release())  # ended (or interrupted) without tripping
@@ -163,7 +162,7 @@ class _Run:
         else:
             self.pacer.learn(check.headers)
 
-    async def produce(self, out: MemoryObjectSendStream[Row]) -> None:
+    async def produce(self, out: Feed[Row]) -> None:
         await produce(
             out,
             spec=self.spec,
@@ -175,10 +174,8 @@ class _Run:
             stop=lambda why: self._stop(StopReason(why), drain=True),
         )
 
-    async def work(
-        self, rows: MemoryObjectReceiveStream[Row], client: ApiClient, calllog: CallLog
-    ) -> None:
-        async with rows:
+    async def work(self, feed: Feed[Row], client: ApiClient, calllog: CallLog) -> None:
+        async with aclosing(feed.items()) as rows:
             async for row in rows:
                 if self.stop is not None:
                     return

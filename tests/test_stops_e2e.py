@@ -22,8 +22,7 @@ from tests.helpers import TEST_KEY, run_cli, status_json, write_jsonl
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from anyio.streams.memory import MemoryObjectSendStream
-
+    from batchrunner.feed import Feed
     from batchrunner.records import Result, Row
 
 
@@ -174,12 +173,14 @@ def test_a_run_that_ends_with_rows_pending_never_exits_0(
 ) -> None:
     """If rows end without an outcome and nothing stopped the run, it still exits 3."""
 
-    async def produce_half(out: MemoryObjectSendStream[Row], **kwargs: Any) -> None:
-        async with out:  # a producer that (wrongly) stops after row 4
+    async def produce_half(out: Feed[Row], **kwargs: Any) -> None:
+        try:  # a producer that (wrongly) stops after row 4
             for row in real_read(kwargs["spec"]):
                 if row.index >= 5:
                     return
                 await out.send(row)
+        finally:
+            await out.close()
 
     from batchrunner import runner
     from batchrunner.inputs import read_rows
