@@ -220,8 +220,8 @@ async def exchange(
     # the cap become errors here, with what had arrived of the answer.
     try:
         # asyncio's deadline rather than anyio's `fail_after`, a cancel scope inside two
-        # generator context managers per attempt (~5% of a py-spy profile's samples; an
-        # A/B of whole runs stayed within the noise). aiohttp ties the client to asyncio
+        # generator context managers per attempt (~5% of a py-spy profile's samples; no
+        # valid A/B of whole runs: BENCHMARKS.md). aiohttp ties the client to asyncio
         # anyway, and an outer cancel scope's cancellation still passes (asyncio.timeout
         # turns only its own into TimeoutError).
         async with asyncio.timeout(timeout_s):
