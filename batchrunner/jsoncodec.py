@@ -1,7 +1,7 @@
 """JSON on the per-row path (request bodies, answers, journal and calls.log lines): orjson,
 with the standard library for what orjson reads or writes differently.
 
-orjson took ~10% of a 10 k-row run's CPU off (BENCHMARKS.md). Where it differs, the
+orjson took ~7% off a 10 k-row run's CPU (BENCHMARKS.md). Where it differs, the
 standard library keeps the old behaviour:
 - writing: integers past 64 bits, keys that are not text, and lone surrogates (which then
   raise UnicodeEncodeError, as `str.encode` did before);
