@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class _Hold:
 
 
 _HOLD = _Hold()
+_LOADING = threading.Lock()
 
 
 def hold() -> None:
@@ -44,11 +46,12 @@ def hold() -> None:
 
 
 def load() -> Any:
-    """`pyarrow.fs` with the stores this pyarrow was built with."""
+    """`pyarrow.fs` with the stores this pyarrow was built with (from any thread)."""
     import pyarrow.fs as pafs
 
-    if _HOLD in sys.meta_path:
-        sys.meta_path.remove(_HOLD)
-        if "S3FileSystem" not in vars(pafs):  # imported while held: let it find them now
-            pafs = importlib.reload(pafs)
+    with _LOADING:
+        if _HOLD in sys.meta_path:
+            sys.meta_path.remove(_HOLD)
+            if "S3FileSystem" not in vars(pafs):  # imported while held: let it find them now
+                pafs = importlib.reload(pafs)
     return pafs
