@@ -26,19 +26,18 @@ class Feed(Generic[T]):
 
     def __init__(self, size: int, *, workers: int) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(size)
-        self._workers = workers
-        self._broken = False
+        self._workers = workers  # still iterating; none left: the feed is broken
 
     async def send(self, item: T) -> None:
         """Queue `item`, waiting for room; BrokenResourceError once no worker is left."""
-        if not self._broken:
+        if self._workers:
             await self._queue.put(item)
-        if self._broken:  # the item is dropped with the rest: nobody will take it
+        if not self._workers:  # the item is dropped with the rest: nobody will take it
             raise anyio.BrokenResourceError
 
     async def close(self) -> None:
         """No more items: the workers end once they have taken the ones queued."""
-        if not self._broken:
+        if self._workers:
             await self._queue.put(_END)
 
     async def items(self) -> AsyncGenerator[T, None]:
@@ -51,7 +50,6 @@ class Feed(Generic[T]):
             queue.put_nowait(_END)  # room: it was just taken
         finally:
             self._workers -= 1
-            if self._workers == 0:
-                self._broken = True
+            if not self._workers:
                 while not queue.empty():  # a producer waiting for room may go on
                     queue.get_nowait()

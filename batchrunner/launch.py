@@ -27,8 +27,7 @@ process as it is. Figures: BENCHMARKS.md.
   numpy, `Table.to_pandas` still works, but `Table.from_pandas` would then read a column
   as a plain sequence (by index label: a DataFrame whose index is not 0..n-1 fails or is
   misread). The CLI never hands pyarrow a DataFrame. And pyarrow.fs's remote stores
-  (S3's native library: ~8 MiB of RSS in a fresh venv) until a URI needs one
-  (`stores`), also only without `--engine ray`.
+  until a URI needs one (`stores`), also only without `--engine ray`.
 
 Each allocator setting is left alone when the user's environment already makes it.
 """

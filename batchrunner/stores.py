@@ -2,8 +2,8 @@
 URI names one.
 
 `pyarrow.parquet` imports `pyarrow.fs`, which imports every store pyarrow was built with;
-S3's native library alone is ~8 MiB of a run's peak RSS in a freshly installed venv
-(BENCHMARKS.md), and a local run uses none of them. The launcher `hold`s them; `load` lets
+S3's native library alone was ~7 MiB of a 10 k-row run's peak RSS in a freshly installed
+venv (BENCHMARKS.md), and a local run uses none of them. The launcher `hold`s them; `load` lets
 them in and gives `pyarrow.fs` with them, loading them again into a `pyarrow.fs` that was
 imported while they were held (its names for them, and S3's finalisation at exit, are set
 when it loads). A process that never held them is left as it is.

@@ -145,21 +145,24 @@ def is_unreadable(exc: BaseException) -> bool:
     return isinstance(exc, pa.ArrowException) or (isinstance(exc, OSError) and exc.errno is None)
 
 
-def last_wins_sorted(table: pa.Table) -> pa.Table:
-    """Rows sorted by `_index`, keeping the last row (in table order) of each index."""
-    positions = last_wins_order(table)
-    return table if positions is None else table.combine_chunks().take(positions)
+def last_wins_sorted(pieces: list[pa.Table]) -> pa.Table:
+    """The pieces' rows sorted by `_index`, keeping the last row of each index (the last
+    piece's, then the last in that piece). Empties `pieces`, so that they can go once
+    joined: with the caller holding none of them, at most two copies of the rows are held
+    (joined, then taken); sorting the whole table and then filtering it held three, and
+    `Table.take` on a table of many chunks joins them first, out of sight."""
+    table = pa.concat_tables(pieces)
+    pieces.clear()
+    positions = _last_wins_order(table)
+    if positions is None:
+        return table
+    table = table.combine_chunks()  # and the pieces go
+    return table.take(positions)
 
 
-def last_wins_order(table: pa.Table) -> pa.Array | None:
-    """The positions of `last_wins_sorted`'s rows in `table`; None when `table` is already
-    strictly increasing by `_index` (the common case).
-
-    Worked out on the index alone, for one take of the rows: sorting the whole table and
-    then filtering it held three copies of a bucket. Taking from a table of many chunks
-    joins them first, out of sight: `combine_chunks` before `take` (after dropping the
-    chunks, where the caller can) keeps that copy in view.
-    """
+def _last_wins_order(table: pa.Table) -> pa.Array | None:
+    """The positions of the rows to keep, in order; None when `table` is already strictly
+    increasing by `_index` (the common case). Worked out on the index alone."""
     if table.num_rows <= 1:
         return None
     idx = table.column("_index")
@@ -203,7 +206,7 @@ def write_part(
     with atomic_write(final, run_dir=run_dir) as fh:
         with pq.ParquetWriter(fh, PART_SCHEMA, compression=COMPRESSION) as writer:
             for table in tables:
-                table = last_wins_sorted(table)
+                table = last_wins_sorted([table])
                 chunk_indices = table["_index"].to_pylist()
                 indices += chunk_indices
                 succeeded += pc.equal(table["status"], "succeeded").to_pylist()

@@ -223,7 +223,7 @@ def _from_parts(
             *((g.seq, _read_group(g, window, wanted)) for g in groups.get(window, [])),
         ]
         pieces.sort(key=lambda p: p[0])  # by sequence number: later outcomes last
-        table = last_wins_sorted(pa.concat_tables([_conform_part(t, wanted) for _, t in pieces]))
+        table = last_wins_sorted([_conform_part(t, wanted) for _, t in pieces])
         table = table.filter(pc.less(table.column("_index"), total))
         if table.num_rows:
             yield _conform(table, columns)

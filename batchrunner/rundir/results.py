@@ -29,7 +29,7 @@ from batchrunner.rundir.parts import (
     CorruptPartError,
     conform_part,
     is_unreadable,
-    last_wins_order,
+    last_wins_sorted,
 )
 
 if TYPE_CHECKING:
@@ -102,29 +102,27 @@ def bucket_entries(parts: Sequence[PartInfo]) -> dict[int, list[Entry]]:
 
 def read_bucket(entries: list[Entry], bucket: int) -> pa.Table:
     """The rows of one bucket from every part, sorted, last outcome (seq, row group) wins."""
-    tables = []
-    for _seq, rg, path, exact in sorted(entries, key=lambda e: (e[0], e[1])):
-        try:
-            with pq.ParquetFile(path) as pf:
-                t = conform_part(pf.read_row_group(rg, use_threads=False))
-        except Exception as exc:
-            if is_unreadable(exc):
-                raise CorruptPartError(path, str(exc).splitlines()[0]) from exc
-            raise
-        if not exact:
-            idx = t.column("_index")
-            lo, hi = bucket * part_files.BUCKET_ROWS, (bucket + 1) * part_files.BUCKET_ROWS
-            t = t.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
-        tables.append(t)
-    if len(tables) == 1:
-        return tables[0]  # one row group is already sorted, one row per index
-    table = pa.concat_tables(tables)
-    tables.clear()
-    positions = last_wins_order(table)
-    if positions is None:
+    pieces = [_read_piece(entry, bucket) for entry in sorted(entries, key=lambda e: (e[0], e[1]))]
+    if len(pieces) == 1:
+        return pieces[0]  # one row group is already sorted, one row per index
+    return last_wins_sorted(pieces)  # which lets go of the pieces as it joins them
+
+
+def _read_piece(entry: Entry, bucket: int) -> pa.Table:
+    """The rows of `bucket` in one entry's row group."""
+    _seq, rg, path, exact = entry
+    try:
+        with pq.ParquetFile(path) as pf:
+            table = conform_part(pf.read_row_group(rg, use_threads=False))
+    except Exception as exc:
+        if is_unreadable(exc):
+            raise CorruptPartError(path, str(exc).splitlines()[0]) from exc
+        raise
+    if exact:
         return table
-    table = table.combine_chunks()  # and the pieces go: two copies of the bucket at most
-    return table.take(positions)
+    idx = table.column("_index")
+    lo, hi = bucket * part_files.BUCKET_ROWS, (bucket + 1) * part_files.BUCKET_ROWS
+    return table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
 
 
 def _json_columns(
