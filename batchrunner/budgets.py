@@ -193,28 +193,43 @@ class Budgets:
         """The longest wait a budget imposes on an attempt of `cost` tokens, and its kind
         ("rpm", "requests", "tpm", "tokens", "pace", "ramp"; "" for none). What was learned
         holds for at most `learned_left`; the user's flags hold fully."""
+        # Written out, not looped over a table of buckets: it runs for every attempt.
         wait, why = 0.0, ""
-        for bucket, amount, flag_why, learned_why in (
-            (self.requests(), 1, "rpm", "requests"),
-            (self.tokens() if cost > 0 else None, cost, "tpm", "tokens"),
-            (self.paced, 1, "", "pace"),
-        ):
-            if bucket is None:
-                continue
-            delay = bucket.delay(now, amount)
-            flag = bucket in (self.requests_flag, self.tokens_flag)
-            delay = delay if flag else min(delay, learned_left)
+        if self.requests_flag is not None:
+            wait, why = self.requests_flag.delay(now, 1), "rpm"
+        elif (seen := self.requests_seen.bucket) is not None:
+            wait, why = min(seen.delay(now, 1), learned_left), "requests"
+        if cost > 0:
+            if self.tokens_flag is not None:
+                delay, kind = self.tokens_flag.delay(now, cost), "tpm"
+            elif (seen := self.tokens_seen.bucket) is not None:
+                delay, kind = min(seen.delay(now, cost), learned_left), "tokens"
+            else:
+                delay, kind = 0.0, ""
             if delay > wait:
-                wait, why = delay, flag_why if flag else learned_why
-        ramp = self.ramp.delay(now) if self.ramp is not None else 0.0
-        return (ramp, "ramp") if ramp > wait else (wait, why)
+                wait, why = delay, kind
+        if self.paced is not None:
+            delay = min(self.paced.delay(now, 1), learned_left)
+            if delay > wait:
+                wait, why = delay, "pace"
+        if self.ramp is not None:
+            ramp = self.ramp.delay(now)
+            if ramp > wait:
+                return ramp, "ramp"
+            if self.ramp.over(now):
+                self.ramp = None  # it no longer binds: every attempt after skips it
+        return wait, why
 
     def take(self, now: float, cost: int) -> None:
         if self.ramp is not None:
             self.ramp.take(now)
-        for bucket, amount in ((self.requests(), 1), (self.tokens(), cost), (self.paced, 1)):
-            if bucket is not None and amount > 0:
-                bucket.take(now, amount)
+        requests, tokens = self.requests(), self.tokens()
+        if requests is not None:
+            requests.take(now, 1)
+        if tokens is not None and cost > 0:
+            tokens.take(now, cost)
+        if self.paced is not None:
+            self.paced.take(now, 1)
 
     def refund(self, now: float, amount: float) -> None:
         """Settle a reservation with the usage the response reports (negative: charge)."""
@@ -255,10 +270,15 @@ class Ramp:
         self.start: float | None = None  # the first dispatch
         self.sent = 0
 
+    def over(self, now: float) -> bool:
+        """Whether it no longer binds: 1 s after the first dispatch it allows 1 000 times
+        the first rate."""
+        return self.start is not None and now - self.start > 10 * self.DOUBLE_S
+
     def delay(self, now: float) -> float:
         """Seconds until one more request may leave (0.0 when it may now)."""
-        if self.start is None or now - self.start > 10 * self.DOUBLE_S:
-            return 0.0  # by then it allows 1 000 times the first rate: it no longer binds
+        if self.start is None or self.over(now):
+            return 0.0
         # Allowed by t: rate * D / ln 2 * (2^(t/D) - 1); solved for the next one's time.
         scale = self.rate * self.DOUBLE_S / math.log(2)
         due = self.start + self.DOUBLE_S * math.log2(1 + self.sent / scale)

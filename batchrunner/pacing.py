@@ -12,10 +12,7 @@ from __future__ import annotations
 import math
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import anyio
+from typing import TYPE_CHECKING, NamedTuple
 
 from batchrunner.admission import AdmissionClosedError, Line, Seats
 from batchrunner.budgets import Aimd, Budgets
@@ -52,9 +49,9 @@ _WHY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Ticket:
-    """What `acquire` remembers for the matching `release` of the same task."""
+class _Ticket(NamedTuple):
+    """What `acquire` remembers for the matching `release` of the same task (a named
+    tuple: one per attempt, at a third of a frozen dataclass's cost)."""
 
     owner: object
     seq: int  # attempts dispatched by this pacer, this one included
@@ -127,7 +124,6 @@ class Pacer:
         self._reserved = 0  # tokens reserved since the start, for counting later dispatches
         self._reserved_in_flight = 0
         self._line = Line()
-        self._changed = anyio.Event()
         self._control = Controller()
         self.slowed: str | None = None  # why the run last slowed down
         self._max_wait = max_wait_s
@@ -159,29 +155,31 @@ class Pacer:
         until the moment it returns. Raises AdmissionClosedError once the pacer is closed.
         """
         cost = max(0, int(cost_tokens))
-        waiter, displaced = self._line.join(retry=retry)
-        if displaced:
-            self._notify()  # the first attempt at the head steps back for this retry
+        waiter = self._line.join(retry=retry)
         started = self._clock()
+        sent = False
         try:
             while not self.seats.closed:
                 if self._line.head() is not waiter:
-                    await self._line.wait_turn(waiter)
+                    await waiter.sleep(math.inf)  # woken when it may be the head
                     continue
                 now = self._clock()
                 wait, why = self._wait_s(now, cost, waited=now - started)
                 if wait <= _EPS:
                     self._commit(now, cost)
+                    sent = True
                     return
                 self._head = (now + wait, why)
-                changed = self._changed
-                with anyio.move_on_after(wait):
-                    await changed.wait()
-                self._head = None
+                await waiter.sleep(wait)  # woken by a release, or in time
+                if self._line.head() is waiter:
+                    self._head = None
         finally:
             if self._line.head() is waiter:
                 self._head = None
-            self._line.leave(waiter)
+            # While every slot is taken the next head could only go back to sleep: the
+            # release that frees one wakes it (a probe's slot frees itself in time).
+            slots_full = self._in_flight >= self._aimd.limit and not self._probing
+            self._line.leave(waiter, wake_next=not (sent and slots_full))
         raise AdmissionClosedError("the run is stopping: nothing more is sent")
 
     def release(
@@ -271,7 +269,6 @@ class Pacer:
         now, attempts on the wire may finish, and their rows are cancelled when they end."""
         self.seats.close()
         self._line.wake_all()
-        self._notify()
 
     def waiting(self) -> str | None:
         """What holds attempts back right now and for how long; None when nothing does."""
@@ -325,7 +322,7 @@ class Pacer:
         self._reserved_in_flight += cost
         if self._probing and self._probe_ends == math.inf:
             self._probe_ends = now + self._probe_s
-        _TICKET.set(_Ticket(owner=self, seq=self._seq, at=now, reserved=self._reserved))
+        _TICKET.set(_Ticket(self, self._seq, now, self._reserved))
         self.seats.admitted(now)
 
     def _learn(
@@ -396,5 +393,5 @@ class Pacer:
             self.give_up(verdict)
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        """Something the head waits on may have changed: it looks again."""
+        self._line.wake_head()

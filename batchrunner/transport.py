@@ -90,7 +90,8 @@ class _Body(httpx.AsyncByteStream):
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session (made on first use, inside the run's event loop) with a pool of
-    `limit` connections kept alive for `keepalive_s`, the CAs of `ssl_context`, and every
+    `limit` connections kept alive for `keepalive_s`, the CAs of `ssl_context` (None: no
+    connection speaks TLS, so aiohttp's defaults, never used), and every
     request sent through `proxy` (with `proxy_headers` on its CONNECT) when one is set."""
 
     def __init__(
@@ -98,7 +99,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         limit: int,
         keepalive_s: float,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         proxy: str | None = None,
         proxy_headers: dict[str, str] | None = None,
     ) -> None:
@@ -112,7 +113,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self._limit, keepalive_timeout=self._keepalive_s, ssl=self._ssl
+            limit=self._limit,
+            keepalive_timeout=self._keepalive_s,
+            ssl=self._ssl if self._ssl is not None else True,
         )
         # No cookie jar: an API client has no use for cookies, and parsing them per answer
         # cost ~0.2 ms of CPU per request here.
