@@ -1,11 +1,14 @@
 """calls.log: one JSON line per HTTP attempt, for support tickets and post-mortems.
 
-The API docs ask users to log the response id of every call. Each line is appended with a
-single write() (O_APPEND), so concurrent attempts never interleave and a crash tears at most
-the last line. It never sees the API key: attempts carry ids, statuses, timings and, for a
-failed attempt, its error message, redacted when the error was made. `last_error` reads the
-newest failure back for `report` (a tripped breaker leaves its rows pending, so calls.log
-is the one file that holds why).
+The API docs ask users to log the response id of every call. Lines gather in memory and
+go out whole, in one write() (O_APPEND): every `FLUSH_S` (`flushing`, a task of the run),
+whenever `FLUSH_BYTES` have gathered, and on close. A write per attempt cost ~8 µs of CPU
+once writes were spread out (each updates the file's times), ~2% of a run. So a crash
+(kill -9) loses at most the lines of the last `FLUSH_S` and tears at most the last line;
+the rows' outcomes are in the journal all the same. It never sees the API key: attempts
+carry ids, statuses, timings and, for a failed attempt, its error message, redacted when
+the error was made. `last_error` reads the newest failure back for `report` (a tripped
+breaker leaves its rows pending, so calls.log is the one file that holds why).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from batchrunner import jsoncodec
 from batchrunner.errors import DiskError
@@ -27,9 +32,14 @@ if TYPE_CHECKING:
     from batchrunner.records import Attempt, Result
 
 
+FLUSH_S = 0.2  # the most of calls.log a kill -9 can lose
+FLUSH_BYTES = 64 * 1024
+
+
 class CallLog:
     """Appends attempt lines to a file; echoes each to `echo` too (the CLI's `-v`), and
-    hands each attempt to `tap` (the run's progress counters)."""
+    hands each attempt to `tap` (the run's progress counters). Run `flushing` beside the
+    attempts; leaving the `with` writes what is left."""
 
     def __init__(
         self,
@@ -42,6 +52,8 @@ class CallLog:
         self.echo = echo
         self.tap = tap
         self._fd = -1
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def __enter__(self) -> CallLog:
         try:
@@ -57,6 +69,7 @@ class CallLog:
         tb: TracebackType | None,
     ) -> None:
         if self._fd >= 0:
+            self.flush()
             os.close(self._fd)
             self._fd = -1
 
@@ -102,11 +115,29 @@ class CallLog:
             line = jsoncodec.dumps(record)
         except UnicodeEncodeError:  # a lone surrogate (an id from escaped JSON) is escaped
             line = json.dumps(record, separators=(",", ":")).encode()
-        # The log is for humans; a full disk is reported by the journal, which matters.
-        with contextlib.suppress(OSError):
-            os.write(self._fd, line + b"\n")
+        self._pending.append(line)
+        self._pending_bytes += len(line) + 1
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
         if self.echo is not None:
             self.echo(line.decode())
+
+    def flush(self) -> None:
+        """Write the gathered lines, whole, in one write()."""
+        if not self._pending:
+            return
+        data = b"\n".join(self._pending) + b"\n"
+        self._pending.clear()
+        self._pending_bytes = 0
+        # The log is for humans; a full disk is reported by the journal, which matters.
+        with contextlib.suppress(OSError):
+            os.write(self._fd, data)
+
+    async def flushing(self) -> None:
+        """Flush every `FLUSH_S` until cancelled: the crash bound while attempts are sparse."""
+        while True:
+            await anyio.sleep(FLUSH_S)
+            self.flush()
 
 
 # Far enough back to pass the cancelled attempts of a stop (one per worker) and the

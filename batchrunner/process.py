@@ -102,13 +102,13 @@ def quiet_gc() -> Iterator[None]:
     every long-lived object (pyarrow, aiohttp). In the Little's-law benchmark the client
     spent 0.77 ms of CPU per request with the default collector and 0.65 ms with none.
     Freezing start-up objects and raising the thresholds keeps most of that gain while
-    reference cycles are still collected. The first run in sets it, the last one out
-    restores it.
+    reference cycles are still collected. No full collection before the freeze: it found
+    ~70 unreachable objects among the imports' and cost ~25 ms of CPU, 1% of a 10 k-row
+    run. The first run in sets it, the last one out restores it.
     """
     with _QuietGC.lock:
         if _QuietGC.users == 0:
             _QuietGC.saved = gc.get_threshold()
-            gc.collect()
             gc.freeze()
             gc.set_threshold(100_000, 50, 50)
         _QuietGC.users += 1

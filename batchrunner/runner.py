@@ -139,6 +139,7 @@ class _Run:
                     for watcher in (self.report_loop, self.watch_signals, self.watch_stalls):
                         outer.start_soon(watcher)
                     outer.start_soon(self.recorder.commit_loop)
+                    outer.start_soon(calllog.flushing)
                     with self.workers:
                         async with anyio.create_task_group() as workers:
                             workers.start_soon(self.produce, rows)
