@@ -11,17 +11,18 @@ reads inputs or writes the run directory.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from batchrunner.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 # Descriptors kept for everything but sockets: journal segment, parts being written,
 # calls.log, the lock, the input, the event loop's selector and self-pipes, pyarrow's
@@ -123,16 +124,31 @@ def quiet_gc() -> Iterator[None]:
 
 
 def release_free_memory() -> None:
-    """Collect garbage, then hand the C heap's free pages back to the OS (glibc's
-    `malloc_trim`), once the sending is over: assembly's peak otherwise sits on top of
-    what the sending freed but the heap kept (1 M rows, fresh venv: 167.2 -> 161.9 MiB).
-    Nothing in use is touched; where there is no glibc, only the collection is done."""
+    """Collect garbage, then `trim_heap`, once the sending is over: assembly's peak
+    otherwise sits on top of what the sending freed but the heap kept (1 M rows, fresh
+    venv: 167.2 -> 161.9 MiB)."""
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's `malloc_trim`); nothing in use
+    is touched. After each commit too: a part's buffers come and go beside the sending's,
+    and the pages they leave free otherwise stay resident (300 k rows: 148.7 -> 141.6
+    MiB). Safe from any thread; a no-op where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # musl and others: no malloc_trim
-        return
+        return None
     trim.argtypes = (ctypes.c_size_t,)
-    trim(0)
+    trim.restype = ctypes.c_int
+    return cast("Callable[[int], int]", trim)

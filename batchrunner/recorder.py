@@ -19,15 +19,22 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from batchrunner.records import Result
-    from batchrunner.rundir import RunDir
+    from batchrunner.rundir import RunDir, Sealed
 
 
 class Recorder:
     """Journals outcomes into `rundir`; `on_error` hears the first DiskError (stop the run)."""
 
-    def __init__(self, rundir: RunDir, *, on_error: Callable[[DiskError], None]) -> None:
+    def __init__(
+        self,
+        rundir: RunDir,
+        *,
+        on_error: Callable[[DiskError], None],
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.rundir = rundir
         self.on_error = on_error
+        self.after_commit = after_commit  # in the commit's thread, once its part is written
         self.error: DiskError | None = None
         self.held: list[Result] = []  # received, not yet journaled (the disk refused)
 
@@ -66,9 +73,14 @@ class Recorder:
             sealed = self.rundir.seal()
             if sealed is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.rundir.commit, sealed)
+                    await anyio.to_thread.run_sync(self._commit, sealed)
         except (DiskError, OSError) as exc:
             self._fail(write_error(exc, self.rundir.path))
+
+    def _commit(self, sealed: Sealed) -> None:
+        self.rundir.commit(sealed)
+        if self.after_commit is not None:
+            self.after_commit()
 
     def _fail(self, exc: DiskError) -> None:
         # What is on disk stays valid: parts are whole or invisible, segments replayable.

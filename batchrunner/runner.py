@@ -30,7 +30,7 @@ from batchrunner.invocation import recorded
 from batchrunner.outcomes import error_result, success_result
 from batchrunner.pacing import Pacer
 from batchrunner.preflight import preflight
-from batchrunner.process import quiet_gc, release_free_memory
+from batchrunner.process import quiet_gc, release_free_memory, trim_heap
 from batchrunner.producer import produce
 from batchrunner.progress import Hooks, Progress, RunEnd
 from batchrunner.protocols import get_protocol
@@ -101,7 +101,9 @@ class _Run:
         self._warned = 0  # rundir.warnings given to hooks.warn so far
         # A run dir that refuses writes stops everything at once.
         self.recorder = Recorder(
-            rundir, on_error=lambda exc: self._stop(StopReason(str(exc), DiskError))
+            rundir,
+            on_error=lambda exc: self._stop(StopReason(str(exc), DiskError)),
+            after_commit=trim_heap,
         )
         self.pass_warnings()
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 
+from batchrunner.client import make_client
 from batchrunner.errors import ConfigError
 from batchrunner.network import proxy_for, proxy_variables, ssl_context
 
@@ -122,3 +123,25 @@ def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="cannot load CA certificates"):
         ssl_context({"SSL_CERT_FILE": str(tmp_path / "junk.pem")})
+
+
+@pytest.mark.parametrize(
+    ("base_url", "proxy", "read"),
+    [
+        ("http://127.0.0.1:9/v1", None, False),
+        ("https://127.0.0.1:9/v1", None, True),
+        ("http://127.0.0.1:9/v1", "https://127.0.0.1:8/", True),  # TLS to the proxy
+    ],
+)
+def test_the_ca_bundle_is_read_only_when_a_connection_speaks_tls(
+    tmp_path: Path, base_url: str, proxy: str | None, read: bool
+) -> None:
+    """A missing SSL_CERT_FILE is exit 2 over TLS; plain http never reads it (~20 ms)."""
+    env = {"SSL_CERT_FILE": str(tmp_path / "missing.pem")}
+    if proxy is not None:
+        env["HTTP_PROXY"] = env["HTTPS_PROXY"] = proxy
+    if read:
+        with pytest.raises(ConfigError, match="SSL_CERT_FILE"):
+            make_client(base_url=base_url, api_key="k", concurrency=1, env=env)
+    else:
+        make_client(base_url=base_url, api_key="k", concurrency=1, env=env)
