@@ -133,15 +133,16 @@ def _transport(
     plain-HTTP request's own. Not aiohttp's `trust_env`: it looks the proxy up and reads
     ~/.netrc in a worker thread for every request."""
     proxy = network.proxy_for(base_url, env)
+    https = base_url.lower().startswith("https:")
     tunnel_headers: dict[str, str] | None = None
     if proxy is not None and proxy.authorization:
         auth = {"Proxy-Authorization": proxy.authorization}
-        if base_url.lower().startswith("https:"):
+        if https:
             tunnel_headers = auth
         else:
             headers.update(auth)
     # Loading the CAs costs ~20 ms of CPU: only when a connection speaks TLS.
-    tls = any(u.lower().startswith("https:") for u in (base_url, proxy.url if proxy else ""))
+    tls = https or (proxy is not None and proxy.url.lower().startswith("https:"))
     return AiohttpTransport(
         limit=n,
         keepalive_s=60,
