@@ -41,7 +41,7 @@ from batchrunner.records import JSONObject, RawResponse, Request
 from batchrunner.redaction import Redactor
 from batchrunner.responses import classify, request_id, too_large
 from batchrunner.sse import SSEDecoder, SSEEvent
-from batchrunner.transport import AiohttpTransport, Outgoing, raw_headers, transport_error
+from batchrunner.transport import AiohttpTransport, Answer, Outgoing, transport_error
 from batchrunner.version import __version__
 
 if TYPE_CHECKING:
@@ -80,11 +80,11 @@ class ApiClient(httpx.AsyncClient):
         self.base = str(self.base_url)
         self.redactor = _redactor_for(self.headers.get("authorization", ""))
 
-    async def send_direct(self, out: Outgoing) -> httpx.Response:
+    async def send_direct(self, out: Outgoing) -> Answer:
         """`out` sent as it is: no redirect is followed, no cookie kept."""
         if isinstance(self._direct, AiohttpTransport):
             return await self._direct.send(out)
-        return await self._direct.handle_async_request(out.to_httpx())
+        return Answer.of(await self._direct.handle_async_request(out.to_httpx()))
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -156,7 +156,9 @@ def post(
     client: ApiClient, request: Request, *, timeout_s: float, idle_timeout_s: float | None
 ) -> Outgoing:
     """The HTTP request for `request`: POST {base}{path} with its JSON body and the
-    convention's headers. `idle_timeout_s` bounds the gap between a stream's chunks.
+    convention's headers. `idle_timeout_s` bounds the gap between a stream's chunks; a
+    plain answer has only `exchange`'s deadline, which a read timeout as long could never
+    beat (aiohttp re-arms one for every chunk: ~2 µs per answer).
 
     Not httpx's `build_request` and `Request`, whose merging and normalising of the same
     headers for every request was a sixth of the client's CPU: the headers a convention
@@ -167,14 +169,14 @@ def post(
         _post_headers(client, request.api),
         jsoncodec.dumps(request.body, allow_nan=False),
         timeout_s,
-        idle_timeout_s if request.stream and idle_timeout_s else timeout_s,
+        idle_timeout_s if request.stream and idle_timeout_s else None,
     )
 
 
 def get(client: ApiClient, path: str, *, timeout_s: float) -> Outgoing:
-    """GET {base}{path} with the client's headers."""
+    """GET {base}{path} with the client's headers (`exchange`'s deadline bounds it all)."""
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in client.headers.raw}
-    return Outgoing("GET", _url(client.base, path), headers, None, timeout_s, timeout_s)
+    return Outgoing("GET", _url(client.base, path), headers, None, timeout_s, None)
 
 
 def _post_headers(client: ApiClient, api: str) -> dict[str, str]:
@@ -256,7 +258,7 @@ async def _exchange(
 ) -> RawResponse:
     response = await client.send_direct(http)
     try:
-        seen.headers = headers = redactor.headers(raw_headers(response))
+        seen.headers = headers = redactor.headers(response.header_pairs)
         seen.status = status = response.status_code
         if (
             new_assembler is not None
@@ -279,13 +281,13 @@ async def _exchange(
 
 
 async def _read_body(
-    response: httpx.Response, headers: dict[str, str], redactor: Redactor, cap: int
+    response: Answer, headers: dict[str, str], redactor: Redactor, cap: int
 ) -> bytes:
     if too_large_by_length(headers, cap):
         raise BodyTooLarge(cap)
     decoder = BodyDecoder(headers.get("content-encoding", ""), cap)
     chunks: list[bytes] = []
-    async for chunk in _raw(response):
+    async for chunk in response.stream:
         chunks += decoder.feed(chunk)
     # One chunk is the common case, and b"".join of one bytes object does not copy it.
     tail = decoder.flush()
@@ -295,7 +297,7 @@ async def _read_body(
 
 
 async def _read_stream(
-    response: httpx.Response,
+    response: Answer,
     seen: _Seen,
     assembler: StreamAssembler,
     redactor: Redactor,
@@ -306,7 +308,7 @@ async def _read_stream(
     """
     decoder = BodyDecoder(seen.headers.get("content-encoding", ""), cap)
     events = SSEDecoder()
-    async for chunk in _raw(response):
+    async for chunk in response.stream:
         for piece in decoder.feed(chunk):
             for event in events.feed(piece):
                 assembler.feed(_clean_event(event, redactor))
@@ -321,17 +323,6 @@ async def _read_stream(
         request_id=request_id(seen.headers),
         body_text=text,
     )
-
-
-def _raw(response: httpx.Response) -> httpx.AsyncByteStream:
-    """The body as the transport yields it, still encoded: decoding is ours (bodies.py).
-
-    The stream itself rather than `aiter_raw()`, whose bookkeeping serves httpcore and
-    which refuses a body that a test's MockTransport response has already read.
-    """
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
-    return stream
 
 
 def _clean_event(event: SSEEvent, redactor: Redactor) -> SSEEvent:

@@ -493,6 +493,16 @@ async def test_request_headers_url_and_body(api: Api) -> None:
     assert request.body["model"] == "caicaini/auto" and request.body["max_tokens"] == 1024
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_only_a_stream_has_a_read_timeout(stream: bool) -> None:
+    """A plain answer is bounded by the attempt's deadline alone (`exchange`): a read
+    timeout as long could never fire first. A stream's chunks have the idle timeout."""
+    http = make_client(Server(reply(200, GOOD["chat"])))
+    out = client.post(http, make_request("chat", stream=stream), timeout_s=30, idle_timeout_s=5)
+    assert (out.timeout_s, out.read_timeout_s) == (30, 5 if stream else None)
+    assert client.get(http, "models", timeout_s=30).read_timeout_s is None
+
+
 def _failures() -> Iterator[Handler]:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
