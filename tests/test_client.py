@@ -30,6 +30,8 @@ from batchrunner.protocols import get_protocol
 from batchrunner.records import Api, Attempt, Request, Row, Sent
 from batchrunner.retrying import RetryPolicy
 from batchrunner.spec import RequestSpec
+from batchrunner.transport import AiohttpTransport
+from tests.fakeserver import FakeServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -501,6 +503,18 @@ def test_only_a_stream_has_a_read_timeout(stream: bool) -> None:
     out = client.post(http, make_request("chat", stream=stream), timeout_s=30, idle_timeout_s=5)
     assert (out.timeout_s, out.read_timeout_s) == (30, 5 if stream else None)
     assert client.get(http, "models", timeout_s=30).read_timeout_s is None
+
+
+async def test_the_aiohttp_transport_serves_an_httpx_client_too() -> None:
+    """The transport keeps httpx's transport API (the client itself sends `Outgoing`s): a
+    plain httpx client over it, against the fake API, gets its status, headers and body."""
+    with FakeServer(api_key=KEY) as server:
+        transport = AiohttpTransport(limit=2, keepalive_s=5, ssl_context=None)
+        async with httpx.AsyncClient(transport=transport, base_url=server.base_url + "/") as http:
+            answer = await http.get("models", headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json()["data"]
 
 
 def _failures() -> Iterator[Handler]:
