@@ -4,7 +4,7 @@ Each size is one real CLI run (messages, c=256, no latency: as fast as the fake 
 answers) in its own process, its peak RSS (ru_maxrss from wait4) taken through a small
 launcher so that nothing of this process counts. The reference is the same interpreter
 importing what `run` imports and nothing else: the floor any run starts from. The 1 M-row
-run takes ~20 minutes on the 2-core machine, so it runs only with BENCH_RSS_1M=1.
+run takes ~6 minutes on the 2-core machine, so it runs only with BENCH_RSS_1M=1.
 """
 
 from __future__ import annotations
