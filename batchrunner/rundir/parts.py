@@ -160,6 +160,13 @@ def last_wins_sorted(pieces: list[pa.Table]) -> pa.Table:
     return table.take(positions)
 
 
+def in_bucket(table: pa.Table, bucket: int) -> pa.Table:
+    """The rows of `table` whose `_index` lies in `bucket` (a row group that spans more)."""
+    idx = table.column("_index")
+    lo, hi = bucket * BUCKET_ROWS, (bucket + 1) * BUCKET_ROWS
+    return table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
+
+
 def _last_wins_order(table: pa.Table) -> pa.Array | None:
     """The positions of the rows to keep, in order; None when `table` is already strictly
     increasing by `_index` (the common case). Worked out on the index alone."""

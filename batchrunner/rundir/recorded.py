@@ -23,6 +23,7 @@ from batchrunner.rundir.manifest import read_manifest
 from batchrunner.rundir.parts import (
     BUCKET_ROWS,
     OUTPUT_SCHEMA,
+    in_bucket,
     index_column,
     is_unreadable,
     last_wins_sorted,
@@ -242,8 +243,4 @@ def _read_group(group: _Group, window: int, wanted: Sequence[str]) -> pa.Table:
             table = pf.read_row_group(group.row_group, columns=present)
     except FileNotFoundError as exc:
         raise OutputError(f"{group.path.name} vanished while being read; try again") from exc
-    if group.single:
-        return table
-    idx = table.column("_index")
-    lo, hi = window * BUCKET_ROWS, (window + 1) * BUCKET_ROWS
-    return table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
+    return table if group.single else in_bucket(table, window)

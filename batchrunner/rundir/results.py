@@ -28,6 +28,7 @@ from batchrunner.rundir.parts import (
     OUTPUT_SCHEMA,
     CorruptPartError,
     conform_part,
+    in_bucket,
     is_unreadable,
     last_wins_sorted,
 )
@@ -118,11 +119,7 @@ def _read_piece(entry: Entry, bucket: int) -> pa.Table:
         if is_unreadable(exc):
             raise CorruptPartError(path, str(exc).splitlines()[0]) from exc
         raise
-    if exact:
-        return table
-    idx = table.column("_index")
-    lo, hi = bucket * part_files.BUCKET_ROWS, (bucket + 1) * part_files.BUCKET_ROWS
-    return table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
+    return table if exact else in_bucket(table, bucket)
 
 
 def _json_columns(
