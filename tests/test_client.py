@@ -8,6 +8,7 @@ have to sleep through.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -503,6 +504,29 @@ def test_only_a_stream_has_a_read_timeout(stream: bool) -> None:
     out = client.post(http, make_request("chat", stream=stream), timeout_s=30, idle_timeout_s=5)
     assert (out.timeout_s, out.read_timeout_s) == (30, 5 if stream else None)
     assert client.get(http, "models", timeout_s=30).read_timeout_s is None
+
+
+async def test_a_plain_body_that_stalls_halfway_ends_at_the_deadline() -> None:
+    """A plain answer has no read timeout of its own: a body that stops after its first
+    bytes is ended by the attempt's deadline, as a retryable timeout that keeps the status."""
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n"
+        writer.write(head + b'{"id":')
+        await writer.drain()
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    async with server, client.make_client(base_url=base, api_key=KEY, concurrency=2) as http:
+        out = client.post(http, make_request("chat"), timeout_s=0.3, idle_timeout_s=None)
+        with pytest.raises(RetryableError) as caught:
+            await client.exchange(http, out, dict, timeout_s=0.3)
+        done.set()
+    assert (caught.value.error_type, caught.value.http_status) == ("timeout", 200)
 
 
 async def test_the_aiohttp_transport_serves_an_httpx_client_too() -> None:
